@@ -1,0 +1,24 @@
+"""hello-asgi: an ASGI server on Twisted.
+
+The public API is these names; everything else is private to its module.
+"""
+
+from .bridge import as_deferred, install_asyncio_reactor
+from .config import Config
+from .factory import ASGIServerFactory
+from .loading import AppLoadError, load_app
+from .service import ASGIService
+from .stream import ClientDisconnected
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ASGIServerFactory",
+    "ASGIService",
+    "AppLoadError",
+    "ClientDisconnected",
+    "Config",
+    "as_deferred",
+    "install_asyncio_reactor",
+    "load_app",
+]

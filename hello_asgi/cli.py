@@ -1,0 +1,118 @@
+"""``twist hello-asgi``: command-line options into a ``Config`` and a service."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from .bridge import ReactorError, install_asyncio_reactor
+from .config import Config
+from .loading import AppLoadError, load_app
+from .service import ASGIService, server_endpoint, tcp_description
+
+_DEFAULTS = Config()
+
+
+def _fail(message: str) -> None:
+    """Start-up errors are one line on stderr and exit status 1, not a traceback or usage text."""
+    sys.exit(f"hello-asgi: {message}")
+
+
+class Options(usage.Options):
+    synopsis = "--app MODULE:ATTR [options]"
+    longdesc = (
+        "Serve an ASGI app (ASGI 3, or ASGI 2 double callables) over HTTP/1.1 on the asyncio "
+        "reactor. Twisted's own --log-level, --log-file, --log-format and --reactor go before "
+        "'hello-asgi' on the command line."
+    )
+    optParameters = [
+        ["app", "a", None, "The app: module:attribute, or module:factory() to call a factory."],
+        ["app-dir", None, ".", "Directory put first on sys.path to find the app's module."],
+        ["host", None, "127.0.0.1", "Interface for the default TCP listener."],
+        ["port", "p", 8000, "Port for the default TCP listener.", int],
+        ["root-path", None, "", "ASGI root_path: the prefix the app is mounted under."],
+        ["interface", None, "auto", "auto, asgi3 or asgi2: how the app is called."],
+        ["lifespan", None, "auto", "auto, on or off: run the ASGI lifespan protocol."],
+        ["access-log", None, "-", "Access log: '-' into the main log, or a file path."],
+        ["server-header", None, _DEFAULTS.server_header.decode(), "Value of the Server header."],
+        ["timeout-keep-alive", None, _DEFAULTS.keep_alive_timeout,
+         "Seconds an idle keep-alive connection is kept.", float],
+        ["timeout-request-head", None, _DEFAULTS.request_head_timeout,
+         "Seconds a client has to send a whole request head.", float],
+        ["timeout-graceful-shutdown", None, _DEFAULTS.graceful_timeout,
+         "Seconds in-flight requests get to finish on shutdown.", float],
+        ["limit-request-line", None, _DEFAULTS.max_request_line,
+         "Longest request line in bytes (414 beyond).", int],
+        ["limit-request-head", None, _DEFAULTS.max_head_size,
+         "Largest request head in bytes (431 beyond).", int],
+        ["limit-request-fields", None, _DEFAULTS.max_header_count,
+         "Most header fields in a request (431 beyond).", int],
+        ["limit-concurrency", None, _DEFAULTS.max_connections,
+         "Most open connections (503 beyond).", int],
+        ["backlog", None, _DEFAULTS.backlog, "Listen backlog of the default listener.", int],
+    ]
+    optFlags = [
+        ["no-access-log", None, "Log no line per request."],
+        ["no-server-header", None, "Send no Server header."],
+        ["no-date-header", None, "Send no Date header."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """A Twisted server endpoint string to listen on, e.g. tcp:8000:interface=0.0.0.0
+        or unix:/run/app.sock; repeat for more. Replaces --host/--port."""
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        if not self["app"]:
+            raise usage.UsageError("--app is required, e.g. --app hello_asgi.demo:asgi")
+        try:
+            reactor = install_asyncio_reactor()
+        except ReactorError as error:
+            _fail(str(error))
+        config = self.config()
+        try:
+            config.validate()
+        except ValueError as error:
+            _fail(str(error))
+        for description in config.listen:
+            try:
+                server_endpoint(reactor, description)
+            except Exception as error:
+                _fail(f"--listen {description}: {error}")
+        try:
+            self["loaded_app"] = load_app(self["app"], self["app-dir"], config.interface)
+        except AppLoadError as error:
+            _fail(str(error))
+        self["reactor"] = reactor
+        self["config"] = config
+
+    def config(self) -> Config:
+        listen = self["listen"] or [tcp_description(self["host"], self["port"], self["backlog"])]
+        return Config(
+            root_path=self["root-path"],
+            interface=self["interface"],
+            lifespan=self["lifespan"],
+            server_header=None if self["no-server-header"] else self["server-header"].encode("latin-1"),
+            date_header=not self["no-date-header"],
+            access_log=None if self["no-access-log"] else self["access-log"],
+            keep_alive_timeout=self["timeout-keep-alive"],
+            request_head_timeout=self["timeout-request-head"],
+            graceful_timeout=self["timeout-graceful-shutdown"],
+            max_request_line=self["limit-request-line"],
+            max_head_size=self["limit-request-head"],
+            max_header_count=self["limit-request-fields"],
+            max_connections=self["limit-concurrency"],
+            backlog=self["backlog"],
+            listen=listen,
+        )
+
+
+def makeService(options: Options) -> Any:
+    return ASGIService(options["loaded_app"], options["config"], reactor=options["reactor"],
+                       exit_on_failure=True)

@@ -1,0 +1,80 @@
+"""Every server setting in one typed object, with its default and the reason for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Interface = Literal["auto", "asgi3", "asgi2"]
+LifespanMode = Literal["auto", "on", "off"]
+
+
+@dataclass
+class Config:
+    """The settings of one server; the defaults are safe to put on the internet.
+
+    Timeouts are in seconds, sizes in bytes.
+    """
+
+    #: Prefix the app is mounted under (ASGI ``root_path``), e.g. behind a proxy that strips it.
+    root_path: str = ""
+    #: How the app is called; ``auto`` tells ASGI 3 from ASGI 2 by its signature.
+    interface: Interface = "auto"
+    #: ``auto`` runs lifespan but carries on quietly if the app does not support it.
+    lifespan: LifespanMode = "auto"
+
+    #: Send a ``Server`` header (``None`` for none); apps may send their own instead.
+    server_header: bytes | None = b"hello-asgi"
+    #: Send a ``Date`` header, as RFC 9110 asks of origin servers with a clock.
+    date_header: bool = True
+    #: One line per request through twisted.logger (namespace ``hello_asgi.access``): ``-``
+    #: into the main log, a path for a file of its own, ``None`` for none.
+    access_log: str | None = "-"
+
+    #: An idle keep-alive connection is closed after this long (Uvicorn: 5 s).
+    keep_alive_timeout: float = 5.0
+    #: A client must send a whole request head within this long (slowloris defence).
+    request_head_timeout: float = 10.0
+    #: On shutdown, in-flight requests get this long to finish before connections are cut.
+    graceful_timeout: float = 30.0
+
+    #: Longest request line; longer gets 414 (gunicorn's 8190 is the usual floor).
+    max_request_line: int = 8190
+    #: Largest request head (request line and headers); larger gets 431 (h11: 16 KiB).
+    max_head_size: int = 16384
+    #: Most header fields in one request; more gets 431 (gunicorn: 100).
+    max_header_count: int = 100
+    #: Most open connections; beyond it new connections get 503 and are closed.
+    max_connections: int = 4096
+    #: Request body bytes buffered for an app that is not calling ``receive()`` before the
+    #: socket stops being read.
+    body_buffer_size: int = 65536
+    #: Listen backlog for listeners the server creates (Uvicorn: 2048).
+    backlog: int = 2048
+
+    #: Listening endpoints, as Twisted endpoint strings.
+    listen: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        if self.interface not in ("auto", "asgi3", "asgi2"):
+            raise ValueError(f"interface must be auto, asgi3 or asgi2, not {self.interface!r}")
+        if self.lifespan not in ("auto", "on", "off"):
+            raise ValueError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError(f"root_path must start with '/' and not end with one: {self.root_path!r}")
+        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in (
+            "max_request_line",
+            "max_head_size",
+            "max_header_count",
+            "max_connections",
+            "body_buffer_size",
+            "backlog",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_request_line > self.max_head_size:
+            raise ValueError("max_request_line cannot exceed max_head_size")

@@ -1,0 +1,437 @@
+"""HTTP/1.1 connections: keep-alive, pipelining, chunked bodies, 100-continue, strict parsing.
+
+Requests are parsed by httptools (llhttp, Node's parser): it rejects the request-smuggling
+shapes (CL with TE, duplicate or malformed Content-Length, bad chunk sizes, bare CR or LF,
+obs-fold) and is the fastest parser measured (docs/design.rst). This module adds what a
+parser does not: limits, timeouts, the framing of responses, and the order of pipelined
+responses. The ASGI side of each request lives in ``stream.HTTPStream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Awaitable
+
+import httptools
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .stream import Headers, HTTPStream, http_scope
+from .timeouts import Deadline
+
+if TYPE_CHECKING:
+    from .factory import ASGIServerFactory
+
+log = Logger(namespace="hello_asgi.http1")
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+
+
+_STATUS_LINES = {status.value: _status_line(status.value) for status in HTTPStatus}
+
+
+class _BadRequest(Exception):
+    """The request cannot be served; ``status`` says why (400, 414, 431, 505)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def error_response(status: int, reason: str, server_header: bytes | None) -> bytes:
+    """A complete ``Connection: close`` response telling the client what was wrong."""
+    body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode("latin-1", "replace")
+    head = [
+        _STATUS_LINES[status],
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n",
+    ]
+    if server_header:
+        head.append(b"server: " + server_header + b"\r\n")
+    return b"".join(head) + b"\r\n" + body
+
+
+@implementer(IPushProducer)
+class HTTP11Connection(Protocol):
+    """One HTTP/1.1 connection: requests in order, one app call at a time per request.
+
+    Pipelined requests are parsed as they arrive and queued; each one's app starts when
+    the response before it is complete, so responses leave in request order.
+    """
+
+    def __init__(self, factory: ASGIServerFactory) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self._streams: deque[HTTPStream] = deque()  # responses owed, oldest first
+        self._parsing: HTTPStream | None = None  # the request whose body is arriving
+        self._url = b""
+        self._headers: Headers = []
+        self._head_size = 0
+        self._in_head = False
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closing = False
+        # Framing of the response being written.
+        self._chunked = False
+        self._no_body = False
+        self._remaining: int | None = None
+        self._keep_alive = True  # False once the connection is to close after this response
+        self._keep_alive_response = True
+
+    # Connection life.
+
+    def connectionMade(self) -> None:
+        self.factory.connection_opened(self)
+        transport = self.transport
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._parser = httptools.HttpRequestParser(self)
+        peer = transport.getPeer()  # type: ignore[union-attr]
+        host = transport.getHost()  # type: ignore[union-attr]
+        self._client = (peer.host, peer.port) if hasattr(peer, "port") else None
+        self._server = (host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None)
+        self._client_text = f"{peer.host}:{peer.port}" if self._client else "unix"
+        self._deadline = Deadline(self.factory.reactor, self._timed_out)
+        self._deadline.set(self.config.request_head_timeout)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.factory.connection_closed(self)
+        self._closing = True
+        self._deadline.cancel()
+        for stream in self._streams:
+            stream.disconnect()
+        if self._parsing is not None:
+            self._parsing.disconnect()
+        self._streams.clear()
+        self._wake_drain_waiters()
+
+    def _timed_out(self) -> None:
+        if self._in_head:
+            log.info("Closing {client}: no complete request head within {timeout} s",
+                     client=self._client_text, timeout=self.config.request_head_timeout)
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def shutdown(self) -> None:
+        """Finish the response in progress, if any, then close: for graceful shutdown."""
+        self._keep_alive = False
+        if not self._streams and self._parsing is None:
+            self._close()
+
+    # Bytes in.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # No upgrade is served yet: answer it as plain HTTP/1.1 and parse on.
+            self._parser = httptools.HttpRequestParser(self)
+            self.dataReceived(data[upgrade.args[0]:])
+            return
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if isinstance(cause, _BadRequest):
+                self._reject(cause.status, str(cause))
+            else:
+                raise
+            return
+        except httptools.HttpParserError as error:
+            reason = str(error)
+            status = 505 if "version" in reason.lower() else 400
+            self._reject(status, reason)
+            return
+        if self._in_head:
+            self._head_size += len(data)  # an unfinished head counts whole reads against the limit
+            if self._head_size > self.config.max_head_size:
+                self._reject(431, "request head too large")
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer a request that cannot be served with ``status``, then close."""
+        log.info("Bad request from {client}: {status} {reason}", client=self._client_text,
+                 status=status, reason=reason)
+        streams = self._streams
+        active = streams[0] if streams else None
+        for stream in list(streams)[1:]:
+            stream.disconnect()
+        if self._parsing is not None and self._parsing is not active:
+            self._parsing.disconnect()
+        self._parsing = None
+        self._closing = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        if active is None or not active.response_started:
+            if active is not None:
+                active.disconnect()
+            self.transport.write(error_response(status, reason, self.config.server_header))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    # httptools callbacks.
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._deadline.set(self.config.request_head_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.config.max_request_line:
+            raise _BadRequest(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer of a chunked body: ASGI has no place for it
+        headers = self._headers
+        self._head_size += len(name) + len(value) + 4
+        if len(headers) >= self.config.max_header_count:
+            raise _BadRequest(431, "too many header fields")
+        if self._head_size > self.config.max_head_size:
+            raise _BadRequest(431, "request head too large")
+        headers.append((name.lower(), value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._deadline.set(None)
+        parser = self._parser
+        http_version = parser.get_http_version()
+        if http_version != "1.1" and http_version != "1.0":
+            raise _BadRequest(505, f"HTTP/{http_version} is not served here")
+        url = self._url
+        if url[:1] == b"/":
+            raw_path, _, query = url.partition(b"?")
+        elif url == b"*":
+            raw_path, query = url, b""
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _BadRequest(400, "malformed request target") from None
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        factory = self.factory
+        scope = http_scope(
+            method=parser.get_method().decode("ascii"),
+            scheme=factory.scheme,
+            http_version=http_version,
+            raw_path=raw_path,
+            query_string=query,
+            headers=self._headers,
+            client=self._client,
+            server=self._server,
+            root_path=self.config.root_path,
+            state=factory.state,
+            asgi_version=factory.asgi_version,
+            extensions={},
+        )
+        stream = HTTPStream(scope, self, body_complete=False)
+        stream.keep_alive = parser.should_keep_alive()
+        if http_version == "1.1":
+            for name, value in self._headers:
+                if name == b"expect" and value.lower() == b"100-continue":
+                    stream.expect_continue = True
+        self._parsing = stream
+        self._streams.append(stream)
+        if len(self._streams) == 1:
+            self._start(stream)
+        elif not self._read_paused:
+            self._pause_reading()  # a pipelined request waits its turn: read no further ahead
+
+    def on_body(self, body: bytes) -> None:
+        stream = self._parsing
+        if stream is not None:
+            stream.feed_body(body)
+            if stream.buffered > self.config.body_buffer_size and not self._read_paused:
+                self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        stream = self._parsing
+        if stream is not None:
+            self._parsing = None
+            stream.end_body()
+
+    # Flow control of the request body.
+
+    def _pause_reading(self) -> None:
+        self._read_paused = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def _maybe_resume_reading(self) -> None:
+        if not self._read_paused or self._closing or len(self._streams) > 1:
+            return
+        parsing = self._parsing
+        if parsing is not None and parsing.buffered > self.config.body_buffer_size:
+            return
+        self._read_paused = False
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def body_consumed(self, stream: HTTPStream) -> None:
+        self._maybe_resume_reading()
+
+    def _start(self, stream: HTTPStream) -> None:
+        factory = self.factory
+        stream.task = factory.loop.create_task(stream.run(factory.app))
+
+    # IPushProducer: the transport tells us when the client is not reading.
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        self._wake_drain_waiters()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows and disconnects the streams
+
+    def _wake_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
+        if not self._write_paused or self._closing:
+            return None
+        waiter = self.factory.loop.create_future()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    # Bytes out: stream.ResponseWriter.
+
+    def write_continue(self, stream: HTTPStream) -> None:
+        if stream is self._streams[0] and not self._closing:
+            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+
+    def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        scope = stream.scope
+        config = self.config
+        http_10 = scope["http_version"] == "1.0"
+        keep_alive = stream.keep_alive and self._keep_alive
+        length: int | None = None
+        chunked = False
+        server_header = config.server_header
+        date_header = config.date_header
+        head = [_STATUS_LINES.get(status) or _status_line(status)]
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding":
+                chunked = not http_10
+                continue  # framing is ours to write
+            elif lower == b"connection":
+                if b"close" in value.lower():
+                    keep_alive = False
+                continue
+            elif lower == b"server":
+                server_header = None
+            elif lower == b"date":
+                date_header = False
+            head.append(b"%s: %s\r\n" % (name, value))
+        no_body = status in _NO_BODY_STATUSES or scope["method"] == "HEAD"
+        if status in _NO_BODY_STATUSES:
+            length = None
+        elif length is not None:
+            chunked = False
+        elif end and not chunked:
+            if body or scope["method"] != "HEAD":
+                length = len(body)
+                head.append(b"content-length: %d\r\n" % length)
+        elif http_10:
+            keep_alive = False  # an HTTP/1.0 client reads to the close
+        else:
+            chunked = True
+        if chunked:
+            head.append(b"transfer-encoding: chunked\r\n")
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        elif http_10:
+            head.append(b"connection: keep-alive\r\n")
+        if server_header:
+            head.append(b"server: " + server_header + b"\r\n")
+        if date_header:
+            head.append(self.factory.date_header())
+        head.append(b"\r\n")
+        self._keep_alive_response = keep_alive
+        self._chunked = chunked
+        self._no_body = no_body
+        self._remaining = None if no_body else length
+        if not no_body and body:
+            head.append(self._frame(body))
+        if end and chunked and not no_body:
+            head.append(_LAST_CHUNK)
+        self.transport.write(b"".join(head))  # type: ignore[union-attr]
+        if end:
+            self._response_complete(stream)
+
+    def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
+        transport = self.transport
+        if body and not self._no_body:
+            transport.write(self._frame(body))  # type: ignore[union-attr]
+        if end:
+            if self._chunked and not self._no_body:
+                transport.write(_LAST_CHUNK)  # type: ignore[union-attr]
+            self._response_complete(stream)
+
+    def _frame(self, body: bytes) -> bytes:
+        if self._chunked:
+            return b"%x\r\n%s\r\n" % (len(body), body)
+        remaining = self._remaining
+        if remaining is not None:
+            if len(body) > remaining:
+                log.error("ASGI app sent more than its Content-Length; response cut off")
+                self._keep_alive_response = False
+                body = body[:remaining]
+            self._remaining = remaining - len(body)
+        return body
+
+    def _response_complete(self, stream: HTTPStream) -> None:
+        if self._remaining:
+            log.error("ASGI app sent less than its Content-Length; closing the connection")
+            self._keep_alive_response = False
+        streams = self._streams
+        if streams and streams[0] is stream:
+            streams.popleft()
+        if not (self._keep_alive_response and self._keep_alive) or self._closing:
+            self._close()
+            for waiting in streams:
+                waiting.disconnect()
+            return
+        if streams:
+            self._start(streams[0])
+        elif self._parsing is None:
+            self._deadline.set(self.config.keep_alive_timeout)
+        self._maybe_resume_reading()
+
+    def abort(self, stream: HTTPStream) -> None:
+        self._closing = True
+        if self._streams and self._streams[0] is stream:
+            self._streams.popleft()
+        for waiting in self._streams:
+            waiting.disconnect()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def finished(self, stream: HTTPStream) -> None:
+        logger = self.factory.access_logger
+        if logger is not None:
+            stream.log_access(logger, self._client_text)

@@ -1,0 +1,136 @@
+"""A ``twisted.application`` service: lifespan, listeners, and graceful shutdown."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import ILogObserver, Logger, textFileLogObserver
+
+from .bridge import asyncio_loop
+from .config import Config
+from .factory import ASGIServerFactory
+from .lifespan import Lifespan
+from .transport import FastListeningReactor
+
+log = Logger(namespace="hello_asgi.service")
+
+
+def access_log_observer(target: str | None) -> ILogObserver | None:
+    """Where access log lines go: ``-`` the main log, a path a file of their own, ``None`` nowhere."""
+    if target is None or target == "-":
+        return None
+    return textFileLogObserver(open(target, "a", encoding="utf-8"))
+
+
+def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """Parse a Twisted endpoint string; TCP ones are served on asyncio's faster transports."""
+    if getattr(reactor, "_asyncioEventloop", None) is not None:
+        reactor = FastListeningReactor(reactor, asyncio_loop(reactor))
+    return serverFromString(reactor, description)
+
+
+def tcp_description(host: str, port: int, backlog: int) -> str:
+    """The endpoint string for ``--host``/``--port``."""
+    return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}:backlog={backlog}"
+
+
+class ASGIService(Service):
+    """Serves ``app`` on ``config.listen``: lifespan startup, then listening; the reverse on stop.
+
+    ``whenListening()`` gives a Deferred of the listening ports, so callers (tests, ``.tac``
+    files) can wait for the server to be ready; ``stopService()`` returns a Deferred that
+    fires once in-flight requests have finished (or ``graceful_timeout`` cut them off) and
+    lifespan shutdown has run.
+    """
+
+    def __init__(self, app: Any, config: Config | None = None, *, reactor: Any = None,
+                 exit_on_failure: bool = False) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config = config or Config()
+        self._reactor = reactor
+        self.factory = ASGIServerFactory(
+            app, config, reactor=reactor, access_observer=access_log_observer(config.access_log)
+        )
+        self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
+                                  self.factory.state)
+        self._exit_on_failure = exit_on_failure
+        self.ports: list[IListeningPort] = []
+        self._listening: Deferred[list[IListeningPort]] | None = None
+        self._waiting: list[Deferred[list[IListeningPort]]] = []
+
+    def startService(self) -> None:
+        super().startService()
+        self._listening = ensureDeferred(self._start())
+        self._listening.addCallbacks(self._started, self._failed)
+
+    async def _start(self) -> list[IListeningPort]:
+        await Deferred.fromFuture(self.factory.loop.create_task(self._lifespan.startup()))
+        descriptions = self.config.listen or [tcp_description("127.0.0.1", 8000, self.config.backlog)]
+        for description in descriptions:
+            port = await server_endpoint(self._reactor, description).listen(self.factory)
+            self.ports.append(port)
+            address = port.getHost()
+            where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
+            log.info("Serving {scheme}://{where} ({description})", scheme=self.factory.scheme,
+                     where=where, description=description)
+        return self.ports
+
+    def _started(self, ports: list[IListeningPort]) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(ports)
+
+    def _failed(self, failure: Any) -> None:
+        log.critical("hello-asgi could not start: {error}", error=failure.getErrorMessage())
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.errback(failure)
+        if self._exit_on_failure:
+            self._reactor.callLater(0, self._exit, 1)
+
+    def _exit(self, code: int) -> None:
+        """Stop the reactor and make ``twist`` exit with ``code``."""
+        self._reactor.addSystemEventTrigger("after", "shutdown", self.factory.loop.call_soon, sys.exit, code)
+        self._reactor.stop()
+
+    def whenListening(self) -> Deferred[list[IListeningPort]]:
+        """A Deferred that fires with the listening ports once the server is ready."""
+        waiter: Deferred[list[IListeningPort]] = Deferred()
+        if self._listening is not None and self._listening.called:
+            if self.ports or self.running:
+                waiter.callback(self.ports)
+            return waiter
+        self._waiting.append(waiter)
+        return waiter
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        ports, self.ports = self.ports, []
+        await DeferredList([port.stopListening() for port in ports])
+        factory = self.factory
+        if factory.connections:
+            log.info("Waiting up to {timeout} s for {count} connection(s) to finish",
+                     timeout=self.config.graceful_timeout, count=len(factory.connections))
+            factory.shutdown()
+            drained = factory.whenDrained()
+            timer = self._reactor.callLater(self.config.graceful_timeout, drained.cancel)
+            try:
+                await drained
+            except Exception:
+                log.warn("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
+                factory.abort()
+            else:
+                timer.cancel()
+        try:
+            await Deferred.fromFuture(factory.loop.create_task(self._lifespan.shutdown()))
+        except Exception as error:
+            log.error("{error}", error=error)

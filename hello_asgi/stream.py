@@ -1,0 +1,283 @@
+"""One HTTP exchange as an ASGI ``http`` scope with ``receive`` and ``send``.
+
+Written once for every HTTP version: a connection protocol feeds request events in
+(``feed_body``, ``end_body``, ``disconnect``) and serialises what comes out through the
+small ``ResponseWriter`` interface it implements. This module owns the ASGI rules: the
+scope's keys, the order of messages, what ``receive`` returns when, and what happens
+when the app raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Protocol
+from urllib.parse import unquote_to_bytes
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .loading import ASGIApp, Message, Scope
+
+log = Logger(namespace="hello_asgi.app")
+
+Headers = list[tuple[bytes, bytes]]
+SPEC_VERSION = "2.5"
+
+# Response states.
+_AWAITING_START, _STARTED, _STREAMING, _DONE = range(4)
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class ClientDisconnected(OSError):
+    """``send()`` was called after the client went away (ASGI HTTP spec 2.4)."""
+
+
+class ResponseWriter(Protocol):
+    """What a connection does for its streams; HTTP/1.1 and HTTP/2 each implement it."""
+
+    def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        """Send the response head together with the first body chunk."""
+
+    def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
+        """Send more of the response body; ``end`` finishes the response."""
+
+    def write_continue(self, stream: HTTPStream) -> None:
+        """Send ``100 Continue``: the app is ready to read the body the client holds back."""
+
+    def body_consumed(self, stream: HTTPStream) -> None:
+        """The app drained the buffered request body: the peer may send more."""
+
+    def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
+        """A waitable while the peer is not reading fast enough, else ``None``."""
+
+    def abort(self, stream: HTTPStream) -> None:
+        """The response cannot be completed: cut it off so the client sees it truncated."""
+
+    def finished(self, stream: HTTPStream) -> None:
+        """The app returned and the exchange is over."""
+
+
+def http_scope(
+    *,
+    method: str,
+    scheme: str,
+    http_version: str,
+    raw_path: bytes,
+    query_string: bytes,
+    headers: Headers,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    root_path: str,
+    state: dict[str, Any],
+    asgi_version: str,
+    extensions: dict[str, Any],
+) -> Scope:
+    """The ASGI ``http`` scope; ``path`` and ``raw_path`` include ``root_path``, as Uvicorn's do."""
+    if b"%" in raw_path:
+        path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    else:
+        path = raw_path.decode("utf-8", "replace")
+    if root_path:
+        path = root_path + path
+        raw_path = root_path.encode() + raw_path
+    return {
+        "type": "http",
+        "asgi": {"version": asgi_version, "spec_version": SPEC_VERSION},
+        "http_version": http_version,
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "state": state.copy(),
+        "extensions": extensions,
+    }
+
+
+class HTTPStream:
+    """The ASGI side of one request: its scope, its body queue and its response state."""
+
+    status = 0
+    bytes_sent = 0
+    expect_continue = False
+    keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
+
+    def __init__(self, scope: Scope, writer: ResponseWriter, body_complete: bool) -> None:
+        self.scope = scope
+        self._writer = writer
+        self._state = _AWAITING_START
+        self._headers: Headers = []
+        self._body: list[bytes] = []
+        self.buffered = 0
+        self.body_complete = body_complete
+        self._body_returned = False
+        self.disconnected = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.started_at = time.monotonic()
+
+    @property
+    def response_started(self) -> bool:
+        return self._state != _AWAITING_START
+
+    @property
+    def response_done(self) -> bool:
+        return self._state == _DONE
+
+    # Events from the connection.
+
+    def feed_body(self, data: bytes) -> None:
+        if self._state == _DONE or self.disconnected:
+            return  # nobody will read it: drop rather than buffer
+        self._body.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def end_body(self) -> None:
+        self.body_complete = True
+        self._wake()
+
+    def disconnect(self) -> None:
+        """The client is gone (connection lost, stream reset or request unreadable)."""
+        self.disconnected = True
+        self._body.clear()
+        self.buffered = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # The app's side.
+
+    async def run(self, app: ASGIApp) -> None:
+        """Call the app, and turn whatever it does wrong into a 500 or a cut response."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as error:
+            if isinstance(error, ClientDisconnected):
+                pass  # the app noticed the client left; nothing to report
+            else:
+                log.failure(
+                    "Exception in ASGI app for {method} {path}",
+                    failure=Failure(error),
+                    method=self.scope["method"],
+                    path=self.scope["path"],
+                )
+            self._fail()
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if self._state != _DONE and not self.disconnected:
+                log.error(
+                    "ASGI app returned without completing the response to {method} {path}",
+                    method=self.scope["method"],
+                    path=self.scope["path"],
+                )
+                self._fail()
+        finally:
+            self._writer.finished(self)
+
+    def _fail(self) -> None:
+        if self.disconnected or self._state == _DONE:
+            return
+        if self._state != _STREAMING:  # nothing written yet: the held head can become a 500
+            self._state = _DONE
+            self.status = 500
+            body = b"Internal Server Error"
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+            self._writer.write_response(self, 500, headers, body, True)
+            self.bytes_sent = len(body)
+        else:
+            self._state = _DONE
+            self._writer.abort(self)
+
+    async def receive(self) -> Message:
+        while True:
+            if self._body:
+                data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                self._body.clear()
+                self.buffered = 0
+                self._writer.body_consumed(self)
+                more = not self.body_complete
+                self._body_returned = not more
+                return {"type": "http.request", "body": data, "more_body": more}
+            if self.disconnected or self._state == _DONE:
+                return _DISCONNECT
+            if self.body_complete and not self._body_returned:
+                self._body_returned = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.expect_continue:
+                self.expect_continue = False
+                if self._state == _AWAITING_START:
+                    self._writer.write_continue(self)
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+    async def send(self, message: Message) -> None:
+        message_type = message["type"]
+        if self.disconnected:
+            if message_type == "http.disconnect":
+                return
+            raise ClientDisconnected(f"client disconnected; cannot send {message_type!r}")
+        state = self._state
+        if message_type == "http.response.body":
+            if state == _AWAITING_START or state == _DONE:
+                raise RuntimeError(
+                    f"'http.response.body' sent {'before' if state == _AWAITING_START else 'after'} "
+                    "the response was started/finished"
+                )
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            self._state = _STREAMING if more else _DONE
+            self.bytes_sent += len(body)
+            if state == _STARTED:
+                self._writer.write_response(self, self.status, self._headers, body, not more)
+                self._headers = []
+            else:
+                self._writer.write_body(self, body, not more)
+            if more:
+                waiting = self._writer.drained(self)
+                if waiting is not None:
+                    await waiting
+                    if self.disconnected:
+                        raise ClientDisconnected("client disconnected while the response was sent")
+        elif message_type == "http.response.start":
+            if state != _AWAITING_START:
+                raise RuntimeError("'http.response.start' sent twice")
+            status = message["status"]
+            if type(status) is not int or not 100 <= status <= 999:
+                raise ValueError(f"'http.response.start' status must be an int from 100 to 999, not {status!r}")
+            if 100 <= status < 200:
+                raise ValueError(f"'http.response.start' cannot send informational status {status}")
+            self.status = status
+            self._headers = [(name, value) for name, value in message.get("headers", ())]
+            self._state = _STARTED
+        elif message_type == "http.disconnect":
+            return  # some apps echo this back; it asks nothing of the server
+        else:
+            raise RuntimeError(f"unexpected ASGI message {message_type!r} in an HTTP exchange")
+
+    def log_access(self, logger: Logger, client: str) -> None:
+        scope = self.scope
+        query = scope["query_string"]
+        logger.info(
+            '{client} - "{method} {path}{query} HTTP/{http_version}" {status} {bytes_sent} {duration:.3f}s',
+            client=client,
+            method=scope["method"],
+            path=scope["path"],
+            query=("?" + query.decode("latin-1")) if query else "",
+            http_version=scope["http_version"],
+            status=self.status,
+            bytes_sent=self.bytes_sent,
+            duration=time.monotonic() - self.started_at,
+        )

@@ -1,0 +1,244 @@
+"""Twisted protocols on asyncio's own sockets: the fast path for TCP listeners.
+
+On the asyncio reactor, Twisted's TCP transports cost a selector registration per write;
+asyncio's transports write straight to the socket and are several times cheaper. A thin
+``ITransport`` adapter lets any Twisted protocol (ours, or TLS wrapped around ours) run on
+them unchanged. ``FastListeningReactor`` hands that path to Twisted's endpoint parser, so
+``tcp:``/``tcp6:`` endpoint strings keep their meaning and every other endpoint still
+works through Twisted itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, Iterable
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IConsumer,
+    IListeningPort,
+    IProducer,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+Address = IPv4Address | IPv6Address | UNIXAddress
+
+
+def twisted_address(sockaddr: Any, family: int) -> Address:
+    """An asyncio ``peername``/``sockname`` as the Twisted address object protocols expect."""
+    if family == socket.AF_INET6:
+        host, port, flowinfo, scope_id = sockaddr
+        return IPv6Address("TCP", host, port, flowinfo, scope_id)
+    if family == socket.AF_INET:
+        return IPv4Address("TCP", *sockaddr)
+    return UNIXAddress(sockaddr or None)
+
+
+@implementer(ITCPTransport, IConsumer, IPushProducer)
+class AsyncioTransport(asyncio.Protocol):
+    """An asyncio protocol that hosts one Twisted protocol and serves as its transport."""
+
+    protocol: IProtocol | None = None
+    _producer: IProducer | None = None
+    _streaming_producer = True
+    _writing_paused = False
+    disconnecting = False
+
+    def __init__(self, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop) -> None:
+        self._factory = factory
+        self._loop = loop
+
+    # asyncio.Protocol: events from the socket
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        family = sock.family if sock is not None else socket.AF_INET
+        self._peer = twisted_address(transport.get_extra_info("peername"), family)
+        self._host = twisted_address(transport.get_extra_info("sockname"), family)
+        protocol = self._factory.buildProtocol(self._peer)
+        if protocol is None:
+            transport.abort()
+            return
+        self.protocol = protocol
+        protocol.makeConnection(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        return False  # half-closed peers are closed, as Twisted does without IHalfCloseableProtocol
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.protocol is None:
+            return
+        reason = Failure(ConnectionDone()) if exc is None else Failure(ConnectionLost(str(exc)))
+        if self._producer is not None:
+            self._producer.stopProducing()
+            self._producer = None
+        self.protocol.connectionLost(reason)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._producer is not None and self._streaming_producer:
+            self._producer.pauseProducing()  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._producer is not None:
+            self._producer.resumeProducing()
+
+    # ITransport
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+        if self._producer is not None and not self._streaming_producer:
+            self._loop.call_soon(self._pull)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self._transport.writelines(data)
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+        self._transport.close()
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        self._transport.abort()
+
+    def getPeer(self) -> Address:
+        return self._peer
+
+    def getHost(self) -> Address:
+        return self._host
+
+    # ITCPTransport
+
+    def loseWriteConnection(self) -> None:
+        self._transport.write_eof()
+
+    def getTcpNoDelay(self) -> bool:
+        return bool(self._socket_option(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self._socket_option(socket.IPPROTO_TCP, socket.TCP_NODELAY, enabled)
+
+    def getTcpKeepAlive(self) -> bool:
+        return bool(self._socket_option(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        self._socket_option(socket.SOL_SOCKET, socket.SO_KEEPALIVE, enabled)
+
+    def _socket_option(self, level: int, option: int, value: bool | None = None) -> int:
+        sock = self._transport.get_extra_info("socket")
+        if value is None:
+            return sock.getsockopt(level, option)  # type: ignore[no-any-return]
+        sock.setsockopt(level, option, int(value))
+        return int(value)
+
+    # IConsumer: the protocol's producer is paused while asyncio's write buffer is full
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        if self._producer is not None:
+            raise RuntimeError(f"cannot register {producer!r}: {self._producer!r} is registered")
+        self._producer = producer
+        self._streaming_producer = streaming
+        if streaming and self._writing_paused:
+            producer.pauseProducing()  # type: ignore[attr-defined]
+        elif not streaming:
+            self._loop.call_soon(self._pull)
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def _pull(self) -> None:
+        if self._producer is not None and not self._streaming_producer and not self._writing_paused:
+            self._producer.resumeProducing()
+
+    # IPushProducer: the protocol pauses reading from the socket
+
+    def pauseProducing(self) -> None:
+        self._transport.pause_reading()
+
+    def resumeProducing(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+
+@implementer(IListeningPort)
+class AsyncioPort:
+    """A listening socket served by ``asyncio.Server``, as Twisted's ``IListeningPort``."""
+
+    def __init__(self, sock: socket.socket, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop):
+        self._socket = sock
+        self._factory = factory
+        self._loop = loop
+        self._server: asyncio.Future[asyncio.Server] | None = None
+
+    def startListening(self) -> None:
+        self._factory.doStart()
+        factory, loop = self._factory, self._loop
+        self._server = asyncio.ensure_future(
+            loop.create_server(lambda: AsyncioTransport(factory, loop), sock=self._socket),
+            loop=loop,
+        )
+
+    def stopListening(self) -> Deferred[None]:
+        server, self._server = self._server, None
+        if server is None:
+            return succeed(None)
+
+        async def close() -> None:
+            (await server).close()
+            self._factory.doStop()
+
+        return Deferred.fromFuture(asyncio.ensure_future(close(), loop=self._loop))
+
+    loseConnection = stopListening
+
+    def getHost(self) -> Address:
+        return twisted_address(self._socket.getsockname(), self._socket.family)
+
+
+class FastListeningReactor:
+    """The reactor, but ``listenTCP`` serves connections on asyncio transports.
+
+    Give it to ``serverFromString`` in place of the reactor: Twisted parses the endpoint
+    string as usual, and TCP listeners come out fast.
+    """
+
+    def __init__(self, reactor: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._reactor = reactor
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenTCP(
+        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
+    ) -> AsyncioPort:
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((interface or "0.0.0.0", port))
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError as error:
+            sock.close()
+            raise CannotListenError(interface, port, error) from error
+        listening = AsyncioPort(sock, factory, self._loop)
+        listening.startListening()
+        return listening
