@@ -158,6 +158,9 @@ class HTTP11Connection(Protocol):
             return
         except httptools.HttpParserError as error:
             reason = str(error)
+            if reason.startswith("Data after `Connection: close`"):
+                self._pause_reading()  # the client said it was done; ignore what follows
+                return
             status = 505 if "version" in reason.lower() else 400
             self._reject(status, reason)
             return

@@ -79,6 +79,8 @@ class Lifespan:
             await self._outgoing.put(None)
 
     async def _send(self, message: Message) -> None:
-        if message["type"].startswith("lifespan."):
-            self._spoke_lifespan = True
+        if not message["type"].startswith("lifespan."):
+            await self._outgoing.put(message)
+            raise RuntimeError(f"unexpected ASGI message {message['type']!r} in the lifespan scope")
+        self._spoke_lifespan = True
         await self._outgoing.put(message)
