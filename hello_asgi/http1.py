@@ -94,6 +94,7 @@ class HTTP11Connection(Protocol):
         self._remaining: int | None = None
         self._keep_alive = True  # False once the connection is to close after this response
         self._keep_alive_response = True
+        self._rejection: bytes | None = None  # the error response owed once earlier ones are sent
 
     # Connection life.
 
@@ -140,7 +141,7 @@ class HTTP11Connection(Protocol):
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._rejection is not None:
             return
         try:
             self._parser.feed_data(data)
@@ -161,7 +162,7 @@ class HTTP11Connection(Protocol):
             if reason.startswith("Data after `Connection: close`"):
                 self._pause_reading()  # the client said it was done; ignore what follows
                 return
-            status = 505 if "version" in reason.lower() else 400
+            status = 505 if reason.startswith("Invalid HTTP version") else 400
             self._reject(status, reason)
             return
         if self._in_head:
@@ -170,23 +171,26 @@ class HTTP11Connection(Protocol):
                 self._reject(431, "request head too large")
 
     def _reject(self, status: int, reason: str) -> None:
-        """Answer a request that cannot be served with ``status``, then close."""
+        """Answer an unreadable request with ``status`` once the responses owed before it are sent."""
         log.info("Bad request from {client}: {status} {reason}", client=self._client_text,
                  status=status, reason=reason)
+        self._pause_reading()
+        self._rejection = error_response(status, reason, self.config.server_header)
         streams = self._streams
-        active = streams[0] if streams else None
-        for stream in list(streams)[1:]:
-            stream.disconnect()
-        if self._parsing is not None and self._parsing is not active:
-            self._parsing.disconnect()
-        self._parsing = None
-        self._closing = True
-        self.transport.pauseProducing()  # type: ignore[union-attr]
-        if active is None or not active.response_started:
-            if active is not None:
-                active.disconnect()
-            self.transport.write(error_response(status, reason, self.config.server_header))  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        broken, self._parsing = self._parsing, None
+        if broken is not None:
+            broken.disconnect()  # its request was never read whole
+            if broken.response_started:
+                self._close()  # too late for an error response: cut the connection
+                return
+            if broken in streams:
+                streams.remove(broken)
+        if not streams:
+            self._send_rejection()
+
+    def _send_rejection(self) -> None:
+        self.transport.write(self._rejection)  # type: ignore[union-attr, arg-type]
+        self._close()
 
     # httptools callbacks.
 
@@ -415,6 +419,9 @@ class HTTP11Connection(Protocol):
         streams = self._streams
         if streams and streams[0] is stream:
             streams.popleft()
+        if self._rejection is not None and not streams and not self._closing:
+            self._send_rejection()
+            return
         if not (self._keep_alive_response and self._keep_alive) or self._closing:
             self._close()
             for waiting in streams:
