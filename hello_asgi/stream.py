@@ -10,6 +10,7 @@ when the app raises.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, Awaitable, Protocol
 from urllib.parse import unquote_to_bytes
@@ -28,6 +29,22 @@ SPEC_VERSION = "2.5"
 _AWAITING_START, _STARTED, _STREAMING, _DONE = range(4)
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+_is_token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_has_forbidden = re.compile(rb"[\x00\r\n]").search
+
+
+def checked_headers(headers: Any) -> Headers:
+    """The app's response headers as a list, refusing what would corrupt the framing."""
+    checked = []
+    for name, value in headers:
+        if type(name) is not bytes or type(value) is not bytes:
+            raise TypeError(f"response header names and values must be bytes: {name!r}: {value!r}")
+        if not _is_token(name):
+            raise ValueError(f"invalid response header name {name!r}")
+        if _has_forbidden(value):
+            raise ValueError(f"response header {name!r} has a CR, LF or NUL in its value")
+        checked.append((name, value))
+    return checked
 
 
 class ClientDisconnected(OSError):
@@ -260,7 +277,7 @@ class HTTPStream:
             if 100 <= status < 200:
                 raise ValueError(f"'http.response.start' cannot send informational status {status}")
             self.status = status
-            self._headers = [(name, value) for name, value in message.get("headers", ())]
+            self._headers = checked_headers(message.get("headers", ()))
             self._state = _STARTED
         elif message_type == "http.disconnect":
             return  # some apps echo this back; it asks nothing of the server
