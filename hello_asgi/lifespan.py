@@ -29,6 +29,7 @@ class Lifespan:
         self._incoming: asyncio.Queue[Message] = asyncio.Queue()
         self._outgoing: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._running = False  # startup completed and shutdown not yet run
         self._spoke_lifespan = False
 
     async def startup(self) -> None:
@@ -41,10 +42,13 @@ class Lifespan:
         }
         self._task = asyncio.get_running_loop().create_task(self._run(scope))
         await self._exchange("startup")
+        self._running = self.supported
 
     async def shutdown(self) -> None:
-        if not self.supported or self._task is None:
+        """Run lifespan shutdown, if startup completed: an app that failed to start is not asked."""
+        if not self._running:
             return
+        self._running = False
         await self._exchange("shutdown")
         await self._task
 

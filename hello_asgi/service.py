@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -95,8 +96,14 @@ class ASGIService(Service):
             self._reactor.callLater(0, self._exit, 1)
 
     def _exit(self, code: int) -> None:
-        """Stop the reactor and make ``twist`` exit with ``code``."""
-        self._reactor.addSystemEventTrigger("after", "shutdown", self.factory.loop.call_soon, sys.exit, code)
+        """Stop the reactor, then exit with ``code``: ``twist`` itself would always exit 0."""
+
+        def exit_now() -> None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+        self._reactor.addSystemEventTrigger("after", "shutdown", exit_now)
         self._reactor.stop()
 
     def whenListening(self) -> Deferred[list[IListeningPort]]:

@@ -1,0 +1,143 @@
+"""``twist hello-asgi`` as a user runs it: a real process, real requests, real exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import httpx
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from hello_asgi.testing import asyncio_test
+
+TWIST = [sys.executable, "-m", "twisted"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def twist(*args: str, path: str | None = None) -> Deferred[tuple[bytes, bytes, int]]:
+    return getProcessOutputAndValue(TWIST[0], [*TWIST[1:], *args], env=os.environ, path=path)
+
+
+class StartupErrorTests(unittest.TestCase):
+    async def assert_one_line_error(self, expected: str, *args: str, before: tuple[str, ...] = ()) -> None:
+        out, err, code = await twist(*before, "hello-asgi", *args).asFuture(asyncio.get_running_loop())
+        self.assertEqual(code, 1, err)
+        lines = err.decode().strip().splitlines()
+        self.assertEqual(len(lines), 1, err)
+        self.assertIn(expected, lines[0])
+
+    @asyncio_test
+    async def test_help_lists_the_options(self) -> None:
+        out, err, code = await twist("hello-asgi", "--help").asFuture(asyncio.get_running_loop())
+        self.assertEqual(code, 0)
+        for option in (b"--app", b"--listen", b"--root-path", b"--interface", b"--lifespan",
+                       b"--access-log", b"--no-access-log", b"--timeout-keep-alive",
+                       b"--limit-concurrency", b"--limit-request-head"):
+            self.assertIn(option, out)
+
+    @asyncio_test
+    async def test_missing_module(self) -> None:
+        await self.assert_one_line_error("no module named 'nosuchmodule'", "--app", "nosuchmodule:app")
+
+    @asyncio_test
+    async def test_missing_attribute(self) -> None:
+        await self.assert_one_line_error("module 'hello_asgi.demo' has no attribute 'nope'",
+                                         "--app", "hello_asgi.demo:nope")
+
+    @asyncio_test
+    async def test_not_an_app(self) -> None:
+        await self.assert_one_line_error("str object is not an ASGI app", "--app", "os:sep")
+
+    @asyncio_test
+    async def test_bad_endpoint_string(self) -> None:
+        await self.assert_one_line_error("--listen bogus:1", "--app", "hello_asgi.demo:asgi",
+                                         "--listen", "bogus:1")
+
+    @asyncio_test
+    async def test_port_in_use(self) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            out, err, code = await twist("--log-format=text", "hello-asgi", "--app", "hello_asgi.demo:asgi",
+                                         "--port", str(port)).asFuture(asyncio.get_running_loop())
+        self.assertEqual(code, 1)
+        self.assertIn(b"Address already in use", out + err)
+
+    @asyncio_test
+    async def test_other_reactor_is_refused_with_advice(self) -> None:
+        await self.assert_one_line_error("pass --reactor=asyncio", "--app", "hello_asgi.demo:asgi",
+                                         before=("--reactor=select",))
+
+    @asyncio_test
+    async def test_lifespan_startup_failure_exits_nonzero(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(os.path.join(directory, "failing.py"), "w") as module:
+            module.write(
+                "async def app(scope, receive, send):\n"
+                "    await receive()\n"
+                "    await send({'type': 'lifespan.startup.failed', 'message': 'database unreachable'})\n"
+            )
+        out, err, code = await twist("--log-format=text", "hello-asgi", "--app", "failing:app",
+                                     "--port", str(free_port()), path=directory).asFuture(
+            asyncio.get_running_loop())
+        self.assertEqual(code, 1, out + err)
+        self.assertIn(b"database unreachable", out)
+
+
+class _Server(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[Any] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback((reason.value.exitCode, reason.value.signal))
+
+
+class ServeTests(unittest.TestCase):
+    @asyncio_test
+    async def test_serves_app_py_from_the_working_directory_and_stops_on_sigterm(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        with open(os.path.join(directory, "app.py"), "w") as module:
+            module.write("from hello_asgi.demo import asgi\n")
+        port = free_port()
+        server = _Server()
+        args = [*TWIST, "--log-format=text", "hello-asgi", "--app", "app:asgi", "--port", str(port)]
+        process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ, path=directory)
+        loop = asyncio.get_running_loop()
+        try:
+            async with httpx.AsyncClient() as client:
+                for _ in range(200):
+                    try:
+                        response = await client.get(f"http://127.0.0.1:{port}/from-cli")
+                        break
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.05)  # the process is still starting
+            self.assertEqual(response.json()["path"], "/from-cli")
+        finally:
+            process.signalProcess(signal.SIGTERM)
+            code, killed_by = await asyncio.wait_for(server.ended.asFuture(loop), 30)
+        # twist stops gracefully, then ends by the signal it was sent, as every twist plugin does
+        self.assertEqual((code, killed_by), (None, signal.SIGTERM), server.output)
+        self.assertIn(b"Received SIGTERM, shutting down.", server.output)
+        self.assertIn(b'"GET /from-cli HTTP/1.1" 200', server.output)
