@@ -107,7 +107,10 @@ class ASGIServerFactory(ServerFactory):
         for connection in list(self.connections):
             connection.shutdown()
 
-    def abort(self) -> None:
-        """Cut every connection that is still open."""
+    def abort(self) -> list[Any]:
+        """Cut every connection still open and cancel its app calls; return their tasks."""
+        tasks = []
         for connection in list(self.connections):
+            tasks += connection.cancel_apps()
             connection.transport.abortConnection()  # type: ignore[union-attr]
+        return tasks

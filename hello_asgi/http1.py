@@ -119,8 +119,14 @@ class HTTP11Connection(Protocol):
             stream.disconnect()
         if self._parsing is not None:
             self._parsing.disconnect()
-        self._streams.clear()
         self._wake_drain_waiters()
+
+    def cancel_apps(self) -> list[asyncio.Task[None]]:
+        """Cancel the app calls still running for this connection; return their tasks."""
+        tasks = [stream.task for stream in self._streams if stream.task is not None and not stream.task.done()]
+        for task in tasks:
+            task.cancel()
+        return tasks
 
     def _timed_out(self) -> None:
         if self._in_head:

@@ -41,7 +41,11 @@ class Lifespan:
             "state": self.state,
         }
         self._task = asyncio.get_running_loop().create_task(self._run(scope))
-        await self._exchange("startup")
+        try:
+            await self._exchange("startup")
+        except BaseException:
+            await self._stop_task()
+            raise
         self._running = self.supported
 
     async def shutdown(self) -> None:
@@ -60,8 +64,7 @@ class Lifespan:
             log.debug("The app does not support lifespan ({reason}); carrying on without it",
                       reason=reply or "it returned")
             self.supported = False
-            if self._task is not None:
-                self._task.cancel()
+            await self._stop_task()
             return
         if reply is None or isinstance(reply, BaseException):
             raise LifespanFailure(f"lifespan {phase}: the app {'raised ' + repr(reply) if reply else 'returned'}")
@@ -69,6 +72,12 @@ class Lifespan:
             raise LifespanFailure(f"lifespan {phase} failed: {reply.get('message', '')}")
         if reply["type"] != f"lifespan.{phase}.complete":
             raise LifespanFailure(f"lifespan {phase}: unexpected message {reply['type']!r}")
+
+    async def _stop_task(self) -> None:
+        """Cancel the lifespan call (an app that failed or does not speak lifespan) and wait for it."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self, scope: dict[str, Any]) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from typing import Any
@@ -134,7 +135,9 @@ class ASGIService(Service):
                 await drained
             except Exception:
                 log.warn("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
-                factory.abort()
+                cancelled = factory.abort()
+                if cancelled:
+                    await Deferred.fromFuture(asyncio.gather(*cancelled, return_exceptions=True))
             else:
                 timer.cancel()
         try:

@@ -180,10 +180,11 @@ class HTTPStream:
         """Call the app, and turn whatever it does wrong into a 500 or a cut response."""
         try:
             await app(self.scope, self.receive, self.send)
+        except (asyncio.CancelledError, GeneratorExit):
+            self._fail()  # the server is cutting this request off (shutdown); nothing to log
+            raise
         except BaseException as error:
-            if isinstance(error, ClientDisconnected):
-                pass  # the app noticed the client left; nothing to report
-            else:
+            if not isinstance(error, ClientDisconnected):  # else the app just noticed the client left
                 log.failure(
                     "Exception in ASGI app for {method} {path}",
                     failure=Failure(error),
