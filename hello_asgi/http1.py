@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Awaitable
+from typing import TYPE_CHECKING
 
 import httptools
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -111,7 +112,7 @@ class HTTP11Connection(Protocol):
         self._deadline = Deadline(self.factory.reactor, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.connection_closed(self)
         self._closing = True
         self._deadline.cancel()

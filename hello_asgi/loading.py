@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,7 +93,7 @@ def _detect_interface(app: Any, name: str) -> str:
     """ASGI 3 takes ``(scope, receive, send)``; ASGI 2 takes ``(scope)``."""
     if inspect.isclass(app):
         return "asgi3" if hasattr(app, "__await__") else "asgi2"
-    call = app if inspect.isroutine(app) else getattr(app, "__call__")
+    call = app if inspect.isroutine(app) else app.__call__
     if inspect.iscoroutinefunction(call):
         return "asgi3"
     try:

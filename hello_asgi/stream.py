@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any, Awaitable, Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from twisted.logger import Logger

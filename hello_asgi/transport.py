@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed

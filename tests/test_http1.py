@@ -295,7 +295,7 @@ class FlowControlTests(unittest.TestCase):
             sent += len(chunk)
             try:
                 await asyncio.wait_for(writer.drain(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break  # the server stopped reading: the kernel buffers are full
         self.assertLess(sent, size, "the server read a 64 MiB upload the app never asked for")
         (connection,) = server.service.factory.connections
