@@ -72,7 +72,7 @@ class ASGIServerFactory(ServerFactory):
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         if len(self.connections) >= self.config.max_connections:
-            log.warning("Connection limit of {limit} reached; answering 503", limit=self.config.max_connections)
+            log.warn("Connection limit of {limit} reached; answering 503", limit=self.config.max_connections)
             return _Overloaded(self.config.server_header)
         return HTTP11Connection(self)
 

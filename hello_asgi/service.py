@@ -134,7 +134,7 @@ class ASGIService(Service):
             try:
                 await drained
             except Exception:
-                log.warning("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
+                log.warn("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
                 cancelled = factory.abort()
                 if cancelled:
                     await Deferred.fromFuture(asyncio.gather(*cancelled, return_exceptions=True))
