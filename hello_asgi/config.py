@@ -52,6 +52,16 @@ class Config:
     #: Listen backlog for listeners the server creates (Uvicorn: 2048).
     backlog: int = 2048
 
+    #: Serve HTTP/2 over cleartext: to clients that open with the HTTP/2 preface (prior
+    #: knowledge) and to HTTP/1.1 requests that ask for ``Upgrade: h2c``.
+    h2c: bool = True
+    #: Streams one HTTP/2 client may have open at once (Hypercorn: 100).
+    h2_max_concurrent_streams: int = 100
+    #: Each stream's receive window: the request body buffered for an app that is not reading.
+    h2_initial_window_size: int = 65535
+    #: Largest HTTP/2 frame payload the server accepts (the RFC's minimum and default).
+    h2_max_frame_size: int = 16384
+
     #: Listening endpoints, as Twisted endpoint strings.
     listen: list[str] = field(default_factory=list)
 
@@ -73,8 +83,13 @@ class Config:
             "max_connections",
             "body_buffer_size",
             "backlog",
+            "h2_max_concurrent_streams",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if not 65535 <= self.h2_initial_window_size <= 2**31 - 1:
+            raise ValueError("h2_initial_window_size must be from 65535 to 2**31-1")
+        if not 16384 <= self.h2_max_frame_size <= 2**24 - 1:
+            raise ValueError("h2_max_frame_size must be from 16384 to 2**24-1")
         if self.max_request_line > self.max_head_size:
             raise ValueError("max_request_line cannot exceed max_head_size")

@@ -1,4 +1,8 @@
-"""The server factory: one per listener set, it builds a protocol for each connection."""
+"""The server factory, and the per-connection switcher that picks HTTP/1.1 or HTTP/2.
+
+Switching protocols happens here and only here: ``http1`` reports "this request wants
+h2c" and the switcher swaps ``http2`` in, so the protocol modules never import each other.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ from twisted.logger import ILogObserver, Logger
 from .bridge import asyncio_loop
 from .config import Config
 from .http1 import HTTP11Connection, error_response
+from .http2 import PREFACE, H2Connection
+from .stream import RequestHead
+from .timeouts import Deadline
 from .loading import as_asgi3, asgi_version
 
 log = Logger(namespace="hello_asgi.factory")
@@ -28,6 +35,68 @@ class _Overloaded(Protocol):
     def connectionMade(self) -> None:
         self.transport.write(error_response(503, "too many connections", self._server_header))  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class ServerConnection(Protocol):
+    """What a listener builds for each connection: it reads the first bytes to choose
+    HTTP/2 (the client opened with the HTTP/2 preface) or HTTP/1.1, and can switch an
+    HTTP/1.1 connection to HTTP/2 once, on ``Upgrade: h2c``."""
+
+    inner: HTTP11Connection | H2Connection | None = None
+
+    def __init__(self, factory: ASGIServerFactory) -> None:
+        self.factory = factory
+        self._buffer = b""
+
+    def connectionMade(self) -> None:
+        self.factory.connection_opened(self)
+        self._deadline = Deadline(self.factory.reactor, self.transport.loseConnection)  # type: ignore[union-attr]
+        self._deadline.set(self.factory.config.request_head_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        inner = self.inner
+        if inner is None:
+            data = self._buffer + data
+            if self.factory.config.h2c and PREFACE.startswith(data[: len(PREFACE)]):
+                if len(data) < 3:
+                    self._buffer = data  # "P" could still be POST
+                    return
+                inner = H2Connection(self.factory)
+            else:
+                inner = HTTP11Connection(self.factory, switch_to_h2=self.switch_to_h2)
+            self._buffer = b""
+            self._deadline.cancel()
+            self.inner = inner
+            inner.makeConnection(self.transport)
+        inner.dataReceived(data)
+
+    def switch_to_h2(self, request: RequestHead, rest: bytes) -> None:
+        """Answer ``101 Switching Protocols`` and carry on as HTTP/2 with the request as stream 1."""
+        old = self.inner
+        assert isinstance(old, HTTP11Connection)
+        old.detach()
+        self.transport.write(  # type: ignore[union-attr]
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        inner = self.inner = H2Connection(self.factory, upgrade=request)
+        inner.makeConnection(self.transport)
+        if rest:
+            inner.dataReceived(rest)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._deadline.cancel()
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+        self.factory.connection_closed(self)
+
+    def shutdown(self) -> None:
+        if self.inner is None:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self.inner.shutdown()
+
+    def cancel_apps(self) -> list[Any]:
+        return [] if self.inner is None else self.inner.cancel_apps()
 
 
 class ASGIServerFactory(ServerFactory):
@@ -65,21 +134,22 @@ class ASGIServerFactory(ServerFactory):
             if config.access_log is not None
             else None
         )
-        self.connections: set[HTTP11Connection] = set()
+        self.connections: set[ServerConnection] = set()
         self._drain_waiters: list[Deferred[None]] = []
         self._date_second = 0
+        self._date = b""
         self._date_line = b""
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         if len(self.connections) >= self.config.max_connections:
             log.warn("Connection limit of {limit} reached; answering 503", limit=self.config.max_connections)
             return _Overloaded(self.config.server_header)
-        return HTTP11Connection(self)
+        return ServerConnection(self)
 
-    def connection_opened(self, connection: HTTP11Connection) -> None:
+    def connection_opened(self, connection: ServerConnection) -> None:
         self.connections.add(connection)
 
-    def connection_closed(self, connection: HTTP11Connection) -> None:
+    def connection_closed(self, connection: ServerConnection) -> None:
         self.connections.discard(connection)
         if not self.connections:
             waiters, self._drain_waiters = self._drain_waiters, []
@@ -94,12 +164,18 @@ class ASGIServerFactory(ServerFactory):
         self._drain_waiters.append(waiter)
         return waiter
 
-    def date_header(self) -> bytes:
-        """The ``Date`` header line, formatted once a second rather than once a response."""
+    def http_date(self) -> bytes:
+        """The ``Date`` header's value, formatted once a second rather than once a response."""
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date_line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+            self._date = formatdate(now, usegmt=True).encode("ascii")
+            self._date_line = b"date: " + self._date + b"\r\n"
+        return self._date
+
+    def date_header(self) -> bytes:
+        """The whole HTTP/1.1 ``Date`` header line."""
+        self.http_date()
         return self._date_line
 
     def shutdown(self) -> None:

@@ -13,6 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable
 from http import HTTPStatus
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -22,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, HTTPStream, http_scope
+from .stream import Headers, HTTPStream, RequestHead, http_scope
 from .timeouts import Deadline
 
 if TYPE_CHECKING:
@@ -76,8 +77,17 @@ class HTTP11Connection(Protocol):
     the response before it is complete, so responses leave in request order.
     """
 
-    def __init__(self, factory: ASGIServerFactory) -> None:
+    def __init__(
+        self,
+        factory: ASGIServerFactory,
+        switch_to_h2: Callable[[RequestHead, bytes], None] | None = None,
+    ) -> None:
         self.factory = factory
+        self._switch_to_h2 = switch_to_h2
+        self._upgrade: RequestHead | None = None  # an h2c upgrade waiting for its request to end
+        # llhttp stops parsing at an Upgrade request's head; the body of one not upgraded is
+        # passed to its stream from here (its Content-Length bytes), then parsing resumes.
+        self._upgrade_body = 0
         self.config = factory.config
         self._streams: deque[HTTPStream] = deque()  # responses owed, oldest first
         self._parsing: HTTPStream | None = None  # the request whose body is arriving
@@ -100,7 +110,6 @@ class HTTP11Connection(Protocol):
     # Connection life.
 
     def connectionMade(self) -> None:
-        self.factory.connection_opened(self)
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._parser = httptools.HttpRequestParser(self)
@@ -112,8 +121,16 @@ class HTTP11Connection(Protocol):
         self._deadline = Deadline(self.factory.reactor, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
 
+    def detach(self) -> None:
+        """Hand the transport over to another protocol (an h2c upgrade)."""
+        self._closing = True
+        self._deadline.cancel()
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.factory.connection_closed(self)
         self._closing = True
         self._deadline.cancel()
         for stream in self._streams:
@@ -150,12 +167,21 @@ class HTTP11Connection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing or self._rejection is not None:
             return
+        if self._upgrade_body:
+            data = self._take_upgrade_body(data)
+            if not data:
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            # No upgrade is served yet: answer it as plain HTTP/1.1 and parse on.
+            rest = data[upgrade.args[0]:]
+            if self._upgrade is not None and self._switch_to_h2 is not None:
+                self._switch_to_h2(self._upgrade, rest)
+                return
+            # An upgrade not served here: the request is served as HTTP/1.1; parse on.
             self._parser = httptools.HttpRequestParser(self)
-            self.dataReceived(data[upgrade.args[0]:])
+            if rest:
+                self.dataReceived(rest)
             return
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
@@ -242,6 +268,15 @@ class HTTP11Connection(Protocol):
             except httptools.HttpParserInvalidURLError:
                 raise _BadRequest(400, "malformed request target") from None
             raw_path, query = parsed.path or b"/", parsed.query or b""
+        if parser.should_upgrade():
+            if self._wants_h2c():
+                self._upgrade = RequestHead(parser.get_method(), url, self._headers,
+                                            dict(self._headers)[b"http2-settings"])
+                return
+            fields = dict(self._headers)
+            if b"transfer-encoding" in fields:
+                raise _BadRequest(400, "an Upgrade request with a chunked body is not served")
+            self._upgrade_body = int(fields.get(b"content-length", b"0"))
         factory = self.factory
         scope = http_scope(
             method=parser.get_method().decode("ascii"),
@@ -270,6 +305,18 @@ class HTTP11Connection(Protocol):
         elif not self._read_paused:
             self._pause_reading()  # a pipelined request waits its turn: read no further ahead
 
+    def _wants_h2c(self) -> bool:
+        """Upgrade to h2c only a bodiless request with nothing before it awaiting a response."""
+        if not self.config.h2c or self._switch_to_h2 is None or self._streams:
+            return False
+        fields = dict(self._headers)
+        return (
+            fields.get(b"upgrade", b"").strip().lower() == b"h2c"
+            and b"http2-settings" in fields
+            and b"transfer-encoding" not in fields
+            and fields.get(b"content-length", b"0") == b"0"
+        )
+
     def on_body(self, body: bytes) -> None:
         stream = self._parsing
         if stream is not None:
@@ -279,9 +326,18 @@ class HTTP11Connection(Protocol):
 
     def on_message_complete(self) -> None:
         stream = self._parsing
-        if stream is not None:
+        if stream is not None and not self._upgrade_body:
             self._parsing = None
             stream.end_body()
+
+    def _take_upgrade_body(self, data: bytes) -> bytes:
+        """Feed the body of an Upgrade request that stays HTTP/1.1; return what follows it."""
+        body, rest = data[: self._upgrade_body], data[self._upgrade_body :]
+        self._upgrade_body -= len(body)
+        self.on_body(body)
+        if not self._upgrade_body:
+            self.on_message_complete()
+        return rest
 
     # Flow control of the request body.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import dataclass
 from collections.abc import Awaitable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
@@ -50,6 +51,17 @@ def checked_headers(headers: Any) -> Headers:
 
 class ClientDisconnected(OSError):
     """``send()`` was called after the client went away (ASGI HTTP spec 2.4)."""
+
+
+@dataclass
+class RequestHead:
+    """A request read by one protocol and handed to another (``Upgrade: h2c`` makes it
+    stream 1 of an HTTP/2 connection); ``settings`` is its ``HTTP2-Settings`` header."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    settings: bytes
 
 
 class ResponseWriter(Protocol):

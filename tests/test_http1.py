@@ -299,7 +299,7 @@ class FlowControlTests(unittest.TestCase):
                 break  # the server stopped reading: the kernel buffers are full
         self.assertLess(sent, size, "the server read a 64 MiB upload the app never asked for")
         (connection,) = server.service.factory.connections
-        buffered = connection._parsing.buffered
+        buffered = connection.inner._parsing.buffered
         self.assertLessEqual(buffered, server.service.config.body_buffer_size + 256 * 1024)
         release.set()
         while sent < size:

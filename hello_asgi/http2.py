@@ -1,0 +1,431 @@
+"""HTTP/2 connections on the h2 library: streams as ASGI exchanges, with flow control both ways.
+
+Each stream is a ``stream.HTTPStream``, the same ASGI mapping HTTP/1.1 uses; this module
+only turns h2's events into stream events and the streams' responses into frames.
+
+Flow control: request body bytes are acknowledged (WINDOW_UPDATE) only once the app has
+taken them with ``receive()``, so a client can have at most one stream window of body
+buffered per stream. The connection window is opened to cover every stream's window, so
+one app that does not read cannot stall the other streams of its connection. Response
+data goes out as the peer's windows allow; ``send()`` waits while its stream has data
+that does not fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .stream import Headers, HTTPStream, RequestHead, http_scope
+from .timeouts import Deadline
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from .factory import ASGIServerFactory
+
+log = Logger(namespace="hello_asgi.http2")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+_NO_BODY_STATUSES = frozenset({204, 304})
+# What an h2c upgrade request carried for the HTTP/1.1 hop only; not part of stream 1.
+_HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
+
+
+@dataclass
+class _Outbound:
+    """A stream's response data waiting for flow-control window."""
+
+    pending: bytearray = field(default_factory=bytearray)
+    end: bool = False
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+@implementer(IPushProducer)
+class H2Connection(Protocol):
+    """One HTTP/2 connection, many concurrent streams, each running its own app call."""
+
+    def __init__(self, factory: ASGIServerFactory, upgrade: RequestHead | None = None) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self._upgrade = upgrade
+        self._streams: dict[int, HTTPStream] = {}
+        self._ids: dict[HTTPStream, int] = {}
+        self._unacknowledged: dict[int, int] = {}
+        self._outbound: dict[int, _Outbound] = {}
+        self._write_paused = False
+        self._closing = False
+        self._handlers = {
+            h2.events.RequestReceived: self._request_received,
+            h2.events.DataReceived: self._data_received,
+            h2.events.StreamEnded: self._stream_ended,
+            h2.events.StreamReset: self._stream_reset,
+            h2.events.WindowUpdated: self._window_updated,
+            h2.events.RemoteSettingsChanged: self._settings_changed,
+            h2.events.ConnectionTerminated: self._terminated,
+        }
+
+    # Connection life.
+
+    def connectionMade(self) -> None:
+        config = self.config
+        transport = self.transport
+        transport.registerProducer(self, True)  # type: ignore[union-attr]
+        peer = transport.getPeer()  # type: ignore[union-attr]
+        host = transport.getHost()  # type: ignore[union-attr]
+        self._client = (peer.host, peer.port) if hasattr(peer, "port") else None
+        self._server = (host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None)
+        self._client_text = f"{peer.host}:{peer.port}" if self._client else "unix"
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        self._h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head_size,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.h2_initial_window_size,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: config.h2_max_frame_size,
+            },
+        )
+        self._deadline = Deadline(self.factory.reactor, self._idle_timeout)
+        upgrade = self._upgrade
+        if upgrade is None:
+            self._h2.initiate_connection()
+        else:
+            self._h2.initiate_upgrade_connection(upgrade.settings)
+        # Cover every stream's window, so one stream that is not read cannot stall the rest.
+        extra = config.h2_max_concurrent_streams * config.h2_initial_window_size - 65535
+        if extra > 0:
+            self._h2.increment_flow_control_window(extra)
+        if upgrade is not None:
+            headers = [(b":method", upgrade.method), (b":path", upgrade.target), (b":scheme", b"http")]
+            self._open_stream(1, headers + upgrade.headers, ended=True)
+        else:
+            self._deadline.set(config.keep_alive_timeout)
+        self._flush()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closing = True
+        self._deadline.cancel()
+        for stream in self._streams.values():
+            stream.disconnect()
+        for outbound in self._outbound.values():
+            _wake(outbound.waiters)
+
+    def _idle_timeout(self) -> None:
+        if not self._streams:
+            self._h2.close_connection()
+            self._flush()
+            self._closing = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def shutdown(self) -> None:
+        """GOAWAY: no new streams; close once the open ones are done."""
+        if self._closing:
+            return
+        self._closing = True
+        self._h2.close_connection(last_stream_id=self._h2.highest_inbound_stream_id)
+        self._flush()
+        if not self._streams:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def cancel_apps(self) -> list[asyncio.Task[None]]:
+        tasks = [s.task for s in self._streams.values() if s.task is not None and not s.task.done()]
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    # Frames in.
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            log.info("HTTP/2 protocol error from {client}: {error}", client=self._client_text, error=error)
+            self._flush()  # h2 has queued a GOAWAY with the error code
+            self._closing = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
+        self._flush()
+
+    def _request_received(self, event: h2.events.RequestReceived) -> None:
+        self._open_stream(event.stream_id, event.headers, ended=event.stream_ended is not None)
+
+    def _open_stream(self, stream_id: int, raw_headers: Headers, ended: bool) -> None:
+        method = path = b""
+        authority = None
+        headers: Headers = []
+        for name, value in raw_headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+            elif name not in _HOP_BY_HOP:
+                headers.append((name, value))
+        if authority is not None:  # :authority is the host (RFC 9113 section 8.3.1)
+            headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
+        raw_path, _, query = path.partition(b"?")
+        factory = self.factory
+        scope = http_scope(
+            method=method.decode("ascii"),
+            scheme=factory.scheme,
+            http_version="2",
+            raw_path=raw_path,
+            query_string=query,
+            headers=headers,
+            client=self._client,
+            server=self._server,
+            root_path=self.config.root_path,
+            state=factory.state,
+            asgi_version=factory.asgi_version,
+            extensions={},
+        )
+        stream = HTTPStream(scope, self, body_complete=ended)
+        self._streams[stream_id] = stream
+        self._ids[stream] = stream_id
+        self._unacknowledged[stream_id] = 0
+        self._deadline.set(None)
+        stream.task = factory.loop.create_task(stream.run(factory.app))
+
+    def _data_received(self, event: h2.events.DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None or stream.response_done or stream.disconnected:
+            # Nobody will read it: give the window straight back.
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        self._unacknowledged[event.stream_id] += event.flow_controlled_length
+        stream.feed_body(event.data)
+
+    def _stream_ended(self, event: h2.events.StreamEnded) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream.end_body()
+
+    def _stream_reset(self, event: h2.events.StreamReset) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream.disconnect()
+            outbound = self._outbound.pop(event.stream_id, None)
+            if outbound is not None:
+                _wake(outbound.waiters)
+            self._forget(stream)
+
+    def _window_updated(self, event: h2.events.WindowUpdated) -> None:
+        if event.stream_id:
+            self._send_pending(event.stream_id)
+        else:
+            for stream_id in list(self._outbound):
+                self._send_pending(stream_id)
+
+    def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        for stream_id in list(self._outbound):
+            self._send_pending(stream_id)
+
+    def _terminated(self, event: h2.events.ConnectionTerminated) -> None:
+        self._closing = True
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    # Flow control of request bodies.
+
+    def body_consumed(self, stream: HTTPStream) -> None:
+        stream_id = self._ids.get(stream)
+        if stream_id is None:
+            return
+        size = self._unacknowledged.get(stream_id, 0)
+        if size:
+            self._unacknowledged[stream_id] = 0
+            try:
+                self._h2.acknowledge_received_data(size, stream_id)
+            except h2.exceptions.StreamClosedError:
+                return
+            self._flush()
+
+    # IPushProducer: the transport says whether the client reads what we write.
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        for outbound in self._outbound.values():
+            if not outbound.pending:
+                _wake(outbound.waiters)
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
+
+    def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
+        stream_id = self._ids.get(stream)
+        outbound = self._outbound.get(stream_id) if stream_id is not None else None
+        if self._closing or (not self._write_paused and (outbound is None or not outbound.pending)):
+            return None
+        if outbound is None:
+            outbound = self._outbound[stream_id] = _Outbound()  # type: ignore[index]
+        waiter = self.factory.loop.create_future()
+        outbound.waiters.append(waiter)
+        return waiter
+
+    # Frames out: stream.ResponseWriter.
+
+    def write_continue(self, stream: HTTPStream) -> None:
+        stream_id = self._ids.get(stream)
+        if stream_id is not None and not self._closing:
+            self._h2.send_headers(stream_id, [(b":status", b"100")])
+            self._flush()
+
+    def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        stream_id = self._ids.get(stream)
+        if stream_id is None:
+            return
+        config = self.config
+        block = [(b":status", b"%d" % status)]
+        server_header = config.server_header
+        date_header = config.date_header
+        for name, value in headers:
+            name = name.lower()
+            if name in _CONNECTION_SPECIFIC:
+                continue
+            if name == b"server":
+                server_header = None
+            elif name == b"date":
+                date_header = False
+            block.append((name, value))
+        if server_header:
+            block.append((b"server", server_header))
+        if date_header:
+            block.append((b"date", self.factory.http_date()))
+        if status in _NO_BODY_STATUSES or stream.scope["method"] == "HEAD":
+            body = b""
+        try:
+            self._h2.send_headers(stream_id, block, end_stream=end and not body)
+        except h2.exceptions.StreamClosedError:
+            return
+        if body:
+            self._send_data(stream_id, body, end)
+        self._flush()
+        if end:
+            self._response_complete(stream)
+
+    def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
+        stream_id = self._ids.get(stream)
+        if stream_id is None:
+            return
+        if stream.scope["method"] == "HEAD" or stream.status in _NO_BODY_STATUSES:
+            body = b""
+        self._send_data(stream_id, body, end)
+        self._flush()
+        if end:
+            self._response_complete(stream)
+
+    def _send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        outbound = self._outbound.get(stream_id)
+        if outbound is None:
+            outbound = self._outbound[stream_id] = _Outbound()
+        outbound.pending += data
+        outbound.end = end
+        self._send_pending(stream_id)
+
+    def _send_pending(self, stream_id: int) -> None:
+        """Send what the windows allow, in frames as large as the peer takes."""
+        outbound = self._outbound.get(stream_id)
+        if outbound is None:
+            return
+        connection = self._h2
+        pending = outbound.pending
+        try:
+            while pending:
+                size = min(connection.local_flow_control_window(stream_id), connection.max_outbound_frame_size,
+                           len(pending))
+                if size <= 0:
+                    break
+                last = outbound.end and size == len(pending)
+                connection.send_data(stream_id, bytes(pending[:size]), end_stream=last)
+                del pending[:size]
+                if last:
+                    outbound.end = False
+            if not pending and outbound.end:
+                connection.end_stream(stream_id)
+                outbound.end = False
+        except h2.exceptions.StreamClosedError:
+            pending.clear()
+        if not pending:
+            if not self._write_paused:
+                _wake(outbound.waiters)
+            if not outbound.waiters:
+                del self._outbound[stream_id]
+            stream = self._streams.get(stream_id)
+            if stream is not None and stream.response_done:
+                self._forget(stream)
+
+    def _response_complete(self, stream: HTTPStream) -> None:
+        stream_id = self._ids[stream]
+        outbound = self._outbound.get(stream_id)
+        if outbound is None or not outbound.pending:
+            self._forget(stream)
+
+    def abort(self, stream: HTTPStream) -> None:
+        stream_id = self._ids.get(stream)
+        if stream_id is None:
+            return
+        try:
+            self._h2.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+        except h2.exceptions.StreamClosedError:
+            pass
+        self._flush()
+        self._outbound.pop(stream_id, None)
+        self._forget(stream)
+
+    def finished(self, stream: HTTPStream) -> None:
+        logger = self.factory.access_logger
+        if logger is not None:
+            stream.log_access(logger, self._client_text)
+
+    def _forget(self, stream: HTTPStream) -> None:
+        stream_id = self._ids.pop(stream, None)
+        if stream_id is None:
+            return
+        self._streams.pop(stream_id, None)
+        self._unacknowledged.pop(stream_id, None)
+        if not self._streams:
+            if self._closing:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+            else:
+                self._deadline.set(self.config.keep_alive_timeout)
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()
+
