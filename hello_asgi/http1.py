@@ -195,6 +195,9 @@ class HTTP11Connection(Protocol):
             if reason.startswith("Data after `Connection: close`"):
                 self._pause_reading()  # the client said it was done; ignore what follows
                 return
+            if reason.startswith("Pause on PRI"):
+                self._reject(505, "HTTP/2 is not served on this listener")
+                return
             status = 505 if reason.startswith("Invalid HTTP version") else 400
             self._reject(status, reason)
             return

@@ -23,6 +23,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -71,6 +72,7 @@ class H2Connection(Protocol):
         self._outbound: dict[int, _Outbound] = {}
         self._write_paused = False
         self._closing = False
+        self._goaway_sent: int | None = None  # the last stream id a graceful GOAWAY promised
         self._handlers = {
             h2.events.RequestReceived: self._request_received,
             h2.events.DataReceived: self._data_received,
@@ -137,12 +139,18 @@ class H2Connection(Protocol):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def shutdown(self) -> None:
-        """GOAWAY: no new streams; close once the open ones are done."""
+        """GOAWAY: no new streams; close once the open ones are done.
+
+        The frame is written directly: h2's own ``close_connection`` would also stop the
+        streams still open from sending their responses.
+        """
         if self._closing:
             return
         self._closing = True
-        self._h2.close_connection(last_stream_id=self._h2.highest_inbound_stream_id)
+        self._goaway_sent = self._h2.highest_inbound_stream_id
         self._flush()
+        goaway = GoAwayFrame(0, last_stream_id=self._goaway_sent, error_code=ErrorCodes.NO_ERROR)
+        self.transport.write(goaway.serialize())  # type: ignore[union-attr]
         if not self._streams:
             self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -176,6 +184,9 @@ class H2Connection(Protocol):
         self._flush()
 
     def _request_received(self, event: h2.events.RequestReceived) -> None:
+        if self._goaway_sent is not None and event.stream_id > self._goaway_sent:
+            self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # after GOAWAY
+            return
         self._open_stream(event.stream_id, event.headers, ended=event.stream_ended is not None)
 
     def _open_stream(self, stream_id: int, raw_headers: Headers, ended: bool) -> None:
@@ -388,7 +399,9 @@ class H2Connection(Protocol):
                 self._forget(stream)
 
     def _response_complete(self, stream: HTTPStream) -> None:
-        stream_id = self._ids[stream]
+        stream_id = self._ids.get(stream)
+        if stream_id is None:
+            return  # sending the last data already finished it
         outbound = self._outbound.get(stream_id)
         if outbound is None or not outbound.pending:
             self._forget(stream)
@@ -418,6 +431,7 @@ class H2Connection(Protocol):
         self._unacknowledged.pop(stream_id, None)
         if not self._streams:
             if self._closing:
+                self._flush()
                 self.transport.loseConnection()  # type: ignore[union-attr]
             else:
                 self._deadline.set(self.config.keep_alive_timeout)

@@ -77,3 +77,79 @@ async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode() + b" " + body})
+
+
+class H2Client:
+    """A raw HTTP/2 client on the h2 library, over an asyncio connection, for tests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, auto_ack: bool = True) -> None:
+        import h2.config
+        import h2.connection
+
+        self.reader, self.writer = reader, writer
+        self.auto_ack = auto_ack
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.conn.initiate_connection()
+        self.headers: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.bodies: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.resets: dict[int, int] = {}
+        self.goaway: Any = None
+        self.closed = False
+        self.flush()
+
+    @classmethod
+    async def open(cls, port: int, auto_ack: bool = True) -> H2Client:
+        reader, writer = await connect(port)
+        return cls(reader, writer, auto_ack)
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.writer.write(data)
+
+    def request(self, path: str, method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None,
+                body: bytes | None = None, end: bool = True) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        block = [(b":method", method.encode()), (b":path", path.encode()), (b":scheme", b"http"),
+                 (b":authority", b"example.test"), *(headers or [])]
+        self.conn.send_headers(stream_id, block, end_stream=end and not body)
+        if body:
+            self.conn.send_data(stream_id, body, end_stream=end)
+        self.flush()
+        return stream_id
+
+    async def pump(self) -> None:
+        """Read once from the server and record what it said."""
+        import h2.events
+
+        data = await asyncio.wait_for(self.reader.read(65536), TIMEOUT)
+        if not data:
+            self.closed = True
+            return
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                self.headers[event.stream_id] = event.headers
+            elif isinstance(event, h2.events.DataReceived):
+                self.bodies[event.stream_id] = self.bodies.get(event.stream_id, b"") + event.data
+                if self.auto_ack:
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.ended.add(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self.resets[event.stream_id] = event.error_code
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.goaway = event
+        self.flush()
+
+    async def response(self, stream_id: int) -> tuple[dict[bytes, bytes], bytes]:
+        while stream_id not in self.ended and stream_id not in self.resets:
+            if self.closed:
+                raise AssertionError(f"connection closed before stream {stream_id} ended")
+            await self.pump()
+        if stream_id in self.resets:
+            raise AssertionError(f"stream {stream_id} reset with {self.resets[stream_id]}")
+        return dict(self.headers[stream_id]), self.bodies.get(stream_id, b"")
+
+    def close(self) -> None:
+        self.writer.close()
