@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from h2.errors import ErrorCodes
@@ -260,8 +261,9 @@ class ConnectionTests(unittest.TestCase):
         await asyncio.wait_for(stopped, TIMEOUT)
         text = out.decode()
         self.assertEqual(code, 0, text)
+        request_stream = re.search(r"send HEADERS frame <[^>]*stream_id=(\d+)>", text).group(1)
         goaway = text.index("recv GOAWAY frame")
-        self.assertIn("last_stream_id=13", text[goaway:])  # nghttp's first request stream
+        self.assertIn(f"last_stream_id={request_stream}", text[goaway:])
         self.assertIn("error_code=NO_ERROR", text[goaway:])
         self.assertLess(goaway, text.index("recv DATA frame"))
         self.assertIn(":status: 200", text)
