@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from .bridge import ReactorError, install_asyncio_reactor
 from .config import Config
 from .loading import AppLoadError, load_app
 from .service import ASGIService, server_endpoint, tcp_description
+from .tls import TLSConfigError, development_certificate, server_options
+
+log = Logger(namespace="hello_asgi.cli")
 
 _DEFAULTS = Config()
 
@@ -52,11 +56,16 @@ class Options(usage.Options):
         ["limit-concurrency", None, _DEFAULTS.max_connections,
          "Most open connections (503 beyond).", int],
         ["backlog", None, _DEFAULTS.backlog, "Listen backlog of the default listener.", int],
+        ["cert", None, None, "TLS certificate chain (PEM) for every listener."],
+        ["key", None, None, "TLS private key (PEM, unencrypted) for --cert."],
     ]
     optFlags = [
         ["no-access-log", None, "Log no line per request."],
         ["no-server-header", None, "Send no Server header."],
         ["no-date-header", None, "Send no Date header."],
+        ["tls", None, "Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN); without --cert/--key, with a "
+                      "development certificate for localhost made and cached for you."],
+        ["no-h2c", None, "Serve no cleartext HTTP/2 (prior knowledge or Upgrade: h2c)."],
     ]
 
     def __init__(self) -> None:
@@ -85,6 +94,15 @@ class Options(usage.Options):
                 server_endpoint(reactor, description)
             except Exception as error:
                 _fail(f"--listen {description}: {error}")
+        if self["tls"] and config.certfile is None:
+            cert, key, fingerprint = development_certificate()
+            config.certfile, config.keyfile = str(cert), str(key)
+            self["development_certificate"] = (cert, fingerprint)
+        if config.certfile is not None and config.keyfile is not None:
+            try:
+                server_options(config.certfile, config.keyfile)
+            except TLSConfigError as error:
+                _fail(str(error))
         try:
             self["loaded_app"] = load_app(self["app"], self["app-dir"], config.interface)
         except AppLoadError as error:
@@ -109,10 +127,17 @@ class Options(usage.Options):
             max_header_count=self["limit-request-fields"],
             max_connections=self["limit-concurrency"],
             backlog=self["backlog"],
+            h2c=not self["no-h2c"],
+            certfile=self["cert"],
+            keyfile=self["key"],
             listen=listen,
         )
 
 
 def makeService(options: Options) -> Any:
+    if "development_certificate" in options:
+        cert, fingerprint = options["development_certificate"]
+        log.warn("Serving with a development certificate, for development only: {path} "
+                 "(SHA-256 {fingerprint})", path=str(cert), fingerprint=fingerprint)
     return ASGIService(options["loaded_app"], options["config"], reactor=options["reactor"],
                        exit_on_failure=True)

@@ -62,6 +62,11 @@ class Config:
     #: Largest HTTP/2 frame payload the server accepts (the RFC's minimum and default).
     h2_max_frame_size: int = 16384
 
+    #: Serve TLS on every listener with this PEM certificate chain and unencrypted PEM key
+    #: (ALPN offers h2, then http/1.1). ``twist hello-asgi --tls`` alone makes a development pair.
+    certfile: str | None = None
+    keyfile: str | None = None
+
     #: Listening endpoints, as Twisted endpoint strings.
     listen: list[str] = field(default_factory=list)
 
@@ -91,5 +96,7 @@ class Config:
             raise ValueError("h2_initial_window_size must be from 65535 to 2**31-1")
         if not 16384 <= self.h2_max_frame_size <= 2**24 - 1:
             raise ValueError("h2_max_frame_size must be from 16384 to 2**24-1")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("a TLS certificate and key go together: give both or neither")
         if self.max_request_line > self.max_head_size:
             raise ValueError("max_request_line cannot exceed max_head_size")

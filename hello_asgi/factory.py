@@ -57,7 +57,9 @@ class ServerConnection(Protocol):
         inner = self.inner
         if inner is None:
             data = self._buffer + data
-            if self.factory.config.h2c and PREFACE.startswith(data[: len(PREFACE)]):
+            if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+                inner = H2Connection(self.factory)  # chosen by TLS ALPN
+            elif self.factory.config.h2c and PREFACE.startswith(data[: len(PREFACE)]):
                 if len(data) < 3:
                     self._buffer = data  # "P" could still be POST
                     return

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import INegotiated, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -118,6 +118,7 @@ class HTTP11Connection(Protocol):
         self._client = (peer.host, peer.port) if hasattr(peer, "port") else None
         self._server = (host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None)
         self._client_text = f"{peer.host}:{peer.port}" if self._client else "unix"
+        self._scheme = "https" if INegotiated.providedBy(transport) else self.factory.scheme
         self._deadline = Deadline(self.factory.reactor, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
 
@@ -153,7 +154,9 @@ class HTTP11Connection(Protocol):
         self._close()
 
     def _close(self) -> None:
+        """Close once written; unregistering first, since TLS waits for its producer to go."""
         self._closing = True
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def shutdown(self) -> None:
@@ -283,7 +286,7 @@ class HTTP11Connection(Protocol):
         factory = self.factory
         scope = http_scope(
             method=parser.get_method().decode("ascii"),
-            scheme=factory.scheme,
+            scheme=self._scheme,
             http_version=http_version,
             raw_path=raw_path,
             query_string=query,
@@ -500,12 +503,11 @@ class HTTP11Connection(Protocol):
         self._maybe_resume_reading()
 
     def abort(self, stream: HTTPStream) -> None:
-        self._closing = True
         if self._streams and self._streams[0] is stream:
             self._streams.popleft()
         for waiting in self._streams:
             waiting.disconnect()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._close()
 
     def finished(self, stream: HTTPStream) -> None:
         logger = self.factory.access_logger

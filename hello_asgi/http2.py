@@ -24,7 +24,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import INegotiated, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -94,6 +94,7 @@ class H2Connection(Protocol):
         self._client = (peer.host, peer.port) if hasattr(peer, "port") else None
         self._server = (host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None)
         self._client_text = f"{peer.host}:{peer.port}" if self._client else "unix"
+        self._scheme = "https" if INegotiated.providedBy(transport) else self.factory.scheme
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
@@ -135,8 +136,7 @@ class H2Connection(Protocol):
         if not self._streams:
             self._h2.close_connection()
             self._flush()
-            self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._close()
 
     def shutdown(self) -> None:
         """GOAWAY: no new streams; close once the open ones are done.
@@ -152,13 +152,20 @@ class H2Connection(Protocol):
         goaway = GoAwayFrame(0, last_stream_id=self._goaway_sent, error_code=ErrorCodes.NO_ERROR)
         self.transport.write(goaway.serialize())  # type: ignore[union-attr]
         if not self._streams:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._close()
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
         tasks = [s.task for s in self._streams.values() if s.task is not None and not s.task.done()]
         for task in tasks:
             task.cancel()
         return tasks
+
+    def _close(self) -> None:
+        """Send what h2 holds, then close; unregistering first, since TLS waits for its producer."""
+        self._closing = True
+        self._flush()
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _flush(self) -> None:
         data = self._h2.data_to_send()
@@ -173,8 +180,7 @@ class H2Connection(Protocol):
         except h2.exceptions.ProtocolError as error:
             log.info("HTTP/2 protocol error from {client}: {error}", client=self._client_text, error=error)
             self._flush()  # h2 has queued a GOAWAY with the error code
-            self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._close()
             return
         handlers = self._handlers
         for event in events:
@@ -209,7 +215,7 @@ class H2Connection(Protocol):
         factory = self.factory
         scope = http_scope(
             method=method.decode("ascii"),
-            scheme=factory.scheme,
+            scheme=self._scheme,
             http_version="2",
             raw_path=raw_path,
             query_string=query,
@@ -263,8 +269,7 @@ class H2Connection(Protocol):
             self._send_pending(stream_id)
 
     def _terminated(self, event: h2.events.ConnectionTerminated) -> None:
-        self._closing = True
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._close()
 
     # Flow control of request bodies.
 
@@ -431,8 +436,7 @@ class H2Connection(Protocol):
         self._unacknowledged.pop(stream_id, None)
         if not self._streams:
             if self._closing:
-                self._flush()
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self._close()
             else:
                 self._deadline.set(self.config.keep_alive_timeout)
 

@@ -12,11 +12,13 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger, textFileLogObserver
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .bridge import asyncio_loop
 from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
+from .tls import server_options
 from .transport import FastListeningReactor
 
 log = Logger(namespace="hello_asgi.service")
@@ -62,6 +64,10 @@ class ASGIService(Service):
         self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
                                   self.factory.state)
         self._exit_on_failure = exit_on_failure
+        self._listener_factory: Any = self.factory
+        if config.certfile is not None and config.keyfile is not None:
+            options = server_options(config.certfile, config.keyfile)
+            self._listener_factory = TLSMemoryBIOFactory(options, False, self.factory)
         self.ports: list[IListeningPort] = []
         self._listening: Deferred[list[IListeningPort]] | None = None
         self._waiting: list[Deferred[list[IListeningPort]]] = []
@@ -75,11 +81,12 @@ class ASGIService(Service):
         await Deferred.fromFuture(self.factory.loop.create_task(self._lifespan.startup()))
         descriptions = self.config.listen or [tcp_description("127.0.0.1", 8000, self.config.backlog)]
         for description in descriptions:
-            port = await server_endpoint(self._reactor, description).listen(self.factory)
+            port = await server_endpoint(self._reactor, description).listen(self._listener_factory)
             self.ports.append(port)
             address = port.getHost()
             where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
-            log.info("Serving {scheme}://{where} ({description})", scheme=self.factory.scheme,
+            scheme = "https" if self._listener_factory is not self.factory else self.factory.scheme
+            log.info("Serving {scheme}://{where} ({description})", scheme=scheme,
                      where=where, description=description)
         return self.ports
 
