@@ -135,7 +135,6 @@ class H2Connection(Protocol):
     def _idle_timeout(self) -> None:
         if not self._streams:
             self._h2.close_connection()
-            self._flush()
             self._close()
 
     def shutdown(self) -> None:
