@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
-from twisted.internet.interfaces import INegotiated, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, HTTPStream, RequestHead, http_scope
+from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
 
 if TYPE_CHECKING:
@@ -113,12 +113,8 @@ class HTTP11Connection(Protocol):
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._parser = httptools.HttpRequestParser(self)
-        peer = transport.getPeer()  # type: ignore[union-attr]
-        host = transport.getHost()  # type: ignore[union-attr]
-        self._client = (peer.host, peer.port) if hasattr(peer, "port") else None
-        self._server = (host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None)
-        self._client_text = f"{peer.host}:{peer.port}" if self._client else "unix"
-        self._scheme = "https" if INegotiated.providedBy(transport) else self.factory.scheme
+        self._connection = ConnectionScope.of(transport, self.factory)
+        self._client_text = self._connection.client_text
         self._deadline = Deadline(self.factory.reactor, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
 
@@ -141,11 +137,7 @@ class HTTP11Connection(Protocol):
         self._wake_drain_waiters()
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
-        """Cancel the app calls still running for this connection; return their tasks."""
-        tasks = [stream.task for stream in self._streams if stream.task is not None and not stream.task.done()]
-        for task in tasks:
-            task.cancel()
-        return tasks
+        return cancel_apps(self._streams)
 
     def _timed_out(self) -> None:
         if self._in_head:
@@ -283,21 +275,8 @@ class HTTP11Connection(Protocol):
             if b"transfer-encoding" in fields:
                 raise _BadRequest(400, "an Upgrade request with a chunked body is not served")
             self._upgrade_body = int(fields.get(b"content-length", b"0"))
-        factory = self.factory
-        scope = http_scope(
-            method=parser.get_method().decode("ascii"),
-            scheme=self._scheme,
-            http_version=http_version,
-            raw_path=raw_path,
-            query_string=query,
-            headers=self._headers,
-            client=self._client,
-            server=self._server,
-            root_path=self.config.root_path,
-            state=factory.state,
-            asgi_version=factory.asgi_version,
-            extensions={},
-        )
+        scope = self._connection.http(parser.get_method().decode("ascii"), http_version, raw_path, query,
+                                      self._headers)
         stream = HTTPStream(scope, self, body_complete=False)
         stream.keep_alive = parser.should_keep_alive()
         if http_version == "1.1":

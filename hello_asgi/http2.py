@@ -24,13 +24,13 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
-from twisted.internet.interfaces import INegotiated, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, HTTPStream, RequestHead, http_scope
+from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
 
 if TYPE_CHECKING:
@@ -89,12 +89,8 @@ class H2Connection(Protocol):
         config = self.config
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[union-attr]
-        peer = transport.getPeer()  # type: ignore[union-attr]
-        host = transport.getHost()  # type: ignore[union-attr]
-        self._client = (peer.host, peer.port) if hasattr(peer, "port") else None
-        self._server = (host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None)
-        self._client_text = f"{peer.host}:{peer.port}" if self._client else "unix"
-        self._scheme = "https" if INegotiated.providedBy(transport) else self.factory.scheme
+        self._connection = ConnectionScope.of(transport, self.factory)
+        self._client_text = self._connection.client_text
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
@@ -154,10 +150,7 @@ class H2Connection(Protocol):
             self._close()
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
-        tasks = [s.task for s in self._streams.values() if s.task is not None and not s.task.done()]
-        for task in tasks:
-            task.cancel()
-        return tasks
+        return cancel_apps(self._streams.values())
 
     def _close(self) -> None:
         """Send what h2 holds, then close; unregistering first, since TLS waits for its producer."""
@@ -212,20 +205,7 @@ class H2Connection(Protocol):
             headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
         raw_path, _, query = path.partition(b"?")
         factory = self.factory
-        scope = http_scope(
-            method=method.decode("ascii"),
-            scheme=self._scheme,
-            http_version="2",
-            raw_path=raw_path,
-            query_string=query,
-            headers=headers,
-            client=self._client,
-            server=self._server,
-            root_path=self.config.root_path,
-            state=factory.state,
-            asgi_version=factory.asgi_version,
-            extensions={},
-        )
+        scope = self._connection.http(method.decode("ascii"), "2", raw_path, query, headers)
         stream = HTTPStream(scope, self, body_complete=ended)
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id

@@ -13,10 +13,11 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.interfaces import INegotiated
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -89,45 +90,67 @@ class ResponseWriter(Protocol):
         """The app returned and the exchange is over."""
 
 
-def http_scope(
-    *,
-    method: str,
-    scheme: str,
-    http_version: str,
-    raw_path: bytes,
-    query_string: bytes,
-    headers: Headers,
-    client: tuple[str, int] | None,
-    server: tuple[str, int | None] | None,
-    root_path: str,
-    state: dict[str, Any],
-    asgi_version: str,
-    extensions: dict[str, Any],
-) -> Scope:
-    """The ASGI ``http`` scope; ``path`` and ``raw_path`` include ``root_path``, as Uvicorn's do."""
-    if b"%" in raw_path:
-        path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
-    else:
-        path = raw_path.decode("utf-8", "replace")
-    if root_path:
-        path = root_path + path
-        raw_path = root_path.encode() + raw_path
-    return {
-        "type": "http",
-        "asgi": {"version": asgi_version, "spec_version": SPEC_VERSION},
-        "http_version": http_version,
-        "method": method,
-        "scheme": scheme,
-        "path": path,
-        "raw_path": raw_path,
-        "query_string": query_string,
-        "root_path": root_path,
-        "headers": headers,
-        "client": client,
-        "server": server,
-        "state": state.copy(),
-        "extensions": extensions,
-    }
+@dataclass(frozen=True)
+class ConnectionScope:
+    """What every request scope of one connection shares, worked out once per connection."""
+
+    scheme: str
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    client_text: str  # for log lines
+    root_path: str
+    state: dict[str, Any]
+    asgi_version: str
+
+    @classmethod
+    def of(cls, transport: Any, factory: Any) -> ConnectionScope:
+        """Read the addresses and TLS off ``transport``; the rest comes from ``factory``."""
+        peer, host = transport.getPeer(), transport.getHost()
+        client = (peer.host, peer.port) if hasattr(peer, "port") else None
+        return cls(
+            scheme="https" if INegotiated.providedBy(transport) else factory.scheme,
+            client=client,
+            server=(host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None),
+            client_text=f"{peer.host}:{peer.port}" if client else "unix",
+            root_path=factory.config.root_path,
+            state=factory.state,
+            asgi_version=factory.asgi_version,
+        )
+
+    def http(self, method: str, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers) -> Scope:
+        """The ASGI ``http`` scope; ``path`` and ``raw_path`` include ``root_path``, as Uvicorn's do."""
+        if b"%" in raw_path:
+            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+        else:
+            path = raw_path.decode("utf-8", "replace")
+        root_path = self.root_path
+        if root_path:
+            path = root_path + path
+            raw_path = root_path.encode() + raw_path
+        return {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": SPEC_VERSION},
+            "http_version": http_version,
+            "method": method,
+            "scheme": self.scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query_string,
+            "root_path": root_path,
+            "headers": headers,
+            "client": self.client,
+            "server": self.server,
+            "state": self.state.copy(),
+            "extensions": {},
+        }
+
+
+def cancel_apps(streams: Iterable[HTTPStream]) -> list[asyncio.Task[None]]:
+    """Cancel the app calls still running for ``streams`` (shutdown ran out of time)."""
+    tasks = [stream.task for stream in streams if stream.task is not None and not stream.task.done()]
+    for task in tasks:
+        task.cancel()
+    return tasks
 
 
 class HTTPStream:
