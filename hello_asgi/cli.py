@@ -27,8 +27,8 @@ def _fail(message: str) -> None:
 class Options(usage.Options):
     synopsis = "--app MODULE:ATTR [options]"
     longdesc = (
-        "Serve an ASGI app (ASGI 3, or ASGI 2 double callables) over HTTP/1.1 on the asyncio "
-        "reactor. Twisted's own --log-level, --log-file, --log-format and --reactor go before "
+        "Serve an ASGI app (ASGI 3, or ASGI 2 double callables) over HTTP/1.1 and HTTP/2 "
+        "on the asyncio reactor. Twisted's own --log-level, --log-file, --log-format and --reactor go before "
         "'hello-asgi' on the command line."
     )
     optParameters = [

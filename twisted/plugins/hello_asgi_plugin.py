@@ -5,6 +5,6 @@ from twisted.application.service import ServiceMaker
 hello_asgi = ServiceMaker(
     "hello-asgi",
     "hello_asgi.cli",
-    "Serve an ASGI app over HTTP/1.1 on Twisted.",
+    "Serve an ASGI app over HTTP/1.1 and HTTP/2 on Twisted.",
     "hello-asgi",
 )
