@@ -61,6 +61,12 @@ class Config:
     h2_initial_window_size: int = 65535
     #: Largest HTTP/2 frame payload the server accepts (the RFC's minimum and default).
     h2_max_frame_size: int = 16384
+    #: Streams a client may cancel before their response, per 10 s, before the connection
+    #: gets GOAWAY ENHANCE_YOUR_CALM (Rapid Reset, CVE-2023-44487).
+    h2_max_resets: int = 200
+    #: PING and SETTINGS frames a client may send per 10 s, each of which makes the server
+    #: answer (CVE-2019-9512, CVE-2019-9515).
+    h2_max_control_frames: int = 100
 
     #: Serve TLS on every listener with this PEM certificate chain and unencrypted PEM key
     #: (ALPN offers h2, then http/1.1). ``twist hello-asgi --tls`` alone makes a development pair.
@@ -89,6 +95,8 @@ class Config:
             "body_buffer_size",
             "backlog",
             "h2_max_concurrent_streams",
+            "h2_max_resets",
+            "h2_max_control_frames",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

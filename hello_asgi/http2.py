@@ -81,7 +81,10 @@ class H2Connection(Protocol):
             h2.events.WindowUpdated: self._window_updated,
             h2.events.RemoteSettingsChanged: self._settings_changed,
             h2.events.ConnectionTerminated: self._terminated,
+            h2.events.PingReceived: self._control_frame,
         }
+        self._abuse_window_start = 0.0
+        self._abuse: dict[str, int] = {}
 
     # Connection life.
 
@@ -176,6 +179,8 @@ class H2Connection(Protocol):
             return
         handlers = self._handlers
         for event in events:
+            if self._closing and self._h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+                break
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event)
@@ -230,6 +235,8 @@ class H2Connection(Protocol):
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
+            if not stream.response_done:
+                self._count_abuse("streams reset before their response", self.config.h2_max_resets)
             stream.disconnect()
             outbound = self._outbound.pop(event.stream_id, None)
             if outbound is not None:
@@ -243,7 +250,26 @@ class H2Connection(Protocol):
             for stream_id in list(self._outbound):
                 self._send_pending(stream_id)
 
+    def _control_frame(self, event: h2.events.Event) -> None:
+        self._count_abuse("PING and SETTINGS frames", self.config.h2_max_control_frames)
+
+    def _count_abuse(self, kind: str, limit: int) -> None:
+        """Count what costs the server more than the client; past ``limit`` in 10 s, GOAWAY."""
+        now = self.factory.reactor.seconds()
+        if now - self._abuse_window_start > 10:
+            self._abuse_window_start = now
+            self._abuse.clear()
+        count = self._abuse[kind] = self._abuse.get(kind, 0) + 1
+        if count == limit + 1:
+            log.warn("GOAWAY ENHANCE_YOUR_CALM to {client}: more than {limit} {kind} in 10 s",
+                     client=self._client_text, limit=limit, kind=kind)
+            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            for stream in self._streams.values():
+                stream.disconnect()
+            self._close()
+
     def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self._control_frame(event)
         for stream_id in list(self._outbound):
             self._send_pending(stream_id)
 
@@ -268,10 +294,15 @@ class H2Connection(Protocol):
     # IPushProducer: the transport says whether the client reads what we write.
 
     def pauseProducing(self) -> None:
+        # The client is not reading: read nothing more from it either, so that frames the
+        # server must answer (PING, SETTINGS) cannot pile replies up in memory.
         self._write_paused = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def resumeProducing(self) -> None:
         self._write_paused = False
+        if not self._closing:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
         for outbound in self._outbound.values():
             if not outbound.pending:
                 _wake(outbound.waiters)
