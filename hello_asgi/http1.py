@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps
+from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wants_trailers
 from .timeouts import Deadline
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = Logger(namespace="hello_asgi.http1")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -275,8 +274,13 @@ class HTTP11Connection(Protocol):
             if b"transfer-encoding" in fields:
                 raise _BadRequest(400, "an Upgrade request with a chunked body is not served")
             self._upgrade_body = int(fields.get(b"content-length", b"0"))
+        extensions: dict[str, dict[str, object]] = {}
+        if http_version == "1.1":  # an HTTP/1.0 client takes neither 1xx responses nor trailers
+            extensions["http.response.early_hint"] = {}
+            if wants_trailers(self._headers):
+                extensions["http.response.trailers"] = {}
         scope = self._connection.http(parser.get_method().decode("ascii"), http_version, raw_path, query,
-                                      self._headers)
+                                      self._headers, extensions)
         stream = HTTPStream(scope, self, body_complete=False)
         stream.keep_alive = parser.should_keep_alive()
         if http_version == "1.1":
@@ -373,9 +377,19 @@ class HTTP11Connection(Protocol):
 
     # Bytes out: stream.ResponseWriter.
 
-    def write_continue(self, stream: HTTPStream) -> None:
-        if stream is self._streams[0] and not self._closing:
-            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+    def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
+        if self._streams and stream is self._streams[0] and not self._closing:
+            lines = [_STATUS_LINES[status], *(b"%s: %s\r\n" % field for field in headers), b"\r\n"]
+            self.transport.write(b"".join(lines))  # type: ignore[union-attr]
+
+    def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
+        if self._chunked and not self._no_body:
+            lines = [b"0\r\n", *(b"%s: %s\r\n" % field for field in headers), b"\r\n"]
+            self.transport.write(b"".join(lines))  # type: ignore[union-attr]
+        self._response_complete(stream)
+
+    def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
+        pass  # HTTP/1.1 has no push; the extension is never advertised here
 
     def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
         scope = stream.scope
@@ -406,6 +420,9 @@ class HTTP11Connection(Protocol):
         no_body = status in _NO_BODY_STATUSES or scope["method"] == "HEAD"
         if status in _NO_BODY_STATUSES:
             length = None
+        elif stream.trailers and not http_10:
+            length, chunked = None, True  # trailers need chunked framing
+            head = [line for line in head if not line.lower().startswith(b"content-length:")]
         elif length is not None:
             chunked = False
         elif end and not chunked:

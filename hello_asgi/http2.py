@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps
+from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wants_trailers
 from .timeouts import Deadline
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class _Outbound:
 
     pending: bytearray = field(default_factory=bytearray)
     end: bool = False
+    trailers: Headers | None = None
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -210,7 +211,12 @@ class H2Connection(Protocol):
             headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
         raw_path, _, query = path.partition(b"?")
         factory = self.factory
-        scope = self._connection.http(method.decode("ascii"), "2", raw_path, query, headers)
+        extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
+        if wants_trailers(headers):
+            extensions["http.response.trailers"] = {}
+        if self._h2.remote_settings.enable_push and stream_id % 2 == 1:
+            extensions["http.response.push"] = {}
+        scope = self._connection.http(method.decode("ascii"), "2", raw_path, query, headers, extensions)
         stream = HTTPStream(scope, self, body_complete=ended)
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id
@@ -323,11 +329,38 @@ class H2Connection(Protocol):
 
     # Frames out: stream.ResponseWriter.
 
-    def write_continue(self, stream: HTTPStream) -> None:
+    def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
         stream_id = self._ids.get(stream)
         if stream_id is not None and not self._closing:
-            self._h2.send_headers(stream_id, [(b":status", b"100")])
+            self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
             self._flush()
+
+    def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
+        stream_id = self._ids.get(stream)
+        if stream_id is None:
+            return
+        outbound = self._outbound.get(stream_id)
+        if outbound is None:
+            outbound = self._outbound[stream_id] = _Outbound()
+        outbound.trailers = headers  # sent once the data before them is
+        self._send_pending(stream_id)
+        self._flush()
+        self._response_complete(stream)
+
+    def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
+        stream_id = self._ids.get(stream)
+        if stream_id is None or self._closing or not self._h2.remote_settings.enable_push:
+            return
+        authority = next((value for name, value in stream.scope["headers"] if name == b"host"), b"")
+        request = [(b":method", b"GET"), (b":path", path.encode()), (b":scheme", self._connection.scheme.encode()),
+                   (b":authority", authority), *headers]
+        promised = self._h2.get_next_available_stream_id()
+        try:
+            self._h2.push_stream(stream_id, promised, request)
+        except h2.exceptions.ProtocolError:
+            return  # the client's stream limit, or the stream is closing: a push is only a hint
+        self._flush()
+        self._open_stream(promised, request, ended=True)
 
     def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
         stream_id = self._ids.get(stream)
@@ -402,6 +435,9 @@ class H2Connection(Protocol):
             if not pending and outbound.end:
                 connection.end_stream(stream_id)
                 outbound.end = False
+            if not pending and outbound.trailers is not None:
+                connection.send_headers(stream_id, outbound.trailers, end_stream=True)
+                outbound.trailers = None
         except h2.exceptions.StreamClosedError:
             pending.clear()
         if not pending:

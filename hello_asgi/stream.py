@@ -29,7 +29,7 @@ Headers = list[tuple[bytes, bytes]]
 SPEC_VERSION = "2.5"
 
 # Response states.
-_AWAITING_START, _STARTED, _STREAMING, _DONE = range(4)
+_AWAITING_START, _STARTED, _STREAMING, _TRAILERS, _DONE = range(5)
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _is_token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
@@ -74,8 +74,15 @@ class ResponseWriter(Protocol):
     def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
         """Send more of the response body; ``end`` finishes the response."""
 
-    def write_continue(self, stream: HTTPStream) -> None:
-        """Send ``100 Continue``: the app is ready to read the body the client holds back."""
+    def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
+        """Send a 1xx response: ``100 Continue`` (the app reads the body the client holds
+        back) or ``103 Early Hints``."""
+
+    def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
+        """Send the trailers after the last body chunk, ending the response."""
+
+    def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
+        """Promise a pushed response for ``path`` and serve it as a request of its own."""
 
     def body_consumed(self, stream: HTTPStream) -> None:
         """The app drained the buffered request body: the peer may send more."""
@@ -117,7 +124,8 @@ class ConnectionScope:
             asgi_version=factory.asgi_version,
         )
 
-    def http(self, method: str, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers) -> Scope:
+    def http(self, method: str, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers,
+             extensions: dict[str, Any]) -> Scope:
         """The ASGI ``http`` scope; ``path`` and ``raw_path`` include ``root_path``, as Uvicorn's do."""
         if b"%" in raw_path:
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
@@ -141,8 +149,13 @@ class ConnectionScope:
             "client": self.client,
             "server": self.server,
             "state": self.state.copy(),
-            "extensions": {},
+            "extensions": extensions,
         }
+
+
+def wants_trailers(headers: Headers) -> bool:
+    """Whether the client said it takes trailers (``TE: trailers``), as the trailers extension asks."""
+    return any(name == b"te" and b"trailers" in value.lower() for name, value in headers)
 
 
 def cancel_apps(streams: Iterable[HTTPStream]) -> list[asyncio.Task[None]]:
@@ -159,6 +172,7 @@ class HTTPStream:
     status = 0
     bytes_sent = 0
     expect_continue = False
+    trailers = False  # the app said it will send http.response.trailers
     keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
 
     def __init__(self, scope: Scope, writer: ResponseWriter, body_complete: bool) -> None:
@@ -166,6 +180,7 @@ class HTTPStream:
         self._writer = writer
         self._state = _AWAITING_START
         self._headers: Headers = []
+        self._trailers: Headers = []
         self._body: list[bytes] = []
         self.buffered = 0
         self.body_complete = body_complete
@@ -244,7 +259,7 @@ class HTTPStream:
     def _fail(self) -> None:
         if self.disconnected or self._state == _DONE:
             return
-        if self._state != _STREAMING:  # nothing written yet: the held head can become a 500
+        if self._state in (_AWAITING_START, _STARTED):  # nothing written: the held head can become a 500
             self._state = _DONE
             self.status = 500
             body = b"Internal Server Error"
@@ -273,7 +288,7 @@ class HTTPStream:
             if self.expect_continue:
                 self.expect_continue = False
                 if self._state == _AWAITING_START:
-                    self._writer.write_continue(self)
+                    self._writer.write_informational(self, 100, [])
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
 
@@ -285,20 +300,21 @@ class HTTPStream:
             raise ClientDisconnected(f"client disconnected; cannot send {message_type!r}")
         state = self._state
         if message_type == "http.response.body":
-            if state == _AWAITING_START or state == _DONE:
+            if state not in (_STARTED, _STREAMING):
                 raise RuntimeError(
                     f"'http.response.body' sent {'before' if state == _AWAITING_START else 'after'} "
                     "the response was started/finished"
                 )
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            self._state = _STREAMING if more else _DONE
+            self._state = _STREAMING if more else _TRAILERS if self.trailers else _DONE
+            end = self._state == _DONE
             self.bytes_sent += len(body)
             if state == _STARTED:
-                self._writer.write_response(self, self.status, self._headers, body, not more)
+                self._writer.write_response(self, self.status, self._headers, body, end)
                 self._headers = []
             else:
-                self._writer.write_body(self, body, not more)
+                self._writer.write_body(self, body, end)
             if more:
                 waiting = self._writer.drained(self)
                 if waiting is not None:
@@ -315,7 +331,24 @@ class HTTPStream:
                 raise ValueError(f"'http.response.start' cannot send informational status {status}")
             self.status = status
             self._headers = checked_headers(message.get("headers", ()))
+            self.trailers = bool(message.get("trailers", False))
             self._state = _STARTED
+        elif message_type == "http.response.trailers":
+            if state != _TRAILERS:
+                raise RuntimeError("'http.response.trailers' sent without 'trailers' in the start, or before the body")
+            self._trailers += checked_headers(message.get("headers", ()))
+            if not message.get("more_trailers", False):
+                self._state = _DONE
+                self._writer.write_trailers(self, self._trailers)
+        elif message_type == "http.response.early_hint":
+            if state not in (_AWAITING_START, _STARTED):
+                raise RuntimeError("'http.response.early_hint' sent after the response began")
+            if "http.response.early_hint" in self.scope["extensions"]:
+                links = message.get("links", ())
+                self._writer.write_informational(self, 103, checked_headers((b"link", link) for link in links))
+        elif message_type == "http.response.push":
+            if "http.response.push" in self.scope["extensions"]:
+                self._writer.push(self, message["path"], checked_headers(message.get("headers", ())))
         elif message_type == "http.disconnect":
             return  # some apps echo this back; it asks nothing of the server
         else:

@@ -95,6 +95,9 @@ class H2Client:
         self.ended: set[int] = set()
         self.resets: dict[int, int] = {}
         self.goaway: Any = None
+        self.trailers: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.informational: dict[int, list[list[tuple[bytes, bytes]]]] = {}
+        self.pushed: dict[int, int] = {}  # promised stream id -> the stream it was promised on
         self.closed = False
         self.flush()
 
@@ -134,6 +137,13 @@ class H2Client:
                 self.bodies[event.stream_id] = self.bodies.get(event.stream_id, b"") + event.data
                 if self.auto_ack:
                     self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived):
+                self.trailers[event.stream_id] = event.headers
+            elif isinstance(event, h2.events.InformationalResponseReceived):
+                self.informational.setdefault(event.stream_id, []).append(event.headers)
+            elif isinstance(event, h2.events.PushedStreamReceived):
+                self.pushed[event.pushed_stream_id] = event.parent_stream_id
+                self.headers.setdefault(event.pushed_stream_id, [])
             elif isinstance(event, h2.events.StreamEnded):
                 self.ended.add(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
