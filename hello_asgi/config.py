@@ -46,6 +46,9 @@ class Config:
     max_header_count: int = 100
     #: Most open connections; beyond it new connections get 503 and are closed.
     max_connections: int = 4096
+    #: Requests one connection may carry before the server closes it gracefully (HTTP/1.1:
+    #: ``Connection: close`` on the last response; HTTP/2: GOAWAY); 0 for no limit. nginx uses 1000.
+    max_requests_per_connection: int = 0
     #: Request body bytes buffered for an app that is not calling ``receive()`` before the
     #: socket stops being read.
     body_buffer_size: int = 65536
@@ -100,6 +103,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_requests_per_connection < 0:
+            raise ValueError("max_requests_per_connection must be 0 (no limit) or more")
         if not 65535 <= self.h2_initial_window_size <= 2**31 - 1:
             raise ValueError("h2_initial_window_size must be from 65535 to 2**31-1")
         if not 16384 <= self.h2_max_frame_size <= 2**24 - 1:

@@ -104,6 +104,7 @@ class HTTP11Connection(Protocol):
         self._remaining: int | None = None
         self._keep_alive = True  # False once the connection is to close after this response
         self._keep_alive_response = True
+        self._requests = 0
         self._rejection: bytes | None = None  # the error response owed once earlier ones are sent
 
     # Connection life.
@@ -282,7 +283,9 @@ class HTTP11Connection(Protocol):
         scope = self._connection.http(parser.get_method().decode("ascii"), http_version, raw_path, query,
                                       self._headers, extensions)
         stream = HTTPStream(scope, self, body_complete=False)
-        stream.keep_alive = parser.should_keep_alive()
+        self._requests += 1
+        limit = self.config.max_requests_per_connection
+        stream.keep_alive = parser.should_keep_alive() and not (limit and self._requests >= limit)
         if http_version == "1.1":
             for name, value in self._headers:
                 if name == b"expect" and value.lower() == b"100-continue":

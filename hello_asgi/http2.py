@@ -223,6 +223,9 @@ class H2Connection(Protocol):
         self._unacknowledged[stream_id] = 0
         self._deadline.set(None)
         stream.task = factory.loop.create_task(stream.run(factory.app))
+        limit = self.config.max_requests_per_connection
+        if limit and stream_id % 2 == 1 and (stream_id + 1) // 2 >= limit:
+            self.shutdown()  # the last stream this connection serves
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)

@@ -130,7 +130,7 @@ class H2Client:
         if not data:
             self.closed = True
             return
-        for event in self.conn.receive_data(data):
+        for event in self.conn.receive_data(self._take_goaway(data)):
             if isinstance(event, h2.events.ResponseReceived):
                 self.headers[event.stream_id] = event.headers
             elif isinstance(event, h2.events.DataReceived):
@@ -148,9 +148,26 @@ class H2Client:
                 self.ended.add(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
                 self.resets[event.stream_id] = event.error_code
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.goaway = event
         self.flush()
+
+    def _take_goaway(self, data: bytes) -> bytes:
+        """Record GOAWAY frames and keep them from h2, which as a client would refuse the
+        responses a graceful GOAWAY still lets through."""
+        from hyperframe.frame import Frame, GoAwayFrame
+
+        self._unparsed = getattr(self, "_unparsed", b"") + data
+        passed = b""
+        while len(self._unparsed) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(self._unparsed[:9]))
+            if len(self._unparsed) < 9 + length:
+                break
+            raw, self._unparsed = self._unparsed[: 9 + length], self._unparsed[9 + length:]
+            if isinstance(frame, GoAwayFrame):
+                frame.parse_body(memoryview(raw[9:]))
+                self.goaway = frame
+            else:
+                passed += raw
+        return passed
 
     async def response(self, stream_id: int) -> tuple[dict[bytes, bytes], bytes]:
         while stream_id not in self.ended and stream_id not in self.resets:

@@ -267,3 +267,24 @@ class ConnectionTests(unittest.TestCase):
         self.assertIn("error_code=NO_ERROR", text[goaway:])
         self.assertLess(goaway, text.index("recv DATA frame"))
         self.assertIn(":status: 200", text)
+
+
+class RequestLimitTests(unittest.TestCase):
+    @asyncio_test
+    async def test_max_requests_per_connection_ends_each_protocol_gracefully(self) -> None:
+        server = await serve(self, hello_app, max_requests_per_connection=2)
+        client = await H2Client.open(server.port)
+        first, second = client.request("/1"), client.request("/2")
+        for stream_id in (first, second):
+            _, body = await client.response(stream_id)
+            self.assertTrue(body.startswith(b"hello /"))
+        while client.goaway is None and not client.closed:
+            await client.pump()
+        self.assertEqual((client.goaway.last_stream_id, client.goaway.error_code), (second, ErrorCodes.NO_ERROR))
+        client.close()
+
+        data = await exchange(server.port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                                           b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 2)
+        self.assertTrue(data.endswith(b"hello /b "))
+        self.assertIn(b"connection: close", data)
