@@ -64,6 +64,9 @@ class Config:
     h2_initial_window_size: int = 65535
     #: Largest HTTP/2 frame payload the server accepts (the RFC's minimum and default).
     h2_max_frame_size: int = 16384
+    #: How long an HTTP/2 response may wait on a client that keeps its flow-control window
+    #: shut before the connection is closed (a zero-window client pins the app and its buffers).
+    h2_stall_timeout: float = 30.0
     #: Streams a client may cancel before their response, per 10 s, before the connection
     #: gets GOAWAY ENHANCE_YOUR_CALM (Rapid Reset, CVE-2023-44487).
     h2_max_resets: int = 200
@@ -87,7 +90,7 @@ class Config:
             raise ValueError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one: {self.root_path!r}")
-        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout"):
+        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "h2_stall_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in (

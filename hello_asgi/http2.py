@@ -108,6 +108,7 @@ class H2Connection(Protocol):
             },
         )
         self._deadline = Deadline(self.factory.reactor, self._idle_timeout)
+        self._stall = Deadline(self.factory.reactor, self._stalled)
         upgrade = self._upgrade
         if upgrade is None:
             self._h2.initiate_connection()
@@ -127,6 +128,7 @@ class H2Connection(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self._deadline.cancel()
+        self._stall.cancel()
         for stream in self._streams.values():
             stream.disconnect()
         for outbound in self._outbound.values():
@@ -135,6 +137,15 @@ class H2Connection(Protocol):
     def _idle_timeout(self) -> None:
         if not self._streams:
             self._h2.close_connection()
+            self._close()
+
+    def _stalled(self) -> None:
+        if any(outbound.pending for outbound in self._outbound.values()):
+            log.info("Closing {client}: its flow-control window stayed shut for {timeout} s",
+                     client=self._client_text, timeout=self.config.h2_stall_timeout)
+            self._h2.close_connection(ErrorCodes.FLOW_CONTROL_ERROR)
+            for stream in self._streams.values():
+                stream.disconnect()
             self._close()
 
     def shutdown(self) -> None:
@@ -253,6 +264,7 @@ class H2Connection(Protocol):
             self._forget(stream)
 
     def _window_updated(self, event: h2.events.WindowUpdated) -> None:
+        self._stall.set(None)  # the client is reading; _send_pending sets it again if still blocked
         if event.stream_id:
             self._send_pending(event.stream_id)
         else:
@@ -443,7 +455,9 @@ class H2Connection(Protocol):
                 outbound.trailers = None
         except h2.exceptions.StreamClosedError:
             pending.clear()
-        if not pending:
+        if pending:
+            self._stall.set(self.config.h2_stall_timeout)
+        else:
             if not self._write_paused:
                 _wake(outbound.waiters)
             if not outbound.waiters:

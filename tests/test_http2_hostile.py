@@ -3,13 +3,16 @@ and the server goes on serving other connections."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import H2Client, hello_app
+from .support import TIMEOUT, H2Client, hello_app
 
 
 class HostilePeerTests(unittest.TestCase):
@@ -98,3 +101,59 @@ class HostilePeerTests(unittest.TestCase):
         self.assertEqual(
             [c for c in server.service.factory.connections if c.inner is not None and c.inner._streams], []
         )
+
+    @asyncio_test
+    async def test_continuation_flood_is_cut_off(self) -> None:
+        """HEADERS without END_HEADERS, then CONTINUATION frames without end: h2 keeps at most
+        64 fragments, then the connection ends, so the flood cannot fill memory."""
+        server = await serve(self, hello_app)
+        client = await H2Client.open(server.port)
+        headers = client.conn.encoder.encode([(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"),
+                                              (b":authority", b"x")])
+        client.writer.write(len(headers).to_bytes(3, "big") + b"\x01\x00\x00\x00\x00\x01" + headers)  # HEADERS
+        fragment = b"\x40\x01a\x01b" * 100  # literal headers, never ended
+        for _ in range(100):
+            client.writer.write(len(fragment).to_bytes(3, "big") + b"\x09\x00\x00\x00\x00\x01" + fragment)
+        await self._expect_goaway(client, ErrorCodes.PROTOCOL_ERROR)
+        await self._still_serving(server.port)
+
+    @asyncio_test
+    async def test_oversized_header_list_is_refused(self) -> None:
+        """An HPACK bomb: one header, indexed once, repeated until the list is megabytes."""
+        server = await serve(self, hello_app, max_head_size=16384)
+        client = await H2Client.open(server.port)
+        while not client.conn.remote_settings.max_header_list_size:
+            await client.pump()  # the server's limit arrives, and the client's ACK goes back
+        big = (b"x-bomb", b"b" * 4000)
+        stream_id = client.request("/bomb", headers=[big] * 300, end=True)
+        while not client.closed and stream_id not in client.resets and client.goaway is None:
+            await client.pump()
+        self.assertTrue(client.goaway is not None or stream_id in client.resets,
+                        "a 1.2 MB header list was accepted")
+        await self._still_serving(server.port)
+
+    @asyncio_test
+    async def test_zero_window_client_is_closed_after_the_stall_timeout(self) -> None:
+        sent: list[Exception] = []
+        done = asyncio.get_running_loop().create_future()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or scope["path"] != "/dribble":
+                return await hello_app(scope, receive, send)
+            await send({"type": "http.response.start", "status": 200})
+            try:
+                for _ in range(100):
+                    await send({"type": "http.response.body", "body": b"z" * 65536, "more_body": True})
+            except OSError as error:
+                sent.append(error)
+            done.set_result(None)
+
+        server = await serve(self, app, h2_stall_timeout=0.3)
+        client = await H2Client.open(server.port, auto_ack=False)
+        client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        client.flush()
+        client.request("/dribble")
+        await asyncio.wait_for(done, TIMEOUT)  # the app is released, not pinned forever
+        self.assertEqual(len(sent), 1)
+        await self._expect_goaway(client, ErrorCodes.FLOW_CONTROL_ERROR)
+        await self._still_serving(server.port)
