@@ -65,6 +65,9 @@ SERVERS = [
         "--workers", "1", "--runtime-threads", "1", "--no-access-log",
         *(["--ssl-certificate", tls.cert, "--ssl-keyfile", tls.key] if tls else []), "app:app"],
         ("http1", "h2c", "h2-tls")),
+    Server("bare-h2 (ceiling)", lambda port, tls: [
+        str(BIN / "python"), str(HERE / "bare_h2.py"), str(port), *([tls.cert, tls.key] if tls else [])],
+        ("h2c", "h2-tls")),
 ]
 
 

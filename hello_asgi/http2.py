@@ -73,6 +73,7 @@ class H2Connection(Protocol):
         self._outbound: dict[int, _Outbound] = {}
         self._write_paused = False
         self._closing = False
+        self._flush_scheduled = False
         self._goaway_sent: int | None = None  # the last stream id a graceful GOAWAY promised
         self._handlers = {
             h2.events.RequestReceived: self._request_received,
@@ -96,7 +97,9 @@ class H2Connection(Protocol):
         self._connection = ConnectionScope.of(transport, self.factory)
         self._client_text = self._connection.client_text
         self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
+            # Outbound headers are checked once already (stream.checked_headers, lower-cased and
+            # stripped of connection-specific fields here), so h2 need not check them again.
+            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False)
         )
         self._h2.local_settings = h2.settings.Settings(
             client=False,
@@ -175,9 +178,16 @@ class H2Connection(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _flush(self) -> None:
+        self._flush_scheduled = False
         data = self._h2.data_to_send()
         if data:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def _flush_soon(self) -> None:
+        """Write what the apps produced in this turn of the loop as one write, not one each."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.factory.loop.call_soon(self._flush)
 
     # Frames in.
 
@@ -310,7 +320,7 @@ class H2Connection(Protocol):
                 self._h2.acknowledge_received_data(size, stream_id)
             except h2.exceptions.StreamClosedError:
                 return
-            self._flush()
+            self._flush_soon()
 
     # IPushProducer: the transport says whether the client reads what we write.
 
@@ -348,7 +358,7 @@ class H2Connection(Protocol):
         stream_id = self._ids.get(stream)
         if stream_id is not None and not self._closing:
             self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
-            self._flush()
+            self._flush_soon()
 
     def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
         stream_id = self._ids.get(stream)
@@ -359,7 +369,7 @@ class H2Connection(Protocol):
             outbound = self._outbound[stream_id] = _Outbound()
         outbound.trailers = headers  # sent once the data before them is
         self._send_pending(stream_id)
-        self._flush()
+        self._flush_soon()
         self._response_complete(stream)
 
     def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
@@ -374,7 +384,7 @@ class H2Connection(Protocol):
             self._h2.push_stream(stream_id, promised, request)
         except h2.exceptions.ProtocolError:
             return  # the client's stream limit, or the stream is closing: a push is only a hint
-        self._flush()
+        self._flush_soon()
         self._open_stream(promised, request, ended=True)
 
     def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
@@ -406,7 +416,7 @@ class H2Connection(Protocol):
             return
         if body:
             self._send_data(stream_id, body, end)
-        self._flush()
+        self._flush_soon()
         if end:
             self._response_complete(stream)
 
@@ -417,7 +427,7 @@ class H2Connection(Protocol):
         if stream.scope["method"] == "HEAD" or stream.status in _NO_BODY_STATUSES:
             body = b""
         self._send_data(stream_id, body, end)
-        self._flush()
+        self._flush_soon()
         if end:
             self._response_complete(stream)
 
