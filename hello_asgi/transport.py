@@ -59,8 +59,7 @@ class AsyncioTransport(asyncio.Protocol):
 
     # asyncio.Protocol: events from the socket
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
         sock = transport.get_extra_info("socket")
         family = sock.family if sock is not None else socket.AF_INET
