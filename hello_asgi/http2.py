@@ -415,7 +415,11 @@ class H2Connection(Protocol):
         except h2.exceptions.StreamClosedError:
             return
         if body:
-            self._send_data(stream_id, body, end)
+            connection = self._h2
+            if len(body) <= min(connection.local_flow_control_window(stream_id), connection.max_outbound_frame_size):
+                connection.send_data(stream_id, body, end_stream=end)  # the common case: it all fits
+            else:
+                self._send_data(stream_id, body, end)
         self._flush_soon()
         if end:
             self._response_complete(stream)
