@@ -76,7 +76,9 @@ class Options(usage.Options):
         ["no-date-header", None, "Send no Date header."],
         ["tls", None, "Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN); without --cert/--key, with a "
                       "development certificate for localhost made and cached for you."],
-        ["no-h2c", None, "Serve no cleartext HTTP/2 (prior knowledge or Upgrade: h2c)."],
+        ["no-h2-prior-knowledge", None, "Do not take cleartext connections that open with the HTTP/2 preface."],
+        ["no-h2c-upgrade", None, "Do not switch HTTP/1.1 requests with 'Upgrade: h2c' to HTTP/2."],
+        ["no-h2-alpn", None, "Offer only http/1.1 by TLS ALPN, not h2."],
     ]
 
     def __init__(self) -> None:
@@ -138,7 +140,9 @@ class Options(usage.Options):
             max_header_count=self["limit-request-fields"],
             max_connections=self["limit-concurrency"],
             backlog=self["backlog"],
-            h2c=not self["no-h2c"],
+            h2_prior_knowledge=not self["no-h2-prior-knowledge"],
+            h2c_upgrade=not self["no-h2c-upgrade"],
+            h2_alpn=not self["no-h2-alpn"],
             max_requests_per_connection=self["limit-requests-per-connection"],
             h2_max_concurrent_streams=self["h2-max-concurrent-streams"],
             h2_initial_window_size=self["h2-initial-window-size"],

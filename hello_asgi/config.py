@@ -55,9 +55,12 @@ class Config:
     #: Listen backlog for listeners the server creates (Uvicorn: 2048).
     backlog: int = 2048
 
-    #: Serve HTTP/2 over cleartext: to clients that open with the HTTP/2 preface (prior
-    #: knowledge) and to HTTP/1.1 requests that ask for ``Upgrade: h2c``.
-    h2c: bool = True
+    #: The three ways into HTTP/2, each on by default: a cleartext connection that opens with
+    #: the HTTP/2 preface (prior knowledge), an HTTP/1.1 request asking ``Upgrade: h2c``, and
+    #: ``h2`` offered by TLS ALPN.
+    h2_prior_knowledge: bool = True
+    h2c_upgrade: bool = True
+    h2_alpn: bool = True
     #: Streams one HTTP/2 client may have open at once (Hypercorn: 100).
     h2_max_concurrent_streams: int = 100
     #: Each stream's receive window: the request body buffered for an app that is not reading.

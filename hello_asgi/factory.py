@@ -59,7 +59,7 @@ class ServerConnection(Protocol):
             data = self._buffer + data
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
                 inner = H2Connection(self.factory)  # chosen by TLS ALPN
-            elif self.factory.config.h2c and PREFACE.startswith(data[: len(PREFACE)]):
+            elif self.factory.config.h2_prior_knowledge and PREFACE.startswith(data[: len(PREFACE)]):
                 if len(data) < 3:
                     self._buffer = data  # "P" could still be POST
                     return

@@ -299,7 +299,7 @@ class HTTP11Connection(Protocol):
 
     def _wants_h2c(self) -> bool:
         """Upgrade to h2c only a bodiless request with nothing before it awaiting a response."""
-        if not self.config.h2c or self._switch_to_h2 is None or self._streams:
+        if not self.config.h2c_upgrade or self._switch_to_h2 is None or self._streams:
             return False
         fields = dict(self._headers)
         return (

@@ -66,7 +66,7 @@ class ASGIService(Service):
         self._exit_on_failure = exit_on_failure
         self._listener_factory: Any = self.factory
         if config.certfile is not None and config.keyfile is not None:
-            options = server_options(config.certfile, config.keyfile)
+            options = server_options(config.certfile, config.keyfile, h2=config.h2_alpn)
             self._listener_factory = TLSMemoryBIOFactory(options, False, self.factory)
         self.ports: list[IListeningPort] = []
         self._listening: Deferred[list[IListeningPort]] | None = None

@@ -15,15 +15,16 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 
-ALPN_PROTOCOLS = [b"h2", b"http/1.1"]
+ALPN_PROTOCOLS = [b"h2", b"http/1.1"]  # h2 preferred
 
 
 class TLSConfigError(Exception):
     """The certificate or key cannot be used; the message says which file and why."""
 
 
-def server_options(cert_path: str, key_path: str) -> CertificateOptions:
-    """TLS 1.2 or newer, ALPN offering h2 then http/1.1, with the PEM chain in ``cert_path``."""
+def server_options(cert_path: str, key_path: str, h2: bool = True) -> CertificateOptions:
+    """TLS 1.2 or newer, ALPN offering h2 (unless ``h2`` is false) then http/1.1, with the PEM
+    chain in ``cert_path``."""
     try:
         pem = Path(cert_path).read_bytes()
     except OSError as error:
@@ -45,7 +46,7 @@ def server_options(cert_path: str, key_path: str) -> CertificateOptions:
         certificate=chain[0],
         extraCertChain=chain[1:],
         raiseMinimumTo=TLSVersion.TLSv1_2,
-        acceptableProtocols=ALPN_PROTOCOLS,
+        acceptableProtocols=ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:],
     )
     try:
         options.getContext().check_privatekey()

@@ -67,12 +67,18 @@ class WaysInTests(unittest.TestCase):
         self.assertEqual(out, b"hello /post payload\n1.1hello /next payload\n1.1")  # curl posts to both
 
     @asyncio_test
-    async def test_h2c_can_be_switched_off(self) -> None:
-        server = await serve(self, hello_app, h2c=False)
-        out, code = await curl("--http2", "-w", "\n%{http_version}", server.url + "/x")
+    async def test_each_cleartext_way_can_be_switched_off(self) -> None:
+        no_upgrade = await serve(self, hello_app, h2c_upgrade=False)
+        out, code = await curl("--http2", "-w", "\n%{http_version}", no_upgrade.url + "/x")
         self.assertEqual(out, b"hello /x \n1.1")
-        response = await exchange(server.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        out, code = await curl("--http2-prior-knowledge", "-w", "\n%{http_version}", no_upgrade.url + "/pk")
+        self.assertEqual(out, b"hello /pk \n2")
+
+        no_preface = await serve(self, hello_app, h2_prior_knowledge=False)
+        response = await exchange(no_preface.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         self.assertTrue(response.startswith(b"HTTP/1.1 505 "))
+        out, code = await curl("--http2", "-w", "\n%{http_version}", no_preface.url + "/up")
+        self.assertEqual(out, b"hello /up \n2")
 
 
 class StreamTests(unittest.TestCase):

@@ -55,6 +55,17 @@ class TLSServeTests(unittest.TestCase):
         self.assertEqual((scope["http_version"], scope["scheme"]), ("1.1", "https"))
 
 
+    @asyncio_test
+    async def test_h2_alpn_can_be_switched_off(self) -> None:
+        server = await serve(self, demo.asgi, certfile=str(self.cert), keyfile=str(self.key), h2_alpn=False)
+        reader, writer = await self._tls_connect(server.port, ["h2", "http/1.1"])
+        self.assertEqual(writer.get_extra_info("ssl_object").selected_alpn_protocol(), "http/1.1")
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        self.assertEqual(json.loads(data.partition(b"\r\n\r\n")[2])["http_version"], "1.1")
+
+
 class CertificateTests(unittest.TestCase):
     def test_development_certificate_names_and_cache(self) -> None:
         directory = Path(self.mktemp())
