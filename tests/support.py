@@ -180,3 +180,32 @@ class H2Client:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class HeldApp:
+    """``hello_app``, but each request waits until ``release`` is set; ``entered`` is set
+    once one has arrived: for tests that act while a request is in flight."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.entered.set()
+        await self.release.wait()
+        await hello_app(scope, receive, send)
+
+
+async def get_when_up(url: str, attempts: int = 400) -> Any:
+    """GET ``url`` from a server process that may still be starting."""
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        for _ in range(attempts - 1):
+            try:
+                return await client.get(url)
+            except httpx.ConnectError:
+                await asyncio.sleep(0.05)  # the process is still starting
+        return await client.get(url)

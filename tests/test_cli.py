@@ -9,7 +9,6 @@ import socket
 import sys
 from typing import Any
 
-import httpx
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
@@ -17,6 +16,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test
+
+from .support import get_when_up
 
 TWIST = [sys.executable, "-m", "twisted"]
 
@@ -126,13 +127,7 @@ class ServeTests(unittest.TestCase):
         process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ, path=directory)
         loop = asyncio.get_running_loop()
         try:
-            async with httpx.AsyncClient() as client:
-                for _ in range(200):
-                    try:
-                        response = await client.get(f"http://127.0.0.1:{port}/from-cli")
-                        break
-                    except httpx.ConnectError:
-                        await asyncio.sleep(0.05)  # the process is still starting
+            response = await get_when_up(f"http://127.0.0.1:{port}/from-cli")
             self.assertEqual(response.json()["path"], "/from-cli")
         finally:
             process.signalProcess(signal.SIGTERM)

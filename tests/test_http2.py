@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from hello_asgi import demo
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import TIMEOUT, H2Client, exchange, hello_app
+from .support import TIMEOUT, H2Client, HeldApp, exchange, hello_app
 
 
 async def curl(*args: str) -> tuple[bytes, int]:
@@ -246,23 +246,14 @@ class ConnectionTests(unittest.TestCase):
     @asyncio_test
     async def test_graceful_shutdown_sends_goaway_and_finishes_streams(self) -> None:
         """nghttp (a real client) sees GOAWAY naming its stream, then the whole response."""
-        release = asyncio.Event()
-        entered = asyncio.Event()
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                return
-            entered.set()
-            await release.wait()
-            await hello_app(scope, receive, send)
-
+        app = HeldApp()
         server = await serve(self, app)
         loop = asyncio.get_running_loop()
         nghttp = getProcessOutputAndValue("nghttp", ["-nv", server.url + "/inflight"]).asFuture(loop)
-        await asyncio.wait_for(entered.wait(), TIMEOUT)
+        await asyncio.wait_for(app.entered.wait(), TIMEOUT)
         stopped = server.service.stopService().asFuture(loop)
         await asyncio.sleep(0.1)  # let the GOAWAY go out before the response does
-        release.set()
+        app.release.set()
         out, err, code = await asyncio.wait_for(nghttp, TIMEOUT)
         await asyncio.wait_for(stopped, TIMEOUT)
         text = out.decode()

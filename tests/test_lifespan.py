@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from hello_asgi import ASGIService, Config
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import TIMEOUT, connect, exchange, hello_app
+from .support import TIMEOUT, HeldApp, connect, exchange, hello_app
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -105,28 +105,19 @@ class LifespanTests(unittest.TestCase):
 class GracefulShutdownTests(unittest.TestCase):
     @asyncio_test
     async def test_in_flight_request_finishes_and_idle_connections_close(self) -> None:
-        release = asyncio.Event()
-        entered = asyncio.Event()
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                return
-            entered.set()
-            await release.wait()
-            await hello_app(scope, receive, send)
-
+        app = HeldApp()
         server = await serve(self, app)
         busy_reader, busy_writer = await connect(server.port)
         busy_writer.write(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
         idle_reader, idle_writer = await connect(server.port)
-        await asyncio.wait_for(entered.wait(), TIMEOUT)
+        await asyncio.wait_for(app.entered.wait(), TIMEOUT)
         loop = asyncio.get_running_loop()
         stopped = server.service.stopService().asFuture(loop)
         self.assertEqual(await asyncio.wait_for(idle_reader.read(), TIMEOUT), b"")  # idle: closed at once
         with self.assertRaises(OSError):
             await connect(server.port)  # no longer listening
         self.assertFalse(stopped.done())
-        release.set()
+        app.release.set()
         response = await asyncio.wait_for(busy_reader.read(), TIMEOUT)
         self.assertTrue(response.startswith(b"HTTP/1.1 200 OK"))
         self.assertIn(b"connection: close", response)

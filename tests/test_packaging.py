@@ -8,13 +8,13 @@ import signal
 import sys
 from pathlib import Path
 
-import httpx
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test
 
+from .support import get_when_up
 from .test_cli import _Server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +50,7 @@ class PackagingTests(unittest.TestCase):
             env={"PATH": os.environ["PATH"]}, path=workdir,
         )
         try:
-            async with httpx.AsyncClient() as client:
-                for _ in range(400):
-                    try:
-                        response = await client.get(f"http://127.0.0.1:{port}/packaged")
-                        break
-                    except httpx.ConnectError:
-                        await asyncio.sleep(0.05)  # the process is still starting
+            response = await get_when_up(f"http://127.0.0.1:{port}/packaged")
             self.assertEqual(response.json()["path"], "/packaged")
         finally:
             process.signalProcess(signal.SIGTERM)
