@@ -45,6 +45,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _NO_BODY_STATUSES = frozenset({204, 304})
+_WHITESPACE = (b" ", b"\t")
 # What an h2c upgrade request carried for the HTTP/1.1 hop only; not part of stream 1.
 _HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
 
@@ -97,9 +98,10 @@ class H2Connection(Protocol):
         self._connection = ConnectionScope.of(transport, self.factory)
         self._client_text = self._connection.client_text
         self._h2 = h2.connection.H2Connection(
-            # Outbound headers are checked once already (stream.checked_headers, lower-cased and
-            # stripped of connection-specific fields here), so h2 need not check them again.
-            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False)
+            # Outbound headers are checked once already (stream.checked_headers; lower-cased,
+            # trimmed and stripped of connection-specific fields here): h2 need not redo it.
+            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                                      normalize_outbound_headers=False)
         )
         self._h2.local_settings = h2.settings.Settings(
             client=False,
@@ -399,6 +401,8 @@ class H2Connection(Protocol):
             name = name.lower()
             if name in _CONNECTION_SPECIFIC:
                 continue
+            if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+                value = value.strip(b" \t")  # RFC 9113 section 8.2.1
             if name == b"server":
                 server_header = None
             elif name == b"date":

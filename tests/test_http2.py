@@ -285,3 +285,19 @@ class RequestLimitTests(unittest.TestCase):
         self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 2)
         self.assertTrue(data.endswith(b"hello /b "))
         self.assertIn(b"connection: close", data)
+
+    @asyncio_test
+    async def test_response_header_values_are_trimmed_for_http2(self) -> None:
+        """RFC 9113 forbids surrounding whitespace in field values; h2 clients reject it."""
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"X-Padded", b" \tv ")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        server = await serve(self, app)
+        client = await H2Client.open(server.port)
+        headers, body = await client.response(client.request("/"))
+        client.close()
+        self.assertEqual((headers[b"x-padded"], body), (b"v", b"ok"))
