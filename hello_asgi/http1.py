@@ -93,6 +93,8 @@ class HTTP11Connection(Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_size = 0
+        self._unfinished_head = 0
+        self._completed_in_read = False
         self._in_head = False
         self._read_paused = False
         self._write_paused = False
@@ -166,6 +168,7 @@ class HTTP11Connection(Protocol):
             data = self._take_upgrade_body(data)
             if not data:
                 return
+        self._completed_in_read = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -197,8 +200,11 @@ class HTTP11Connection(Protocol):
             self._reject(status, reason)
             return
         if self._in_head:
-            self._head_size += len(data)  # an unfinished head counts whole reads against the limit
-            if self._head_size > self.config.max_head_size:
+            # An unfinished head: a read in which no request ended belongs to it whole. (In a
+            # read where one did, its share is unknown; the finished lines still count.)
+            if not self._completed_in_read:
+                self._unfinished_head += len(data)
+            if max(self._unfinished_head, self._head_size) > self.config.max_head_size:
                 self._reject(431, "request head too large")
 
     def _reject(self, status: int, reason: str) -> None:
@@ -230,6 +236,7 @@ class HTTP11Connection(Protocol):
         self._url = b""
         self._headers = []
         self._head_size = 0
+        self._unfinished_head = 0
         self._deadline.set(self.config.request_head_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -317,6 +324,7 @@ class HTTP11Connection(Protocol):
                 self._pause_reading()
 
     def on_message_complete(self) -> None:
+        self._completed_in_read = True
         stream = self._parsing
         if stream is not None and not self._upgrade_body:
             self._parsing = None

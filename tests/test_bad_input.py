@@ -131,3 +131,19 @@ class SlowClientTests(unittest.TestCase):
             await asyncio.sleep(0.01)  # the server sees the closes on its next reads
         after = await exchange(server.port, GOOD)
         self.assertTrue(after.startswith(b"HTTP/1.1 200 OK"))
+
+
+class HeadLimitTests(unittest.TestCase):
+    @asyncio_test
+    async def test_a_head_split_after_a_large_body_in_the_same_read_is_not_431(self) -> None:
+        server = await serve(self, hello_app)
+        reader, writer = await connect(server.port)
+        body = b"b" * 20000
+        writer.write(b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                     + b"GET /two HTTP/1.1\r\nHo")
+        await writer.drain()
+        await asyncio.wait_for(reader.readuntil(b"hello /one "), TIMEOUT)
+        writer.write(b"st: x\r\nConnection: close\r\n\r\n")
+        rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+        writer.close()
+        self.assertTrue(rest.endswith(b"hello /two "), rest)
