@@ -262,6 +262,8 @@ class HTTP11Connection(Protocol):
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
             raise _BadRequest(505, f"HTTP/{http_version} is not served here")
+        if http_version == "1.1" and sum(1 for name, _ in self._headers if name == b"host") != 1:
+            raise _BadRequest(400, "the request needs exactly one Host header")  # RFC 9112 3.2
         url = self._url
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")

@@ -31,6 +31,8 @@ CASES: dict[str, tuple[bytes, int]] = {
     "bad chunk size": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n", 400),
     "chunk size with bare LF": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n", 400),
     "TE not ending in chunked": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+    "no Host header": (b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", 400),
+    "two Host headers": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     "HTTP/2.0 over HTTP/1 framing": (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     "HTTP/1.2": (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
     "HTTP/0.9": (b"GET /\r\n\r\n", 505),
