@@ -48,7 +48,7 @@ class Options(usage.Options):
         ["timeout-graceful-shutdown", None, _DEFAULTS.graceful_timeout,
          "Seconds in-flight requests get to finish on shutdown.", float],
         ["limit-request-line", None, _DEFAULTS.max_request_line,
-         "Longest request line in bytes (414 beyond).", int],
+         "Longest request target in bytes (414 beyond).", int],
         ["limit-request-head", None, _DEFAULTS.max_head_size,
          "Largest request head in bytes (431 beyond).", int],
         ["limit-request-fields", None, _DEFAULTS.max_header_count,

@@ -38,7 +38,7 @@ class Config:
     #: On shutdown, in-flight requests get this long to finish before connections are cut.
     graceful_timeout: float = 30.0
 
-    #: Longest request line; longer gets 414 (gunicorn's 8190 is the usual floor).
+    #: Longest request target (the URL in the request line); longer gets 414 (gunicorn: 8190).
     max_request_line: int = 8190
     #: Largest request head (request line and headers); larger gets 431 (h11: 16 KiB).
     max_head_size: int = 16384
