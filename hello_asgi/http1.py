@@ -43,6 +43,10 @@ def _status_line(status: int) -> bytes:
     return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
 
 
+def _field_lines(headers: Headers) -> bytes:
+    return b"".join(b"%s: %s\r\n" % field for field in headers)
+
+
 _STATUS_LINES = {status.value: _status_line(status.value) for status in HTTPStatus}
 
 
@@ -392,13 +396,11 @@ class HTTP11Connection(Protocol):
 
     def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
         if self._streams and stream is self._streams[0] and not self._closing:
-            lines = [_STATUS_LINES[status], *(b"%s: %s\r\n" % field for field in headers), b"\r\n"]
-            self.transport.write(b"".join(lines))  # type: ignore[union-attr]
+            self.transport.write(_STATUS_LINES[status] + _field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
 
     def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
         if self._chunked and not self._no_body:
-            lines = [b"0\r\n", *(b"%s: %s\r\n" % field for field in headers), b"\r\n"]
-            self.transport.write(b"".join(lines))  # type: ignore[union-attr]
+            self.transport.write(b"0\r\n" + _field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
         self._response_complete(stream)
 
     def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:

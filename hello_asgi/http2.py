@@ -419,11 +419,7 @@ class H2Connection(Protocol):
         except h2.exceptions.StreamClosedError:
             return
         if body:
-            connection = self._h2
-            if len(body) <= min(connection.local_flow_control_window(stream_id), connection.max_outbound_frame_size):
-                connection.send_data(stream_id, body, end_stream=end)  # the common case: it all fits
-            else:
-                self._send_data(stream_id, body, end)
+            self._send_data(stream_id, body, end)
         self._flush_soon()
         if end:
             self._response_complete(stream)
@@ -442,6 +438,11 @@ class H2Connection(Protocol):
     def _send_data(self, stream_id: int, data: bytes, end: bool) -> None:
         outbound = self._outbound.get(stream_id)
         if outbound is None:
+            connection = self._h2
+            if data and len(data) <= min(connection.local_flow_control_window(stream_id),
+                                         connection.max_outbound_frame_size):
+                connection.send_data(stream_id, data, end_stream=end)  # the common case: it all fits
+                return
             outbound = self._outbound[stream_id] = _Outbound()
         outbound.pending += data
         outbound.end = end
