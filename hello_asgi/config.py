@@ -77,6 +77,26 @@ class Config:
     #: answer (CVE-2019-9512, CVE-2019-9515).
     h2_max_control_frames: int = 100
 
+    #: Serve WebSockets (``Upgrade: websocket`` and, over HTTP/2, extended CONNECT); when
+    #: off, such requests are served to the app as plain HTTP requests.
+    websocket: bool = True
+    #: Largest WebSocket message (after decompression) and frame a client may send; larger
+    #: closes the connection with 1009 (Uvicorn and Hypercorn: 16 MiB).
+    ws_max_message_size: int = 16 * 1024 * 1024
+    ws_max_frame_size: int = 16 * 1024 * 1024
+    #: Negotiate permessage-deflate (RFC 7692) when the client offers it.
+    ws_per_message_deflate: bool = True
+    #: Ping an idle peer this often, and close the connection if no pong comes within
+    #: ``ws_ping_timeout`` (0 for no pings); dead peers otherwise hold memory forever
+    #: (Uvicorn: 20 s and 20 s).
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    #: The app must accept or deny a WebSocket within this long of the request.
+    ws_handshake_timeout: float = 10.0
+    #: Received messages queued for an app that is not calling ``receive()``, before the
+    #: socket stops being read (websockets' ``max_queue``: 16 frames).
+    ws_max_queue: int = 16
+
     #: Serve TLS on every listener with this PEM certificate chain and unencrypted PEM key
     #: (ALPN offers h2, then http/1.1). ``twist hello-asgi --tls`` alone makes a development pair.
     certfile: str | None = None
@@ -93,7 +113,8 @@ class Config:
             raise ValueError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one: {self.root_path!r}")
-        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "h2_stall_timeout"):
+        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "h2_stall_timeout",
+                     "ws_handshake_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in (
@@ -106,6 +127,9 @@ class Config:
             "h2_max_concurrent_streams",
             "h2_max_resets",
             "h2_max_control_frames",
+            "ws_max_message_size",
+            "ws_max_frame_size",
+            "ws_max_queue",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -115,6 +139,8 @@ class Config:
             raise ValueError("h2_initial_window_size must be from 65535 to 2**31-1")
         if not 16384 <= self.h2_max_frame_size <= 2**24 - 1:
             raise ValueError("h2_max_frame_size must be from 16384 to 2**24-1")
+        if self.ws_ping_interval < 0 or self.ws_ping_timeout < 0:
+            raise ValueError("ws_ping_interval and ws_ping_timeout must be 0 (off) or more")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("a TLS certificate and key go together: give both or neither")
         if self.max_request_line > self.max_head_size:

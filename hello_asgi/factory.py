@@ -1,7 +1,8 @@
-"""The server factory, and the per-connection switcher that picks HTTP/1.1 or HTTP/2.
+"""The server factory, and the per-connection switcher that picks the protocol.
 
 Switching protocols happens here and only here: ``http1`` reports "this request wants
-h2c" and the switcher swaps ``http2`` in, so the protocol modules never import each other.
+h2c" or "this request wants a WebSocket" and the switcher swaps ``http2`` or
+``websocket`` in, so the protocol modules never import each other.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from twisted.logger import ILogObserver, Logger
 
 from .bridge import asyncio_loop
 from .config import Config
-from .http1 import HTTP11Connection, error_response
+from .http1 import HTTP11Connection
 from .http2 import PREFACE, H2Connection
 from .stream import RequestHead
 from .timeouts import Deadline
 from .loading import as_asgi3, asgi_version
+from .websocket import HTTP11Handshake, WebSocketConnection, autobahn_options, handshake_problem
+from .wire import error_response
 
 log = Logger(namespace="hello_asgi.factory")
 
@@ -42,7 +45,7 @@ class ServerConnection(Protocol):
     HTTP/2 (the client opened with the HTTP/2 preface) or HTTP/1.1, and can switch an
     HTTP/1.1 connection to HTTP/2 once, on ``Upgrade: h2c``."""
 
-    inner: HTTP11Connection | H2Connection | None = None
+    inner: HTTP11Connection | H2Connection | WebSocketConnection | None = None
 
     def __init__(self, factory: ASGIServerFactory) -> None:
         self.factory = factory
@@ -65,23 +68,36 @@ class ServerConnection(Protocol):
                     return
                 inner = H2Connection(self.factory)
             else:
-                inner = HTTP11Connection(self.factory, switch_to_h2=self.switch_to_h2)
+                inner = HTTP11Connection(self.factory, switch=self.switch)
             self._buffer = b""
             self._deadline.cancel()
             self.inner = inner
             inner.makeConnection(self.transport)
         inner.dataReceived(data)
 
-    def switch_to_h2(self, request: RequestHead, rest: bytes) -> None:
-        """Answer ``101 Switching Protocols`` and carry on as HTTP/2 with the request as stream 1."""
+    def switch(self, kind: str, request: RequestHead, rest: bytes) -> None:
+        """Carry on as HTTP/2 (``kind`` h2c; the request becomes stream 1) or as a WebSocket."""
         old = self.inner
         assert isinstance(old, HTTP11Connection)
         old.detach()
-        self.transport.write(  # type: ignore[union-attr]
-            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
-        )
-        inner = self.inner = H2Connection(self.factory, upgrade=request)
-        inner.makeConnection(self.transport)
+        transport = self.transport
+        inner: H2Connection | WebSocketConnection
+        if kind == "h2c":
+            transport.write(  # type: ignore[union-attr]
+                b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+            )
+            inner = H2Connection(self.factory, upgrade=request)
+        else:
+            problem = handshake_problem(request, http2=False)
+            if problem is not None:
+                status, reason, headers = problem
+                log.info("Bad WebSocket handshake: {status} {reason}", status=status, reason=reason)
+                transport.write(error_response(status, reason, self.factory.config.server_header, headers))  # type: ignore[union-attr]
+                transport.loseConnection()  # type: ignore[union-attr]
+                return
+            inner = WebSocketConnection(self.factory, request, "1.1", HTTP11Handshake(transport, request, self.factory))
+        self.inner = inner
+        inner.makeConnection(transport)
         if rest:
             inner.dataReceived(rest)
 
@@ -131,6 +147,7 @@ class ASGIServerFactory(ServerFactory):
         self.loop = asyncio_loop(reactor)
         self.state: dict[str, Any] = {} if state is None else state
         self.scheme = scheme
+        self.websocket_options = autobahn_options(config, reactor)
         self.access_logger = (
             Logger(namespace="hello_asgi.access", observer=access_observer)
             if config.access_log is not None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable
-from http import HTTPStatus
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from zope.interface import implementer
 
 from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wants_trailers
 from .timeouts import Deadline
+from .wire import error_response, field_lines, status_line
 
 if TYPE_CHECKING:
     from .factory import ASGIServerFactory
@@ -35,41 +35,12 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
-def _status_line(status: int) -> bytes:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
-
-
-def _field_lines(headers: Headers) -> bytes:
-    return b"".join(b"%s: %s\r\n" % field for field in headers)
-
-
-_STATUS_LINES = {status.value: _status_line(status.value) for status in HTTPStatus}
-
-
 class _BadRequest(Exception):
     """The request cannot be served; ``status`` says why (400, 414, 431, 505)."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
-
-
-def error_response(status: int, reason: str, server_header: bytes | None) -> bytes:
-    """A complete ``Connection: close`` response telling the client what was wrong."""
-    body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode("latin-1", "replace")
-    head = [
-        _STATUS_LINES[status],
-        b"content-type: text/plain; charset=utf-8\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"connection: close\r\n",
-    ]
-    if server_header:
-        head.append(b"server: " + server_header + b"\r\n")
-    return b"".join(head) + b"\r\n" + body
 
 
 @implementer(IPushProducer)
@@ -83,11 +54,13 @@ class HTTP11Connection(Protocol):
     def __init__(
         self,
         factory: ASGIServerFactory,
-        switch_to_h2: Callable[[RequestHead, bytes], None] | None = None,
+        switch: Callable[[str, RequestHead, bytes], None] | None = None,
     ) -> None:
         self.factory = factory
-        self._switch_to_h2 = switch_to_h2
-        self._upgrade: RequestHead | None = None  # an h2c upgrade waiting for its request to end
+        # Hands the connection to another protocol: "h2c" or "websocket", the request, the bytes after it.
+        self._switch = switch
+        self._upgrade: tuple[str, RequestHead] | None = None  # an upgrade waiting for its request to end
+        self._switch_pending: bytes | None = None  # the upgrade waits for earlier responses to go
         # llhttp stops parsing at an Upgrade request's head; the body of one not upgraded is
         # passed to its stream from here (its Content-Length bytes), then parsing resumes.
         self._upgrade_body = 0
@@ -177,8 +150,12 @@ class HTTP11Connection(Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             rest = data[upgrade.args[0]:]
-            if self._upgrade is not None and self._switch_to_h2 is not None:
-                self._switch_to_h2(self._upgrade, rest)
+            if self._upgrade is not None:
+                self._switch_pending = rest
+                if self._streams:
+                    self._pause_reading()  # the responses owed before the upgrade go first
+                else:
+                    self._switch_now()
                 return
             # An upgrade not served here: the request is served as HTTP/1.1; parse on.
             self._parser = httptools.HttpRequestParser(self)
@@ -210,6 +187,11 @@ class HTTP11Connection(Protocol):
                 self._unfinished_head += len(data)
             if max(self._unfinished_head, self._head_size) > self.config.max_head_size:
                 self._reject(431, "request head too large")
+
+    def _switch_now(self) -> None:
+        kind, request = self._upgrade  # type: ignore[misc]
+        rest, self._switch_pending = self._switch_pending, None
+        self._switch(kind, request, rest)  # type: ignore[misc, arg-type]
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer an unreadable request with ``status`` once the responses owed before it are sent."""
@@ -280,9 +262,10 @@ class HTTP11Connection(Protocol):
                 raise _BadRequest(400, "malformed request target") from None
             raw_path, query = parsed.path or b"/", parsed.query or b""
         if parser.should_upgrade():
-            if self._wants_h2c():
-                self._upgrade = RequestHead(parser.get_method(), url, self._headers,
-                                            dict(self._headers)[b"http2-settings"])
+            kind = self._wanted_upgrade(http_version)
+            if kind is not None:
+                self._upgrade = kind, RequestHead(parser.get_method(), url, raw_path, query, self._headers,
+                                                  dict(self._headers).get(b"http2-settings", b""))
                 return
             fields = dict(self._headers)
             if b"transfer-encoding" in fields:
@@ -310,17 +293,22 @@ class HTTP11Connection(Protocol):
         elif not self._read_paused:
             self._pause_reading()  # a pipelined request waits its turn: read no further ahead
 
-    def _wants_h2c(self) -> bool:
-        """Upgrade to h2c only a bodiless request with nothing before it awaiting a response."""
-        if not self.config.h2c_upgrade or self._switch_to_h2 is None or self._streams:
-            return False
+    def _wanted_upgrade(self, http_version: str) -> str | None:
+        """``h2c`` or ``websocket`` if this request's upgrade is served here, else ``None``.
+
+        Only bodiless HTTP/1.1 requests are upgraded; h2c only with no response owed before
+        it (the upgrade is optional there), a WebSocket once those responses are sent.
+        """
         fields = dict(self._headers)
-        return (
-            fields.get(b"upgrade", b"").strip().lower() == b"h2c"
-            and b"http2-settings" in fields
-            and b"transfer-encoding" not in fields
-            and fields.get(b"content-length", b"0") == b"0"
-        )
+        if self._switch is None or http_version != "1.1" or b"transfer-encoding" in fields \
+                or fields.get(b"content-length", b"0") != b"0":
+            return None
+        protocols = [token.strip().lower() for token in fields.get(b"upgrade", b"").split(b",")]
+        if b"websocket" in protocols and self.config.websocket:
+            return "websocket"
+        if protocols == [b"h2c"] and self.config.h2c_upgrade and b"http2-settings" in fields and not self._streams:
+            return "h2c"
+        return None
 
     def on_body(self, body: bytes) -> None:
         stream = self._parsing
@@ -396,11 +384,11 @@ class HTTP11Connection(Protocol):
 
     def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
         if self._streams and stream is self._streams[0] and not self._closing:
-            self.transport.write(_STATUS_LINES[status] + _field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
+            self.transport.write(status_line(status) + field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
 
     def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
         if self._chunked and not self._no_body:
-            self.transport.write(b"0\r\n" + _field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
+            self.transport.write(b"0\r\n" + field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
         self._response_complete(stream)
 
     def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
@@ -415,7 +403,7 @@ class HTTP11Connection(Protocol):
         chunked = False
         server_header = config.server_header
         date_header = config.date_header
-        head = [_STATUS_LINES.get(status) or _status_line(status)]
+        head = [status_line(status)]
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
@@ -509,6 +497,9 @@ class HTTP11Connection(Protocol):
             return
         if streams:
             self._start(streams[0])
+        elif self._switch_pending is not None:
+            self._switch_now()
+            return
         elif self._parsing is None:
             self._deadline.set(self.config.keep_alive_timeout)
         self._maybe_resume_reading()

@@ -56,13 +56,15 @@ class ClientDisconnected(OSError):
 
 @dataclass
 class RequestHead:
-    """A request read by one protocol and handed to another (``Upgrade: h2c`` makes it
-    stream 1 of an HTTP/2 connection); ``settings`` is its ``HTTP2-Settings`` header."""
+    """A request read by one protocol and handed to another: ``Upgrade: h2c`` makes it
+    stream 1 of an HTTP/2 connection, ``Upgrade: websocket`` a WebSocket connection."""
 
     method: bytes
     target: bytes
+    raw_path: bytes
+    query_string: bytes
     headers: Headers
-    settings: bytes
+    settings: bytes = b""  # the HTTP2-Settings header of an h2c upgrade
 
 
 class ResponseWriter(Protocol):
@@ -151,6 +153,16 @@ class ConnectionScope:
             "state": self.state.copy(),
             "extensions": extensions,
         }
+
+    def websocket(self, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers,
+                  subprotocols: list[str]) -> Scope:
+        """The ASGI ``websocket`` scope: the ``http`` one's keys, less ``method``, plus ``subprotocols``."""
+        scope = self.http("GET", http_version, raw_path, query_string, headers, {"websocket.http.response": {}})
+        del scope["method"]
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if self.scheme == "https" else "ws"
+        scope["subprotocols"] = subprotocols
+        return scope
 
 
 def wants_trailers(headers: Headers) -> bool:

@@ -14,12 +14,15 @@ async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
     return await asyncio.open_connection("127.0.0.1", port)
 
 
-async def exchange(port: int, data: bytes) -> bytes:
-    """Send raw bytes, then read until the server closes the connection."""
+async def exchange(port: int, data: bytes, until: bytes | None = None) -> bytes:
+    """Send raw bytes, then read until the server closes the connection (or, with
+    ``until``, until those bytes arrive; then the client closes)."""
     reader, writer = await connect(port)
     writer.write(data)
     try:
-        return await asyncio.wait_for(reader.read(), TIMEOUT)
+        if until is None:
+            return await asyncio.wait_for(reader.read(), TIMEOUT)
+        return await asyncio.wait_for(reader.readuntil(until), TIMEOUT)
     finally:
         writer.close()
 

@@ -1,0 +1,315 @@
+"""WebSocket connections on autobahn's framing, over HTTP/1.1 (Upgrade) or an HTTP/2 stream.
+
+autobahn does what is easy to get wrong: framing, masking, fragment reassembly, UTF-8
+validation, permessage-deflate with a bound on inflation, pings and the closing handshake.
+The opening handshake is not handed to it as text: the request was parsed once, by
+httptools or h2, and autobahn re-parsing a re-serialised copy is how a second parser
+comes to read a request differently (Daphne, CVE-2026-44546). So this module checks the
+parsed request itself, writes the handshake answer through a ``HandshakeWriter`` (a
+``101`` on HTTP/1.1, a ``200`` HEADERS frame on HTTP/2) and moves autobahn straight to
+its open state. The ASGI side is ``websocket_session.WebSocketSession``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflate, PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .config import Config
+from .stream import ConnectionScope, Headers, RequestHead
+from .websocket_session import WebSocketDisconnected, WebSocketSession, subprotocols
+from .wire import field_lines, status_line
+
+if TYPE_CHECKING:
+    from .factory import ASGIServerFactory
+
+log = Logger(namespace="hello_asgi.websocket")
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+_OPEN = WebSocketServerProtocol.STATE_OPEN
+_CONNECTING = WebSocketServerProtocol.STATE_CONNECTING
+
+
+class _Timers:
+    """Plain reactor timers for autobahn, in place of its batched ones: a connection's
+    timers then go when it does, instead of lingering in a shared bucket until it fires."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.call_later = reactor.callLater
+
+
+def autobahn_options(config: Config, reactor: Any) -> WebSocketServerFactory:
+    """The autobahn factory that carries the limits into every connection's framing."""
+    options = WebSocketServerFactory(server=None)
+    options._batched_timer = _Timers(reactor)
+    options.setProtocolOptions(
+        maxFramePayloadSize=config.ws_max_frame_size,
+        maxMessagePayloadSize=config.ws_max_message_size,  # checked after inflation too
+        openHandshakeTimeout=config.ws_handshake_timeout,
+        closeHandshakeTimeout=5,
+        autoPingInterval=config.ws_ping_interval,
+        autoPingTimeout=config.ws_ping_timeout,
+        failByDrop=False,  # a violation gets a close frame with its code (1002, 1007, 1009)
+        tcpNoDelay=True,
+    )
+    return options
+
+
+def handshake_problem(request: RequestHead, http2: bool) -> tuple[int, str, Headers] | None:
+    """Why the request cannot open a WebSocket (status, reason, extra headers), or ``None``.
+
+    RFC 6455 section 4.2.1 over HTTP/1.1; over HTTP/2 (RFC 8441) the Upgrade, Connection
+    and key fields have no place, and the method was CONNECT with ``:protocol websocket``.
+    """
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in request.headers:
+        fields.setdefault(name, []).append(value)
+    versions = fields.get(b"sec-websocket-version", [])
+    if (versions or not http2) and [v.strip() for v in versions] != [b"13"]:
+        return 426, "this server speaks WebSocket version 13", [(b"sec-websocket-version", b"13")]
+    if http2:
+        return None
+    if request.method != b"GET":
+        return 400, "a WebSocket handshake is a GET request", []
+    connection = b",".join(fields.get(b"connection", [])).lower()
+    if b"upgrade" not in (token.strip() for token in connection.split(b",")):
+        return 400, "a WebSocket handshake needs 'Connection: Upgrade'", []
+    keys = fields.get(b"sec-websocket-key", [])
+    try:
+        valid_key = len(keys) == 1 and len(base64.b64decode(keys[0].strip(), validate=True)) == 16
+    except binascii.Error:
+        valid_key = False
+    if not valid_key:
+        return 400, "a WebSocket handshake needs one Sec-WebSocket-Key of 16 bytes in base64", []
+    return None
+
+
+class HandshakeWriter(Protocol):
+    """Writes the answer to a WebSocket handshake, the HTTP/1.1 way or the HTTP/2 way."""
+
+    def accept(self, headers: Headers) -> None:
+        """Answer that the WebSocket is open; frames follow on the same transport."""
+
+    def deny(self, status: int, headers: Headers, body: bytes) -> None:
+        """Answer with a complete HTTP response instead."""
+
+
+class HTTP11Handshake:
+    """The HTTP/1.1 answers: ``101 Switching Protocols``, or a ``Connection: close`` response."""
+
+    def __init__(self, transport: Any, request: RequestHead, factory: ASGIServerFactory) -> None:
+        self._transport = transport
+        self._key = next(value.strip() for name, value in request.headers if name == b"sec-websocket-key")
+        self._factory = factory
+
+    def accept(self, headers: Headers) -> None:
+        accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
+        self._transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            b"sec-websocket-accept: " + accept + b"\r\n" + field_lines(headers) + self._server_fields() + b"\r\n"
+        )
+
+    def deny(self, status: int, headers: Headers, body: bytes) -> None:
+        own = [(name, value) for name, value in headers
+               if name.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
+        self._transport.write(
+            status_line(status) + field_lines(own) + b"content-length: %d\r\nconnection: close\r\n" % len(body)
+            + self._server_fields() + b"\r\n" + body
+        )
+
+    def _server_fields(self) -> bytes:
+        config = self._factory.config
+        fields = b"server: " + config.server_header + b"\r\n" if config.server_header else b""
+        return fields + self._factory.date_header() if config.date_header else fields
+
+
+@implementer(IPushProducer)
+class WebSocketConnection(WebSocketServerProtocol):
+    """One WebSocket: autobahn's framing below, an ASGI ``WebSocketSession`` above.
+
+    Backpressure both ways: ``send()`` waits while the transport's buffer is full (this
+    is its producer), and reading stops while the app leaves ``ws_max_queue`` messages
+    untaken.
+    """
+
+    websocket_version = 13
+    session: WebSocketSession
+
+    def __init__(self, factory: ASGIServerFactory, request: RequestHead, http_version: str,
+                 handshake: HandshakeWriter, connection: ConnectionScope | None = None) -> None:
+        super().__init__()
+        self.factory = factory.websocket_options  # autobahn reads its options off self.factory
+        self.server = factory
+        self._request = request
+        self._http_version = http_version
+        self._handshake = handshake
+        self._connection = connection
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._shutting_down = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        if self._connection is None:
+            self._connection = ConnectionScope.of(self.transport, self.server)
+        request = self._request
+        scope = self._connection.websocket(self._http_version, request.raw_path, request.query_string,
+                                           request.headers, subprotocols(request.headers))
+        session = self.session = WebSocketSession(scope, self)
+        session.task = self.server.loop.create_task(session.run(self.server.app))
+
+    def processHandshake(self) -> None:
+        """autobahn's hook for bytes that arrive before the handshake is answered: they wait
+        in ``self.data`` until the app accepts (the request itself was parsed already)."""
+
+    # The session's requests: websocket_session.WebSocketChannel.
+
+    def accept(self, subprotocol: str | None, headers: Headers) -> None:
+        if self.state != _CONNECTING:
+            return  # the handshake timed out, or the client left
+        fields: Headers = []
+        if subprotocol is not None:
+            fields.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
+        compression = self._negotiate_compression()
+        if compression is not None:
+            fields.append((b"sec-websocket-extensions", compression.encode("latin-1")))
+        self._handshake.accept(fields + headers)
+        self.session.status = 101 if self._http_version == "1.1" else 200
+        self._open(subprotocol)
+
+    def _negotiate_compression(self) -> str | None:
+        """Accept the client's first permessage-deflate offer we can honour (RFC 7692)."""
+        if not self.server.config.ws_per_message_deflate:
+            return None
+        for name, value in self._request.headers:
+            if name != b"sec-websocket-extensions":
+                continue
+            for extension, params in self._parseExtensionsHeader(value.decode("latin-1")):
+                if extension != "permessage-deflate":
+                    continue
+                try:
+                    offer = PerMessageDeflateOffer.parse(params)
+                except Exception:
+                    continue  # a malformed offer is declined, not fatal
+                accept = PerMessageDeflateOfferAccept(offer)
+                self._perMessageCompress = PerMessageDeflate.create_from_offer_accept(True, accept)
+                self.websocket_extensions_in_use = [self._perMessageCompress]
+                return accept.get_extension_string()
+        return None
+
+    def _open(self, subprotocol: str | None) -> None:
+        """Move autobahn to its open state, as its own handshake would have."""
+        self.websocket_protocol_in_use = subprotocol
+        self.state = _OPEN
+        if self.openHandshakeTimeoutCall is not None:
+            self.openHandshakeTimeoutCall.cancel()
+            self.openHandshakeTimeoutCall = None
+        self.inside_message = False
+        self.current_frame = None
+        if self.autoPingInterval:
+            self.autoPingPendingCall = self.factory._batched_timer.call_later(self.autoPingInterval,
+                                                                               self._sendAutoPing)
+        if self._shutting_down:
+            self.close(1001, "server shutting down")
+        elif self.data:
+            self.consumeData()
+
+    def deny(self, status: int, headers: Headers, body: bytes) -> None:
+        if self.state != _CONNECTING:
+            return
+        self._handshake.deny(status, headers, body)
+        self.wasClean = True
+        self.dropConnection(abort=False)
+
+    def send_message(self, payload: bytes, binary: bool) -> None:
+        if self.state != _OPEN:
+            raise WebSocketDisconnected("the WebSocket is closing; cannot send")
+        self.sendMessage(payload, binary)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.state == _OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+
+    def drained(self) -> Awaitable[None] | None:
+        if not self._write_paused or self.state != _OPEN:
+            return None
+        waiter = self.server.loop.create_future()
+        self._drain_waiters.append(waiter)
+        return waiter
+
+    def message_taken(self) -> None:
+        if self._read_paused and self.session.queued < self.server.config.ws_max_queue:
+            self._read_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def finished(self, session: WebSocketSession) -> None:
+        logger = self.server.access_logger
+        if logger is not None:
+            session.log_access(logger, self._connection.client_text)  # type: ignore[union-attr]
+
+    # autobahn's events.
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        session.message(payload if isBinary else payload.decode("utf-8"))  # autobahn checked the UTF-8
+        if session.queued >= self.server.config.ws_max_queue and not self._read_paused:
+            self._read_paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not wasClean:
+            code, reason = 1006, ""  # autobahn's reason here is its own diagnosis, not the peer's
+        self.session.closed(1005 if code is None else code, reason or "")
+        self._wake_drain_waiters()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        super().connectionLost(reason)  # type: ignore[arg-type]
+        if self.closeHandshakeTimeoutCall is not None:  # autobahn leaves this one behind
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
+        self._wake_drain_waiters()
+
+    # IPushProducer: the transport says whether the client reads what we write.
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        self._wake_drain_waiters()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
+
+    def _wake_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # Server life: what the factory asks of every connection.
+
+    def shutdown(self) -> None:
+        """Close with 1001 Going Away; one still in its handshake closes once accepted."""
+        self._shutting_down = True
+        self.close(1001, "server shutting down")
+
+    def cancel_apps(self) -> list[asyncio.Task[None]]:
+        task = self.session.task
+        if task is None or task.done():
+            return []
+        task.cancel()
+        return [task]

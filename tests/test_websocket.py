@@ -1,0 +1,317 @@
+"""WebSockets over HTTP/1.1, driven by the websockets library and raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from twisted.trial import unittest
+
+from hello_asgi.testing import asyncio_test, serve
+
+from .support import exchange
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
+HANDSHAKE = (b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n")
+
+
+def scope_json(scope: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in scope.items() if k != "state"}, default=lambda b: b.decode("latin-1"))
+
+
+async def echo_app(scope: Any, receive: Any, send: Any) -> None:
+    """Accepts with the first subprotocol offered, answers its scope, then echoes."""
+    if scope["type"] != "websocket":
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    offered = scope["subprotocols"]
+    await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None,
+                "headers": [(b"x-accepted", b"yes")]})
+    await send({"type": "websocket.send", "text": scope_json(scope)})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") == "close please":
+            await send({"type": "websocket.close", "code": 4001, "reason": "asked to"})
+            continue
+        await send({"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")})
+
+
+class RecordingApp:
+    """An echo app that keeps every message it received, to check the disconnect."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.done: asyncio.Future[None] | None = None
+        self.send_error: BaseException | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.done = self.done or asyncio.get_running_loop().create_future()
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            self.received.append(message)
+            if message["type"] == "websocket.disconnect":
+                try:
+                    await send({"type": "websocket.send", "text": "too late"})
+                except OSError as error:
+                    self.send_error = error
+                self.done.set_result(None)
+                return
+
+
+class HandshakeTests(unittest.TestCase):
+    @asyncio_test
+    async def test_scope_subprotocol_and_accept_headers(self) -> None:
+        server = await serve(self, echo_app, root_path="/app")
+        async with connect(f"ws://127.0.0.1:{server.port}/chat/%C3%A9?room=1",
+                           subprotocols=["chat.v2", "chat.v1"]) as ws:
+            self.assertEqual(ws.subprotocol, "chat.v2")
+            self.assertEqual(ws.response.headers["x-accepted"], "yes")
+            scope = json.loads(await ws.recv())
+        self.assertEqual(scope["type"], "websocket")
+        self.assertEqual(scope["scheme"], "ws")
+        self.assertEqual(scope["http_version"], "1.1")
+        self.assertEqual(scope["path"], "/app/chat/é")
+        self.assertEqual(scope["raw_path"], "/app/chat/%C3%A9")
+        self.assertEqual(scope["query_string"], "room=1")
+        self.assertEqual(scope["root_path"], "/app")
+        self.assertEqual(scope["subprotocols"], ["chat.v2", "chat.v1"])
+        self.assertEqual(scope["client"][0], "127.0.0.1")
+        self.assertEqual(scope["server"], ["127.0.0.1", server.port])
+        self.assertEqual(scope["extensions"], {"websocket.http.response": {}})
+        self.assertEqual(scope["asgi"]["spec_version"], "2.5")
+        self.assertNotIn("method", scope)
+        self.assertIn(["sec-websocket-key", scope["headers"][3][1]], scope["headers"])
+
+    @asyncio_test
+    async def test_raw_handshake_answer(self) -> None:
+        server = await serve(self, echo_app)
+        data = await exchange(server.port, HANDSHAKE + b"\r\n", until=b"\r\n\r\n")
+        head = data.partition(b"\r\n\r\n")[0].lower()
+        self.assertTrue(head.startswith(b"http/1.1 101 switching protocols\r\n"))
+        self.assertIn(b"sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=", head)  # RFC 6455 section 1.3
+        self.assertIn(b"upgrade: websocket", head)
+
+    @asyncio_test
+    async def test_close_before_accept_is_403(self) -> None:
+        async def deny(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.close"})
+
+        server = await serve(self, deny)
+        with self.assertRaises(InvalidStatus) as caught:
+            async with connect(f"ws://127.0.0.1:{server.port}/"):
+                pass
+        self.assertEqual(caught.exception.response.status_code, 403)
+
+    @asyncio_test
+    async def test_denial_response_extension(self) -> None:
+        async def deny(scope: Any, receive: Any, send: Any) -> None:
+            assert "websocket.http.response" in scope["extensions"]
+            await send({"type": "websocket.http.response.start", "status": 401,
+                        "headers": [(b"www-authenticate", b"Bearer"), (b"content-type", b"text/plain")]})
+            await send({"type": "websocket.http.response.body", "body": b"who ", "more_body": True})
+            await send({"type": "websocket.http.response.body", "body": b"are you?"})
+
+        server = await serve(self, deny)
+        data = await exchange(server.port, HANDSHAKE + b"\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), data)
+        self.assertIn(b"www-authenticate: Bearer\r\n", data)
+        self.assertIn(b"content-length: 12\r\n", data)
+        self.assertTrue(data.endswith(b"\r\n\r\nwho are you?"))
+
+    @asyncio_test
+    async def test_app_error_before_accept_is_500_and_logged(self) -> None:
+        async def broken(scope: Any, receive: Any, send: Any) -> None:
+            raise ZeroDivisionError("boom")
+
+        server = await serve(self, broken)
+        data = await exchange(server.port, HANDSHAKE + b"\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), data)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    @asyncio_test
+    async def test_wrong_message_before_accept_raises(self) -> None:
+        errors: list[BaseException] = []
+
+        async def eager(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "websocket":
+                return
+            try:
+                await send({"type": "websocket.send", "text": "hi"})
+            except RuntimeError as error:
+                errors.append(error)
+                raise
+
+        server = await serve(self, eager)
+        data = await exchange(server.port, HANDSHAKE + b"\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 500 "), data)
+        self.assertIn("before 'websocket.accept'", str(errors[0]))
+        self.flushLoggedErrors(RuntimeError)
+
+    @asyncio_test
+    async def test_bad_handshakes_get_4xx(self) -> None:
+        server = await serve(self, echo_app)
+        base = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        cases = [
+            (base + b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 8\r\n\r\n", b"426",
+             b"sec-websocket-version: 13"),
+            (base + b"Sec-WebSocket-Version: 13\r\n\r\n", b"400", b"Sec-WebSocket-Key"),
+            (base + b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n", b"400", b"16 bytes"),
+        ]
+        for request, status, detail in cases:
+            data = await exchange(server.port, request)
+            self.assertTrue(data.startswith(b"HTTP/1.1 " + status), data)
+            self.assertIn(detail, data)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:  # and the server serves on
+            await ws.recv()
+
+    @asyncio_test
+    async def test_pipelined_request_before_the_upgrade_is_answered_first(self) -> None:
+        async def both(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"first"})
+            else:
+                await receive()
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close"})
+
+        server = await serve(self, both)
+        data = await exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + HANDSHAKE + b"\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+        self.assertIn(b"first", data.split(b"HTTP/1.1 101")[0])
+        self.assertIn(b"HTTP/1.1 101 Switching Protocols\r\n", data)
+        self.assertTrue(data.endswith(b"\x88\x02\x03\xe8"), data)  # a close frame, code 1000
+
+    @asyncio_test
+    async def test_websockets_off_serves_the_request_as_http(self) -> None:
+        async def plain(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": scope["type"].encode()})
+
+        server = await serve(self, plain, websocket=False)
+        data = await exchange(server.port, HANDSHAKE + b"Connection: close\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+        self.assertTrue(data.endswith(b"http"))
+
+
+class MessageTests(unittest.TestCase):
+    @asyncio_test
+    async def test_text_and_bytes_round_trip(self) -> None:
+        server = await serve(self, echo_app)
+        async with connect(f"ws://127.0.0.1:{server.port}/", compression=None) as ws:
+            await ws.recv()
+            await ws.send("héllo")
+            self.assertEqual(await ws.recv(), "héllo")
+            await ws.send(b"\x00\xff")
+            self.assertEqual(await ws.recv(), b"\x00\xff")
+            await ws.send(["frag", "mented"])  # one message in three frames
+            self.assertEqual(await ws.recv(), "fragmented")
+            large = bytes(range(256)) * 4096  # 1 MiB
+            await ws.send(large)
+            self.assertEqual(await ws.recv(), large)
+
+    @asyncio_test
+    async def test_compression_negotiated_and_used(self) -> None:
+        server = await serve(self, echo_app)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:  # offers permessage-deflate
+            self.assertIn("permessage-deflate", ws.response.headers["sec-websocket-extensions"])
+            await ws.recv()
+            text = "compressible " * 10000
+            await ws.send(text)
+            self.assertEqual(await ws.recv(), text)
+
+    @asyncio_test
+    async def test_compression_can_be_turned_off(self) -> None:
+        server = await serve(self, echo_app, ws_per_message_deflate=False)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            self.assertNotIn("sec-websocket-extensions", ws.response.headers)
+            await ws.recv()
+
+    @asyncio_test
+    async def test_app_close_with_code_and_reason(self) -> None:
+        server = await serve(self, echo_app)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            await ws.recv()
+            await ws.send("close please")
+            with self.assertRaises(ConnectionClosed) as caught:
+                await ws.recv()
+        self.assertEqual(caught.exception.rcvd.code, 4001)
+        self.assertEqual(caught.exception.rcvd.reason, "asked to")
+
+    @asyncio_test
+    async def test_client_close_reaches_the_app_and_send_after_raises(self) -> None:
+        app = RecordingApp()
+        server = await serve(self, app)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            await ws.send("one")
+            await ws.close(code=4321, reason="bye")
+        await app.done
+        self.assertEqual(app.received, [{"type": "websocket.receive", "text": "one"},
+                                        {"type": "websocket.disconnect", "code": 4321, "reason": "bye"}])
+        self.assertIsInstance(app.send_error, OSError)
+
+    @asyncio_test
+    async def test_close_without_code_is_1005_and_a_dropped_connection_1006(self) -> None:
+        for close_frame, code in ((b"\x88\x80\x00\x00\x00\x00", 1005), (b"", 1006)):
+            app = RecordingApp()
+            server = await serve(self, app)
+            await exchange(server.port, HANDSHAKE + b"\r\n" + close_frame, until=b"\r\n\r\n")
+            await app.done
+            self.assertEqual(app.received[-1]["code"], code)
+
+    @asyncio_test
+    async def test_oversize_message_closes_with_1009(self) -> None:
+        server = await serve(self, echo_app, ws_max_message_size=1000, ws_per_message_deflate=False)
+        async with connect(f"ws://127.0.0.1:{server.port}/", compression=None) as ws:
+            await ws.recv()
+            await ws.send("x" * 1001)
+            with self.assertRaises(ConnectionClosed) as caught:
+                await ws.recv()
+        self.assertEqual(caught.exception.rcvd.code, 1009)
+
+    @asyncio_test
+    async def test_compressed_bomb_closes_with_1009(self) -> None:
+        server = await serve(self, echo_app, ws_max_message_size=100_000)
+        async with connect(f"ws://127.0.0.1:{server.port}/", max_size=None) as ws:
+            await ws.recv()
+            await ws.send("a" * 1_000_000)  # deflates to about 1 KB, inflates past the limit
+            with self.assertRaises(ConnectionClosed) as caught:
+                await ws.recv()
+        self.assertEqual(caught.exception.rcvd.code, 1009)
+
+    @asyncio_test
+    async def test_app_error_after_accept_closes_with_1011(self) -> None:
+        async def broken(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await receive()
+            raise ZeroDivisionError("boom")
+
+        server = await serve(self, broken)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            await ws.send("anything")
+            with self.assertRaises(ConnectionClosed) as caught:
+                await ws.recv()
+        self.assertEqual(caught.exception.rcvd.code, 1011)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    @asyncio_test
+    async def test_app_that_returns_closes_with_1000(self) -> None:
+        async def brief(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+
+        server = await serve(self, brief)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            with self.assertRaises(ConnectionClosed) as caught:
+                await ws.recv()
+        self.assertEqual(caught.exception.rcvd.code, 1000)
