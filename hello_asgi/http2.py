@@ -24,7 +24,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,6 +33,7 @@ from zope.interface import implementer
 
 from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wants_trailers
 from .timeouts import Deadline
+from .websocket import WebSocketConnection, handshake_problem
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -69,6 +71,7 @@ class H2Connection(Protocol):
         self.config = factory.config
         self._upgrade = upgrade
         self._streams: dict[int, HTTPStream] = {}
+        self._websockets: dict[int, _WebSocketStream] = {}  # RFC 8441 extended CONNECT streams
         self._ids: dict[HTTPStream, int] = {}
         self._unacknowledged: dict[int, int] = {}
         self._outbound: dict[int, _Outbound] = {}
@@ -110,6 +113,7 @@ class H2Connection(Protocol):
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head_size,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.h2_initial_window_size,
                 h2.settings.SettingCodes.MAX_FRAME_SIZE: config.h2_max_frame_size,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(config.websocket),  # RFC 8441
             },
         )
         self._deadline = Deadline(self.factory.reactor, self._idle_timeout)
@@ -138,9 +142,14 @@ class H2Connection(Protocol):
             stream.disconnect()
         for outbound in self._outbound.values():
             _wake(outbound.waiters)
+        for websocket in list(self._websockets.values()):
+            websocket.lost(reason)
+
+    def _idle(self) -> bool:
+        return not self._streams and not self._websockets
 
     def _idle_timeout(self) -> None:
-        if not self._streams:
+        if self._idle():
             self._h2.close_connection()
             self._close()
 
@@ -166,11 +175,16 @@ class H2Connection(Protocol):
         self._flush()
         goaway = GoAwayFrame(0, last_stream_id=self._goaway_sent, error_code=ErrorCodes.NO_ERROR)
         self.transport.write(goaway.serialize())  # type: ignore[union-attr]
-        if not self._streams:
+        for websocket in self._websockets.values():
+            websocket.protocol.shutdown()
+        if self._idle():
             self._close()
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
-        return cancel_apps(self._streams.values())
+        tasks = cancel_apps(self._streams.values())
+        for websocket in self._websockets.values():
+            tasks += websocket.protocol.cancel_apps()
+        return tasks
 
     def _close(self) -> None:
         """Send what h2 holds, then close; unregistering first, since TLS waits for its producer."""
@@ -217,7 +231,7 @@ class H2Connection(Protocol):
         self._open_stream(event.stream_id, event.headers, ended=event.stream_ended is not None)
 
     def _open_stream(self, stream_id: int, raw_headers: Headers, ended: bool) -> None:
-        method = path = b""
+        method = path = protocol = b""
         authority = None
         headers: Headers = []
         for name, value in raw_headers:
@@ -228,11 +242,16 @@ class H2Connection(Protocol):
                     path = value
                 elif name == b":authority":
                     authority = value
+                elif name == b":protocol":
+                    protocol = value
             elif name not in _HOP_BY_HOP:
                 headers.append((name, value))
         if authority is not None:  # :authority is the host (RFC 9113 section 8.3.1)
             headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
         raw_path, _, query = path.partition(b"?")
+        if method == b"CONNECT":
+            self._connect(stream_id, RequestHead(method, path, raw_path, query, headers), protocol)
+            return
         factory = self.factory
         extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
         if wants_trailers(headers):
@@ -250,7 +269,30 @@ class H2Connection(Protocol):
         if limit and stream_id % 2 == 1 and (stream_id + 1) // 2 >= limit:
             self.shutdown()  # the last stream this connection serves
 
+    def _connect(self, stream_id: int, request: RequestHead, protocol: bytes) -> None:
+        """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 8441); this
+        server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
+        problem = None
+        if protocol != b"websocket" or not self.config.websocket:
+            problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
+        else:
+            problem = handshake_problem(request, http2=True)
+        if problem is not None:
+            status, reason, extra = problem
+            log.info("Refused CONNECT from {client}: {status} {reason}", client=self._client_text,
+                     status=status, reason=reason)
+            self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *extra], end_stream=True)
+            return
+        websocket = self._websockets[stream_id] = _WebSocketStream(self, stream_id)
+        websocket.protocol = WebSocketConnection(self.factory, request, "2", websocket, self._connection)
+        self._deadline.set(None)
+        websocket.protocol.makeConnection(websocket)
+
     def _data_received(self, event: h2.events.DataReceived) -> None:
+        websocket = self._websockets.get(event.stream_id)
+        if websocket is not None:
+            websocket.data_received(event.data, event.flow_controlled_length)
+            return
         stream = self._streams.get(event.stream_id)
         if stream is None or stream.response_done or stream.disconnected:
             # Nobody will read it: give the window straight back.
@@ -260,11 +302,17 @@ class H2Connection(Protocol):
         stream.feed_body(event.data)
 
     def _stream_ended(self, event: h2.events.StreamEnded) -> None:
+        websocket = self._websockets.get(event.stream_id)
+        if websocket is not None:
+            websocket.loseConnection()  # the client's side is done: so is the WebSocket (RFC 8441 section 6)
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             stream.end_body()
 
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
+        websocket = self._websockets.get(event.stream_id)
+        if websocket is not None:
+            websocket.lost(Failure(ConnectionLost("the client reset the stream")))
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             if not stream.response_done:
@@ -339,6 +387,8 @@ class H2Connection(Protocol):
         for outbound in self._outbound.values():
             if not outbound.pending:
                 _wake(outbound.waiters)
+        for websocket in self._websockets.values():
+            websocket.writable()
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows
@@ -479,6 +529,9 @@ class H2Connection(Protocol):
         else:
             if not self._write_paused:
                 _wake(outbound.waiters)
+                websocket = self._websockets.get(stream_id)
+                if websocket is not None:
+                    websocket.writable()
             if not outbound.waiters:
                 del self._outbound[stream_id]
             stream = self._streams.get(stream_id)
@@ -516,7 +569,10 @@ class H2Connection(Protocol):
             return
         self._streams.pop(stream_id, None)
         self._unacknowledged.pop(stream_id, None)
-        if not self._streams:
+        self._became_idle()
+
+    def _became_idle(self) -> None:
+        if self._idle():
             if self._closing:
                 self._close()
             else:
@@ -529,3 +585,130 @@ def _wake(waiters: list[asyncio.Future[None]]) -> None:
             waiter.set_result(None)
     waiters.clear()
 
+
+
+@implementer(ITransport)
+class _WebSocketStream:
+    """An extended CONNECT stream as the byte transport its WebSocket runs over (RFC 8441).
+
+    Also the WebSocket's ``HandshakeWriter``: the handshake is answered with a ``200``
+    HEADERS frame, or denied with a whole response on the stream. Flow control stands in
+    for TCP's: data is acknowledged as the WebSocket reads it, and the WebSocket's
+    ``send()`` waits while its data does not fit the client's window.
+    """
+
+    disconnecting = False
+    protocol: WebSocketConnection
+
+    def __init__(self, connection: H2Connection, stream_id: int) -> None:
+        self._connection = connection
+        self._stream_id = stream_id
+        self._read_paused = False
+        self._unacknowledged = 0
+        self._producer: IPushProducer | None = None
+        self._producer_paused = False
+        self._ended = False
+
+    # HandshakeWriter.
+
+    def accept(self, headers: Headers) -> None:
+        self._send_headers(200, headers, end=False)
+
+    def deny(self, status: int, headers: Headers, body: bytes) -> None:
+        self._send_headers(status, headers, end=not body)
+        if body:
+            self.write(body, end=True)
+        self._ended = True
+
+    def _send_headers(self, status: int, headers: Headers, end: bool) -> None:
+        connection = self._connection
+        block = [(b":status", b"%d" % status)]
+        block += [(name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
+        if connection.config.server_header:
+            block.append((b"server", connection.config.server_header))
+        try:
+            connection._h2.send_headers(self._stream_id, block, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            return
+        connection._flush_soon()
+
+    # Events from the connection.
+
+    def data_received(self, data: bytes, flow_controlled_length: int) -> None:
+        self._unacknowledged += flow_controlled_length
+        if not self._read_paused:
+            self._acknowledge()
+        self.protocol.dataReceived(data)
+
+    def _acknowledge(self) -> None:
+        size, self._unacknowledged = self._unacknowledged, 0
+        if size:
+            try:
+                self._connection._h2.acknowledge_received_data(size, self._stream_id)
+            except h2.exceptions.StreamClosedError:
+                return
+            self._connection._flush_soon()
+
+    def writable(self) -> None:
+        """The client reads again: let the WebSocket's ``send()`` go on."""
+        if self._producer is not None and self._producer_paused:
+            self._producer_paused = False
+            self._producer.resumeProducing()
+
+    def lost(self, reason: Failure) -> None:
+        connection = self._connection
+        if connection._websockets.pop(self._stream_id, None) is not None:
+            self.protocol.connectionLost(reason)
+            connection._became_idle()
+
+    # ITransport, as much of it as the WebSocket uses.
+
+    def write(self, data: bytes, end: bool = False) -> None:
+        connection = self._connection
+        if self._ended or self._stream_id not in connection._websockets:
+            return
+        connection._send_data(self._stream_id, data, end)
+        connection._flush_soon()
+        if self._producer is not None and not self._producer_paused and (
+                connection._write_paused or self._stream_id in connection._outbound):
+            self._producer_paused = True
+            self._producer.pauseProducing()
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if not self._ended:
+            self.write(b"", end=True)
+            self._ended = True
+        self._connection.factory.reactor.callLater(0, self.lost, Failure(connectionDone.value))
+
+    def abortConnection(self) -> None:
+        connection = self._connection
+        if self._stream_id in connection._websockets:
+            try:
+                connection._h2.reset_stream(self._stream_id, ErrorCodes.CANCEL)
+            except h2.exceptions.StreamClosedError:
+                pass
+            connection._outbound.pop(self._stream_id, None)
+            connection._flush_soon()
+            self.lost(Failure(ConnectionAborted()))
+
+    def getPeer(self) -> object:
+        return self._connection.transport.getPeer()  # type: ignore[union-attr]
+
+    def getHost(self) -> object:
+        return self._connection.transport.getHost()  # type: ignore[union-attr]
+
+    def pauseProducing(self) -> None:
+        self._read_paused = True
+
+    def resumeProducing(self) -> None:
+        self._read_paused = False
+        self._acknowledge()
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._producer = producer
+
+    def unregisterProducer(self) -> None:
+        self._producer = None

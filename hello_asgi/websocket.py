@@ -163,6 +163,7 @@ class WebSocketConnection(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.transport.pauseProducing()  # type: ignore[union-attr]  # read no frames before the accept
         if self._connection is None:
             self._connection = ConnectionScope.of(self.transport, self.server)
         request = self._request
@@ -224,7 +225,9 @@ class WebSocketConnection(WebSocketServerProtocol):
                                                                                self._sendAutoPing)
         if self._shutting_down:
             self.close(1001, "server shutting down")
-        elif self.data:
+            return
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+        if self.data:
             self.consumeData()
 
     def deny(self, status: int, headers: Headers, body: bytes) -> None:

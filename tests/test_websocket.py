@@ -25,6 +25,9 @@ def scope_json(scope: dict[str, Any]) -> str:
 
 async def echo_app(scope: Any, receive: Any, send: Any) -> None:
     """Accepts with the first subprotocol offered, answers its scope, then echoes."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"plain HTTP"})
     if scope["type"] != "websocket":
         return
     assert (await receive())["type"] == "websocket.connect"
@@ -315,3 +318,107 @@ class MessageTests(unittest.TestCase):
             with self.assertRaises(ConnectionClosed) as caught:
                 await ws.recv()
         self.assertEqual(caught.exception.rcvd.code, 1000)
+
+
+class LimitTests(unittest.TestCase):
+    @asyncio_test
+    async def test_frame_over_the_limit_closes_with_1009(self) -> None:
+        server = await serve(self, echo_app, ws_max_frame_size=100)
+        async with connect(f"ws://127.0.0.1:{server.port}/", compression=None) as ws:
+            await ws.recv()
+            await ws.send(["a" * 90, "b" * 90])  # frames within the limit, the message above it
+            self.assertEqual(await ws.recv(), "a" * 90 + "b" * 90)
+            await ws.send(["a" * 101, "b"])
+            with self.assertRaises(ConnectionClosed) as caught:
+                await ws.recv()
+        self.assertEqual(caught.exception.rcvd.code, 1009)
+
+    @asyncio_test
+    async def test_a_peer_that_never_answers_pings_is_closed(self) -> None:
+        app = RecordingApp()
+        server = await serve(self, app, ws_ping_interval=0.1, ws_ping_timeout=0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(HANDSHAKE + b"\r\n")
+        data = await asyncio.wait_for(reader.read(), 10)  # a client that reads but never pongs
+        writer.close()
+        self.assertIn(b"\x89", data.partition(b"\r\n\r\n")[2][:1])  # the ping it ignored
+        await app.done
+        self.assertEqual(app.received[-1], {"type": "websocket.disconnect", "code": 1006, "reason": ""})
+
+    @asyncio_test
+    async def test_an_app_that_never_accepts_is_cut_off(self) -> None:
+        disconnects: list[Any] = []
+
+        async def undecided(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "websocket":
+                await receive()
+                disconnects.append(await receive())
+
+        server = await serve(self, undecided, ws_handshake_timeout=0.1)
+        data = await exchange(server.port, HANDSHAKE + b"\r\n")
+        self.assertEqual(data, b"")
+        await asyncio.sleep(0)
+        self.assertEqual(disconnects, [{"type": "websocket.disconnect", "code": 1006, "reason": ""}])
+
+    @asyncio_test
+    async def test_an_app_that_does_not_receive_stops_the_reading(self) -> None:
+        release = asyncio.Event()
+        received = []
+
+        async def slow(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "websocket":
+                return
+            await receive()
+            await send({"type": "websocket.accept"})
+            await release.wait()
+            while (message := await receive())["type"] == "websocket.receive":
+                received.append(len(message["bytes"]))
+
+        server = await serve(self, slow, ws_max_queue=4)
+        async with connect(f"ws://127.0.0.1:{server.port}/", compression=None, write_limit=65536) as ws:
+            chunk = b"x" * 65536
+
+            async def flood() -> None:
+                for _ in range(1000):  # 64 MiB: far more than socket buffers hold
+                    await ws.send(chunk)
+
+            sending = asyncio.ensure_future(flood())
+            done, _ = await asyncio.wait([sending], timeout=1)
+            self.assertFalse(done, "the server read 64 MiB an app never took")
+            release.set()
+            await asyncio.wait_for(sending, 30)
+            await ws.close()
+        self.assertEqual(len(received), 1000)
+
+    @asyncio_test
+    async def test_send_waits_for_a_client_that_does_not_read(self) -> None:
+        sent = []
+
+        async def firehose(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "websocket":
+                return
+            await receive()
+            await send({"type": "websocket.accept"})
+            for _ in range(64):
+                await send({"type": "websocket.send", "bytes": b"y" * 1048576})
+                sent.append(1)
+
+        server = await serve(self, firehose, ws_per_message_deflate=False)
+        async with connect(f"ws://127.0.0.1:{server.port}/", compression=None, max_size=None,
+                           max_queue=1) as ws:
+            await asyncio.sleep(0.5)  # the client reads nothing for a while
+            self.assertLess(len(sent), 64, "send() never waited for the client")
+            for _ in range(64):
+                self.assertEqual(len(await ws.recv()), 1048576)
+        self.assertEqual(len(sent), 64)
+
+    @asyncio_test
+    async def test_graceful_shutdown_closes_with_1001(self) -> None:
+        server = await serve(self, echo_app)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            await ws.recv()
+            stopping = server.service.stopService()
+            with self.assertRaises(ConnectionClosed) as caught:
+                await ws.recv()
+        await stopping
+        self.assertEqual(caught.exception.rcvd.code, 1001)
