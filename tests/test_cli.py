@@ -46,8 +46,23 @@ class StartupErrorTests(unittest.TestCase):
         self.assertEqual(code, 0)
         for option in (b"--app", b"--listen", b"--root-path", b"--interface", b"--lifespan",
                        b"--access-log", b"--no-access-log", b"--timeout-keep-alive",
-                       b"--limit-concurrency", b"--limit-request-head"):
+                       b"--limit-concurrency", b"--limit-request-head", b"--ws-max-size", b"--ws-ping-interval",
+                       b"--no-websocket"):
             self.assertIn(option, out)
+
+    def test_websocket_options_reach_the_config(self) -> None:
+        from hello_asgi.cli import Options
+
+        options = Options()
+        options.parseOptions(["--app", "hello_asgi.demo:asgi", "--ws-max-size", "1000", "--ws-max-frame-size", "500",
+                              "--ws-ping-interval", "0", "--ws-ping-timeout", "3", "--ws-handshake-timeout", "2",
+                              "--ws-max-queue", "8", "--no-ws-per-message-deflate", "--no-websocket"])
+        config = options["config"]
+        self.assertEqual((config.ws_max_message_size, config.ws_max_frame_size, config.ws_ping_interval,
+                          config.ws_ping_timeout, config.ws_handshake_timeout, config.ws_max_queue),
+                         (1000, 500, 0.0, 3.0, 2.0, 8))
+        self.assertFalse(config.ws_per_message_deflate)
+        self.assertFalse(config.websocket)
 
     @asyncio_test
     async def test_missing_module(self) -> None:
