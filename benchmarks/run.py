@@ -1,9 +1,10 @@
-"""hello-asgi against its peers, in one run, on one machine: a table of req/s, p99 and ratios.
+"""hello-asgi against its peers, in one run, on one machine: a table of figures and ratios.
 
-    python3 benchmarks/run.py [--scenario http1|h2c|h2-tls] [--duration 10] [--servers a,b]
+    python3 benchmarks/run.py [--scenario http1|h2c|h2-tls|ws-echo|ws-large|ws-idle]
+                              [--duration 10] [--connections N] [--servers a,b]
 
-Each server runs one process pinned to CPU 0; the load generator (wrk or h2load) runs
-pinned to CPU 1. The peers are installed into benchmarks/.venv, with hello-asgi itself
+Each server runs one process pinned to CPU 0; the load generator (wrk, h2load, or
+ws_load.py on the websockets client) runs pinned to CPU 1. The peers are installed into benchmarks/.venv, with hello-asgi itself
 (reinstalled from this checkout on every run, so the figures are for the code in front of you).
 """
 
@@ -27,7 +28,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".venv"
 BIN = VENV / "bin"
-PEERS = ["uvicorn", "httptools", "uvloop", "hypercorn", "daphne", "granian"]
+PEERS = ["uvicorn", "httptools", "uvloop", "websockets", "hypercorn", "daphne", "granian"]
+HTTP = ("http1", "h2c", "h2-tls")
+WS = ("ws-echo", "ws-large", "ws-idle")
 
 
 @dataclass
@@ -46,25 +49,26 @@ class TLS:
 SERVERS = [
     Server("hello-asgi", lambda port, tls: [
         str(BIN / "twist"), "hello-asgi", "--app", "app:app", "--app-dir", str(HERE), "--port", str(port),
-        "--no-access-log", *(["--cert", tls.cert, "--key", tls.key] if tls else [])], ("http1", "h2c", "h2-tls")),
+        "--no-access-log", "--limit-concurrency", "20000",
+        *(["--cert", tls.cert, "--key", tls.key] if tls else [])], (*HTTP, *WS)),
     Server("uvicorn-h11", lambda port, tls: [
         str(BIN / "uvicorn"), "app:app", "--port", str(port), "--http", "h11", "--loop", "asyncio",
         "--no-access-log", "--log-level", "warning"], ("http1",)),
     Server("uvicorn-httptools-uvloop", lambda port, tls: [
         str(BIN / "uvicorn"), "app:app", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-        "--no-access-log", "--log-level", "warning"], ("http1",)),
+        "--no-access-log", "--log-level", "warning"], ("http1", *WS)),
     Server("hypercorn", lambda port, tls: [
         str(BIN / "hypercorn"), "app:app", "-b", f"127.0.0.1:{port}",
-        *(["--certfile", tls.cert, "--keyfile", tls.key] if tls else [])], ("http1", "h2c", "h2-tls")),
+        *(["--certfile", tls.cert, "--keyfile", tls.key] if tls else [])], (*HTTP, *WS)),
     Server("daphne", lambda port, tls: [
         str(BIN / "daphne"), "-v", "0",
         *(["-e", f"ssl:{port}:interface=127.0.0.1:privateKey={tls.key}:certKey={tls.cert}"] if tls
-          else ["-b", "127.0.0.1", "-p", str(port)]), "app:app"], ("http1", "h2-tls")),
+          else ["-b", "127.0.0.1", "-p", str(port)]), "app:app"], ("http1", "h2-tls", *WS)),
     Server("granian", lambda port, tls: [
         str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1", "--runtime-threads", "1", "--no-access-log",
         *(["--ssl-certificate", tls.cert, "--ssl-keyfile", tls.key] if tls else []), "app:app"],
-        ("http1", "h2c", "h2-tls")),
+        (*HTTP, *WS)),
     Server("bare-h2 (ceiling)", lambda port, tls: [
         str(BIN / "python"), str(HERE / "bare_h2.py"), str(port), *([tls.cert, tls.key] if tls else [])],
         ("h2c", "h2-tls")),
@@ -132,7 +136,60 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
-SCENARIOS = {"http1": ("http", wrk), "h2c": ("http", h2load), "h2-tls": ("https", h2load)}
+def ws_load(mode: str) -> Callable[..., dict[str, float]]:
+    def load(url: str, duration: int, connections: int) -> dict[str, float]:
+        out = subprocess.run(["taskset", "-c", "1", str(BIN / "python"), str(HERE / "ws_load.py"), mode, url,
+                              str(connections), str(duration)], capture_output=True, text=True, check=True).stdout
+        return {"rps": json.loads(out.splitlines()[-1])["rate"], "p99_ms": 0.0, "errors": 0}
+    return load
+
+
+def _session_stats(session: int) -> list[list[str]]:
+    """/proc/PID/stat fields (after the command name) of every process in the server's
+    session: Granian forks a worker, and its work counts too."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:
+            found.append(fields)
+    return found
+
+
+def rss_kib(session: int) -> int:
+    return sum(int(fields[21]) for fields in _session_stats(session)) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def cpu_seconds(session: int) -> float:
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in _session_stats(session))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def idle_memory(url: str, session: int, connections: int) -> dict[str, float]:
+    """KiB of server memory per idle WebSocket: RSS with them open, less RSS before."""
+    ws_load("echo")(url, 1, 1)  # warm-up: every module a WebSocket needs is loaded
+    time.sleep(1)
+    before = rss_kib(session)
+    client = subprocess.Popen(["taskset", "-c", "1", str(BIN / "python"), str(HERE / "ws_load.py"), "idle", url,
+                               str(connections)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if client.stdout.readline().strip() != "ready":
+            raise RuntimeError("the idle clients could not all connect")
+        time.sleep(2)
+        after = rss_kib(session)
+        client.stdin.close()
+        still_open = json.loads(client.stdout.readline())["open"]
+    finally:
+        client.kill()
+        client.wait()
+    return {"rps": (after - before) / connections, "p99_ms": 0.0, "errors": connections - still_open}
+
+
+SCENARIOS = {"http1": ("http", wrk), "h2c": ("http", h2load), "h2-tls": ("https", h2load),
+             "ws-echo": ("ws", ws_load("echo")), "ws-large": ("ws", ws_load("large")), "ws-idle": ("ws", None)}
+UNITS = {"ws-echo": "round trips/s", "ws-large": "MiB/s", "ws-idle": "KiB per idle connection"}
 
 
 def measure(server: Server, scenario: str, duration: int, connections: int, tls: TLS | None) -> dict[str, object]:
@@ -143,8 +200,14 @@ def measure(server: Server, scenario: str, duration: int, connections: int, tls:
     try:
         wait_until_up(port, process)
         url = f"{scheme}://127.0.0.1:{port}/"
+        if load is None:
+            return {"server": server.name, **idle_memory(url, process.pid, connections)}
         load(url, 2, connections)  # warm-up
-        return {"server": server.name, **load(url, duration, connections)}
+        cpu = cpu_seconds(process.pid)
+        started = time.monotonic()
+        result = load(url, duration, connections)
+        busy = (cpu_seconds(process.pid) - cpu) / (time.monotonic() - started)
+        return {"server": server.name, **result, "cpu": busy}
     except Exception as error:  # a peer that fails is a row in the table, not the end of the run
         return {"server": server.name, "failed": str(error)}
     finally:
@@ -169,24 +232,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="http1")
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--connections", type=int,
+                        help="default: 50 for HTTP/1.1, 10 for HTTP/2 and ws-echo, 1 for ws-large, 10000 for ws-idle")
     parser.add_argument("--servers", help="comma-separated names; default: all that speak the scenario")
     args = parser.parse_args()
+    connections = args.connections or {"http1": 50, "ws-large": 1, "ws-idle": 10000}.get(args.scenario, 10)
     install()
     tls = make_tls() if args.scenario == "h2-tls" else None
     wanted = set(args.servers.split(",")) if args.servers else None
-    rows = [measure(s, args.scenario, args.duration, args.connections, tls) for s in SERVERS
+    rows = [measure(s, args.scenario, args.duration, connections, tls) for s in SERVERS
             if args.scenario in s.protocols and (wanted is None or s.name in wanted)]
     ours = next((r["rps"] for r in rows if r["server"] == "hello-asgi" and "rps" in r), None)
-    print(f"\nScenario {args.scenario}, {args.duration} s, server on CPU 0, load on CPU 1\n")
-    print("| server | req/s | p99 ms (h2load: mean) | errors | hello-asgi ÷ server |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    unit = UNITS.get(args.scenario, "req/s")
+    memory = args.scenario == "ws-idle"  # less is better: the ratio is turned round
+    print(f"\nScenario {args.scenario}, {connections} connections, {args.duration} s, "
+          "server on CPU 0, load on CPU 1\n")
+    print(f"| server | {unit} | p99 ms (h2load: mean) | errors | server CPU | hello-asgi's advantage (×) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         if "failed" in row:
-            print(f"| {row['server']} | failed: {row['failed']} | | | |")
+            print(f"| {row['server']} | failed: {row['failed']} | | | | |")
             continue
-        ratio = f"{ours / row['rps']:.2f}" if ours else "-"
-        print(f"| {row['server']} | {row['rps']:.0f} | {row['p99_ms']:.2f} | {row['errors']} | {ratio} |")
+        ratio = "-" if not ours else f"{row['rps'] / ours:.2f}" if memory else f"{ours / row['rps']:.2f}"
+        cpu = f"{row['cpu']:.0%}" if "cpu" in row else "-"
+        print(f"| {row['server']} | {row['rps']:.1f} | {row['p99_ms']:.2f} | {row['errors']} | {cpu} | {ratio} |")
     (HERE / f"results-{args.scenario}.json").write_text(json.dumps(rows, indent=2))
 
 
