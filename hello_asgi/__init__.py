@@ -9,6 +9,7 @@ from .factory import ASGIServerFactory
 from .loading import AppLoadError, load_app
 from .service import ASGIService
 from .stream import ClientDisconnected
+from .websocket_session import WebSocketDisconnected
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "AppLoadError",
     "ClientDisconnected",
     "Config",
+    "WebSocketDisconnected",
     "as_deferred",
     "install_asyncio_reactor",
     "load_app",
