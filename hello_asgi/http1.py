@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wants_trailers
+from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
 from .timeouts import Deadline
 from .wire import error_response, field_lines, status_line
 
@@ -113,7 +113,7 @@ class HTTP11Connection(Protocol):
             stream.disconnect()
         if self._parsing is not None:
             self._parsing.disconnect()
-        self._wake_drain_waiters()
+        wake_all(self._drain_waiters)
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
         return cancel_apps(self._streams)
@@ -362,16 +362,10 @@ class HTTP11Connection(Protocol):
 
     def resumeProducing(self) -> None:
         self._write_paused = False
-        self._wake_drain_waiters()
+        wake_all(self._drain_waiters)
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows and disconnects the streams
-
-    def _wake_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
         if not self._write_paused or self._closing:

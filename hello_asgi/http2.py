@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wants_trailers
+from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
 from .timeouts import Deadline
 from .websocket import WebSocketConnection, handshake_problem
 
@@ -141,7 +141,7 @@ class H2Connection(Protocol):
         for stream in self._streams.values():
             stream.disconnect()
         for outbound in self._outbound.values():
-            _wake(outbound.waiters)
+            wake_all(outbound.waiters)
         for websocket in list(self._websockets.values()):
             websocket.lost(reason)
 
@@ -272,7 +272,6 @@ class H2Connection(Protocol):
     def _connect(self, stream_id: int, request: RequestHead, protocol: bytes) -> None:
         """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 8441); this
         server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
-        problem = None
         if protocol != b"websocket" or not self.config.websocket:
             problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
         else:
@@ -320,7 +319,7 @@ class H2Connection(Protocol):
             stream.disconnect()
             outbound = self._outbound.pop(event.stream_id, None)
             if outbound is not None:
-                _wake(outbound.waiters)
+                wake_all(outbound.waiters)
             self._forget(stream)
 
     def _window_updated(self, event: h2.events.WindowUpdated) -> None:
@@ -386,7 +385,7 @@ class H2Connection(Protocol):
             self.transport.resumeProducing()  # type: ignore[union-attr]
         for outbound in self._outbound.values():
             if not outbound.pending:
-                _wake(outbound.waiters)
+                wake_all(outbound.waiters)
         for websocket in self._websockets.values():
             websocket.writable()
 
@@ -528,7 +527,7 @@ class H2Connection(Protocol):
             self._stall.set(self.config.h2_stall_timeout)
         else:
             if not self._write_paused:
-                _wake(outbound.waiters)
+                wake_all(outbound.waiters)
                 websocket = self._websockets.get(stream_id)
                 if websocket is not None:
                     websocket.writable()
@@ -577,13 +576,6 @@ class H2Connection(Protocol):
                 self._close()
             else:
                 self._deadline.set(self.config.keep_alive_timeout)
-
-
-def _wake(waiters: list[asyncio.Future[None]]) -> None:
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-    waiters.clear()
 
 
 

@@ -165,6 +165,14 @@ class ConnectionScope:
         return scope
 
 
+def wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    """Resolve every waiter of ``send()`` for a drained transport, and forget them."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()
+
+
 def wants_trailers(headers: Headers) -> bool:
     """Whether the client said it takes trailers (``TE: trailers``), as the trailers extension asks."""
     return any(name == b"te" and b"trailers" in value.lower() for name, value in headers)

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .config import Config
-from .stream import ConnectionScope, Headers, RequestHead
+from .stream import ConnectionScope, Headers, RequestHead, wake_all
 from .websocket_session import WebSocketDisconnected, WebSocketSession, subprotocols
 from .wire import field_lines, status_line
 
@@ -255,9 +255,11 @@ class WebSocketConnection(WebSocketServerProtocol):
             header = struct.pack("!BBH", opcode, 126, size)
         else:
             header = struct.pack("!BBQ", opcode, 127, size)
-        self.transport.write(header + payload if size < 4096 else header)  # type: ignore[union-attr]
-        if size >= 4096:
-            self.transport.write(payload)  # type: ignore[union-attr]  # no copy of a large payload
+        if size < 4096:
+            self.transport.write(header + payload)  # type: ignore[union-attr]
+        else:  # two writes rather than a copy of a large payload
+            self.transport.write(header)  # type: ignore[union-attr]
+            self.transport.write(payload)  # type: ignore[union-attr]
 
     def close(self, code: int, reason: str) -> None:
         if self.state == _OPEN:
@@ -313,14 +315,14 @@ class WebSocketConnection(WebSocketServerProtocol):
         if not wasClean:
             code, reason = 1006, ""  # autobahn's reason here is its own diagnosis, not the peer's
         self.session.closed(1005 if code is None else code, reason or "")
-        self._wake_drain_waiters()
+        wake_all(self._drain_waiters)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         super().connectionLost(reason)  # type: ignore[arg-type]
         if self.closeHandshakeTimeoutCall is not None:  # autobahn leaves this one behind
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
-        self._wake_drain_waiters()
+        wake_all(self._drain_waiters)
 
     # IPushProducer: the transport says whether the client reads what we write.
 
@@ -329,16 +331,11 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     def resumeProducing(self) -> None:
         self._write_paused = False
-        self._wake_drain_waiters()
+        wake_all(self._drain_waiters)
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows
 
-    def _wake_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     # Server life: what the factory asks of every connection.
 

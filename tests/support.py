@@ -67,16 +67,21 @@ def header(response: h11.Response, name: bytes) -> bytes | None:
     return None
 
 
-async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """An ASGI 3 app answering ``hello <path>``, reading the whole body first."""
-    if scope["type"] != "http":
-        return
+async def read_body(receive: Any) -> bytes:
+    """The whole request body, as an app reads it: ``http.request`` messages until the last."""
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
-            break
+            return body
+
+
+async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI 3 app answering ``hello <path>``, reading the whole body first."""
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode() + b" " + body})

@@ -14,6 +14,8 @@ from twisted.trial import unittest
 from hello_asgi.testing import asyncio_test, serve
 from hello_asgi.tls import development_certificate
 
+from .support import read_body
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PAGE = b"""<!doctype html><title>ws</title><script>
@@ -44,12 +46,7 @@ class BrowserApp:
                 "echo": message["text"], "http_version": scope["http_version"], "scheme": scope["scheme"]})})
             self.disconnect.set_result(await receive())
         elif scope["type"] == "http":
-            body = b""
-            while True:
-                message = await receive()
-                body += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
+            body = await read_body(receive)
             if scope["path"] == "/report":
                 self.report.set_result(json.loads(body))
             await send({"type": "http.response.start", "status": 200,

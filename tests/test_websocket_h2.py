@@ -41,6 +41,16 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
+async def open_websocket(port: int) -> tuple[H2Client, int]:
+    """An h2 client that waited for the server's SETTINGS, and the stream of its extended CONNECT."""
+    client = await H2Client.open(port)
+    await pump_until(client, lambda: client.conn.remote_settings.enable_connect_protocol)
+    stream_id = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(stream_id, CONNECT)
+    client.flush()
+    return client, stream_id
+
+
 async def pump_until(client: H2Client, done: Any) -> None:
     for _ in range(50):
         if done():
@@ -53,11 +63,7 @@ class ExtendedConnectTests(unittest.TestCase):
     @asyncio_test
     async def test_websocket_on_a_stream(self) -> None:
         server = await serve(self, echo_app)
-        client = await H2Client.open(server.port)
-        await pump_until(client, lambda: client.conn.remote_settings.enable_connect_protocol)
-        stream_id = client.conn.get_next_available_stream_id()
-        client.conn.send_headers(stream_id, CONNECT)
-        client.flush()
+        client, stream_id = await open_websocket(server.port)
         await pump_until(client, lambda: stream_id in client.bodies)
         self.assertIn((b":status", b"200"), client.headers[stream_id])
         self.assertIn((b"sec-websocket-protocol", b"chat"), client.headers[stream_id])
@@ -111,11 +117,7 @@ class ExtendedConnectTests(unittest.TestCase):
             await send({"type": "websocket.http.response.body", "body": b"go away"})
 
         server = await serve(self, deny)
-        client = await H2Client.open(server.port)
-        await pump_until(client, lambda: client.conn.remote_settings.enable_connect_protocol)
-        stream_id = client.conn.get_next_available_stream_id()
-        client.conn.send_headers(stream_id, CONNECT)
-        client.flush()
+        client, stream_id = await open_websocket(server.port)
         await pump_until(client, lambda: stream_id in client.ended)
         self.assertIn((b":status", b"403"), client.headers[stream_id])
         self.assertIn((b"x-why", b"no"), client.headers[stream_id])
