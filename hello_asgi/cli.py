@@ -8,7 +8,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .bridge import ReactorError, install_asyncio_reactor
+from .bridge import install_asyncio_reactor
 from .config import Config
 from .loading import AppLoadError, load_app
 from .service import ASGIService, server_endpoint, tcp_description
@@ -28,7 +28,7 @@ class Options(usage.Options):
     synopsis = "--app MODULE:ATTR [options]"
     longdesc = (
         "Serve an ASGI app (ASGI 3, or ASGI 2 double callables) over HTTP/1.1 and HTTP/2 "
-        "on the asyncio reactor. Twisted's own --log-level, --log-file, --log-format and --reactor go before "
+        "on the asyncio reactor (another --reactor runs apps on an asyncio loop in a thread). Twisted's own --log-level, --log-file, --log-format and --reactor go before "
         "'hello-asgi' on the command line."
     )
     optParameters = [
@@ -106,10 +106,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["app"]:
             raise usage.UsageError("--app is required, e.g. --app hello_asgi.demo:asgi")
-        try:
-            reactor = install_asyncio_reactor()
-        except ReactorError as error:
-            _fail(str(error))
+        reactor = install_asyncio_reactor()
         config = self.config()
         try:
             config.validate()

@@ -16,11 +16,12 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import ILogObserver, Logger
 
-from .bridge import asyncio_loop
+from .bridge import app_loop
 from .config import Config
 from .http1 import HTTP11Connection
 from .http2 import PREFACE, H2Connection
 from .stream import RequestHead
+from .threaded import ReactorSide
 from .timeouts import Deadline
 from .loading import as_asgi3, asgi_version
 from .websocket import HTTP11Handshake, WebSocketConnection, autobahn_options, handshake_problem
@@ -53,7 +54,7 @@ class ServerConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connection_opened(self)
-        self._deadline = Deadline(self.factory.reactor, self.transport.loseConnection)  # type: ignore[union-attr]
+        self._deadline = Deadline(self.factory.clock, self.transport.loseConnection)  # type: ignore[union-attr]
         self._deadline.set(self.factory.config.request_head_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -95,7 +96,7 @@ class ServerConnection(Protocol):
                 transport.write(error_response(status, reason, self.factory.config.server_header, headers))  # type: ignore[union-attr]
                 transport.loseConnection()  # type: ignore[union-attr]
                 return
-            inner = WebSocketConnection(self.factory, request, "1.1", HTTP11Handshake(transport, request, self.factory))
+            inner = WebSocketConnection(self.factory, request, "1.1", HTTP11Handshake(request, self.factory))
         self.inner = inner
         inner.makeConnection(transport)
         if rest:
@@ -120,6 +121,8 @@ class ServerConnection(Protocol):
 class ASGIServerFactory(ServerFactory):
     """Serves an ASGI app on any ``IStreamServerEndpoint``: ``endpoint.listen(factory)``.
 
+    On any reactor: under one that is not asyncio's, connections are carried over to the
+    ``AppLoop`` thread (``threaded.py``) and everything above the socket runs there.
     ``state`` is the lifespan state copied into every request scope; ``scheme`` is
     ``https`` for factories that TLS endpoints wrap; ``access_observer`` receives the access
     log events (the global log by default).
@@ -143,11 +146,12 @@ class ASGIServerFactory(ServerFactory):
         config.validate()
         self.app = as_asgi3(app, config.interface)
         self.asgi_version = asgi_version(self.app)
-        self.reactor = reactor
-        self.loop = asyncio_loop(reactor)
+        self.app_loop = app_loop(reactor)
+        self.loop = self.app_loop.loop
+        self.clock = self.app_loop.clock  # timers on the thread the protocols run on
         self.state: dict[str, Any] = {} if state is None else state
         self.scheme = scheme
-        self.websocket_options = autobahn_options(config, reactor)
+        self.websocket_options = autobahn_options(config, self.clock)
         self.access_logger = (
             Logger(namespace="hello_asgi.access", observer=access_observer)
             if config.access_log is not None
@@ -160,10 +164,13 @@ class ASGIServerFactory(ServerFactory):
         self._date_line = b""
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
+        protocol: Protocol
         if len(self.connections) >= self.config.max_connections:
             log.warn("Connection limit of {limit} reached; answering 503", limit=self.config.max_connections)
-            return _Overloaded(self.config.server_header)
-        return ServerConnection(self)
+            protocol = _Overloaded(self.config.server_header)
+        else:
+            protocol = ServerConnection(self)
+        return ReactorSide(protocol, self.app_loop) if self.app_loop.threaded else protocol
 
     def connection_opened(self, connection: ServerConnection) -> None:
         self.connections.add(connection)

@@ -94,7 +94,7 @@ class HTTP11Connection(Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._connection = ConnectionScope.of(transport, self.factory)
         self._client_text = self._connection.client_text
-        self._deadline = Deadline(self.factory.reactor, self._timed_out)
+        self._deadline = Deadline(self.factory.clock, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
 
     def detach(self) -> None:

@@ -116,8 +116,8 @@ class H2Connection(Protocol):
                 h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(config.websocket),  # RFC 8441
             },
         )
-        self._deadline = Deadline(self.factory.reactor, self._idle_timeout)
-        self._stall = Deadline(self.factory.reactor, self._stalled)
+        self._deadline = Deadline(self.factory.clock, self._idle_timeout)
+        self._stall = Deadline(self.factory.clock, self._stalled)
         upgrade = self._upgrade
         if upgrade is None:
             self._h2.initiate_connection()
@@ -335,7 +335,7 @@ class H2Connection(Protocol):
 
     def _count_abuse(self, kind: str, limit: int) -> None:
         """Count what costs the server more than the client; past ``limit`` in 10 s, GOAWAY."""
-        now = self.factory.reactor.seconds()
+        now = self.factory.clock.seconds()
         if now - self._abuse_window_start > 10:
             self._abuse_window_start = now
             self._abuse.clear()
@@ -603,10 +603,10 @@ class _WebSocketStream:
 
     # HandshakeWriter.
 
-    def accept(self, headers: Headers) -> None:
+    def accept(self, transport: Any, headers: Headers) -> None:  # transport: this stream
         self._send_headers(200, headers, end=False)
 
-    def deny(self, status: int, headers: Headers, body: bytes) -> None:
+    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
         self._send_headers(status, headers, end=not body)
         if body:
             self.write(body, end=True)
@@ -673,7 +673,7 @@ class _WebSocketStream:
         if not self._ended:
             self.write(b"", end=True)
             self._ended = True
-        self._connection.factory.reactor.callLater(0, self.lost, Failure(connectionDone.value))
+        self._connection.factory.clock.callLater(0, self.lost, Failure(connectionDone.value))
 
     def abortConnection(self) -> None:
         connection = self._connection

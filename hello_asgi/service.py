@@ -14,7 +14,6 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger, textFileLogObserver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from .bridge import asyncio_loop
 from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
@@ -33,8 +32,9 @@ def access_log_observer(target: str | None) -> ILogObserver | None:
 
 def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     """Parse a Twisted endpoint string; TCP ones are served on asyncio's faster transports."""
-    if getattr(reactor, "_asyncioEventloop", None) is not None:
-        reactor = FastListeningReactor(reactor, asyncio_loop(reactor))
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None:
+        reactor = FastListeningReactor(reactor, loop)
     return serverFromString(reactor, description)
 
 
@@ -78,7 +78,10 @@ class ASGIService(Service):
         self._listening.addCallbacks(self._started, self._failed)
 
     async def _start(self) -> list[IListeningPort]:
-        await Deferred.fromFuture(self.factory.loop.create_task(self._lifespan.startup()))
+        if self.factory.app_loop.threaded:
+            log.info("{reactor} is not the asyncio reactor: apps run on an asyncio loop in a companion thread",
+                     reactor=type(self._reactor).__name__)
+        await self.factory.app_loop.run(self._lifespan.startup())
         descriptions = self.config.listen or [tcp_description("127.0.0.1", 8000, self.config.backlog)]
         for description in descriptions:
             port = await server_endpoint(self._reactor, description).listen(self._listener_factory)
@@ -131,23 +134,25 @@ class ASGIService(Service):
     async def _stop(self) -> None:
         ports, self.ports = self.ports, []
         await DeferredList([port.stopListening() for port in ports])
-        factory = self.factory
-        if factory.connections:
-            log.info("Waiting up to {timeout} s for {count} connection(s) to finish",
-                     timeout=self.config.graceful_timeout, count=len(factory.connections))
-            factory.shutdown()
-            drained = factory.whenDrained()
-            timer = self._reactor.callLater(self.config.graceful_timeout, drained.cancel)
-            try:
-                await drained
-            except Exception:
-                log.warn("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
-                cancelled = factory.abort()
-                if cancelled:
-                    await Deferred.fromFuture(asyncio.gather(*cancelled, return_exceptions=True))
-            else:
-                timer.cancel()
+        app_loop = self.factory.app_loop
+        await app_loop.run(self._drain())
         try:
-            await Deferred.fromFuture(factory.loop.create_task(self._lifespan.shutdown()))
+            await app_loop.run(self._lifespan.shutdown())
         except Exception as error:
             log.error("{error}", error=error)
+
+    async def _drain(self) -> None:
+        """On the app loop: let connections finish within ``graceful_timeout``, then cut them."""
+        factory = self.factory
+        if not factory.connections:
+            return
+        log.info("Waiting up to {timeout} s for {count} connection(s) to finish",
+                 timeout=self.config.graceful_timeout, count=len(factory.connections))
+        factory.shutdown()
+        try:
+            await asyncio.wait_for(factory.whenDrained().asFuture(factory.loop), self.config.graceful_timeout)
+        except asyncio.TimeoutError:
+            log.warn("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
+            cancelled = factory.abort()
+            if cancelled:
+                await asyncio.gather(*cancelled, return_exceptions=True)

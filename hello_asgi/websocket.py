@@ -99,32 +99,31 @@ def handshake_problem(request: RequestHead, http2: bool) -> tuple[int, str, Head
 class HandshakeWriter(Protocol):
     """Writes the answer to a WebSocket handshake, the HTTP/1.1 way or the HTTP/2 way."""
 
-    def accept(self, headers: Headers) -> None:
-        """Answer that the WebSocket is open; frames follow on the same transport."""
+    def accept(self, transport: Any, headers: Headers) -> None:
+        """Answer on ``transport`` (the connection's) that the WebSocket is open; frames follow."""
 
-    def deny(self, status: int, headers: Headers, body: bytes) -> None:
+    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
         """Answer with a complete HTTP response instead."""
 
 
 class HTTP11Handshake:
     """The HTTP/1.1 answers: ``101 Switching Protocols``, or a ``Connection: close`` response."""
 
-    def __init__(self, transport: Any, request: RequestHead, factory: ASGIServerFactory) -> None:
-        self._transport = transport
+    def __init__(self, request: RequestHead, factory: ASGIServerFactory) -> None:
         self._key = next(value.strip() for name, value in request.headers if name == b"sec-websocket-key")
         self._factory = factory
 
-    def accept(self, headers: Headers) -> None:
+    def accept(self, transport: Any, headers: Headers) -> None:
         accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
-        self._transport.write(
+        transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
             b"sec-websocket-accept: " + accept + b"\r\n" + field_lines(headers) + self._server_fields() + b"\r\n"
         )
 
-    def deny(self, status: int, headers: Headers, body: bytes) -> None:
+    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
         own = [(name, value) for name, value in headers
                if name.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
-        self._transport.write(
+        transport.write(
             status_line(status) + field_lines(own) + b"content-length: %d\r\nconnection: close\r\n" % len(body)
             + self._server_fields() + b"\r\n" + body
         )
@@ -188,7 +187,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         compression = self._negotiate_compression()
         if compression is not None:
             fields.append((b"sec-websocket-extensions", compression.encode("latin-1")))
-        self._handshake.accept(fields + headers)
+        self._handshake.accept(self.transport, fields + headers)
         self.session.status = 101 if self._http_version == "1.1" else 200
         self._open(subprotocol)
 
@@ -234,7 +233,7 @@ class WebSocketConnection(WebSocketServerProtocol):
     def deny(self, status: int, headers: Headers, body: bytes) -> None:
         if self.state != _CONNECTING:
             return
-        self._handshake.deny(status, headers, body)
+        self._handshake.deny(self.transport, status, headers, body)
         self.wasClean = True
         self.dropConnection(abort=False)
 

@@ -420,5 +420,5 @@ class LimitTests(unittest.TestCase):
             stopping = server.service.stopService()
             with self.assertRaises(ConnectionClosed) as caught:
                 await ws.recv()
-        await stopping
+        await stopping.asFuture(asyncio.get_running_loop())
         self.assertEqual(caught.exception.rcvd.code, 1001)

@@ -1,0 +1,126 @@
+"""Connections of a reactor that is not asyncio's, carried over to the ``AppLoop`` thread.
+
+The socket stays with the reactor, on its thread; the protocol above it (HTTP/1.1, HTTP/2
+or WebSocket, and so the app) runs on the app loop's thread, unchanged. ``ReactorSide`` is
+the protocol the reactor's transport sees: it passes what happens to the connection across.
+``LoopTransport`` is the transport the protocol sees: it passes writes and flow control back,
+and what one turn of the loop asks for crosses in one hop.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from twisted.internet.interfaces import IConsumer, INegotiated, IProtocol, IPushProducer, ITransport
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import alsoProvides, implementer
+
+from .bridge import AppLoop
+
+
+class ReactorSide(Protocol):
+    """On the reactor's thread: hands each event of the connection to ``protocol`` on the loop's."""
+
+    def __init__(self, protocol: IProtocol, app_loop: AppLoop) -> None:
+        self._protocol = protocol
+        self._app_loop = app_loop
+
+    def connectionMade(self) -> None:
+        self._app_loop.to_loop(self._protocol.makeConnection, LoopTransport(self.transport, self._app_loop))
+
+    def dataReceived(self, data: bytes) -> None:
+        self._app_loop.to_loop(self._protocol.dataReceived, data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._app_loop.to_loop(self._protocol.connectionLost, reason)
+
+
+@implementer(IPushProducer)
+class _ProducerOnLoop:
+    """Registered with the reactor's transport for a producer that lives on the loop's thread."""
+
+    def __init__(self, producer: IPushProducer, app_loop: AppLoop) -> None:
+        self._producer = producer
+        self._app_loop = app_loop
+
+    def pauseProducing(self) -> None:
+        self._app_loop.to_loop(self._producer.pauseProducing)
+
+    def resumeProducing(self) -> None:
+        self._app_loop.to_loop(self._producer.resumeProducing)
+
+    def stopProducing(self) -> None:
+        self._app_loop.to_loop(self._producer.stopProducing)
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class LoopTransport:
+    """On the loop's thread: the reactor's transport, as far as the protocols use one."""
+
+    def __init__(self, transport: Any, app_loop: AppLoop) -> None:
+        self._transport = transport
+        self._app_loop = app_loop
+        self._host = transport.getHost()
+        self._peer = transport.getPeer()
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Any, tuple[Any, ...]]] = []
+        if INegotiated.providedBy(transport):
+            alsoProvides(self, INegotiated)
+
+    @property
+    def negotiatedProtocol(self) -> bytes | None:
+        """Read across threads: TLS sets it once, before the first bytes cross."""
+        return getattr(self._transport, "negotiatedProtocol", None)
+
+    def _cross(self, method: Any, *args: Any) -> None:
+        with self._lock:
+            self._pending.append((method, args))
+            if len(self._pending) > 1:
+                return  # a hop is on its way and will take this too
+        self._app_loop.to_reactor(self._run_pending)
+
+    def _run_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for method, args in pending:
+            method(*args)
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._cross(self._transport.write, data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self._cross(self._transport.writeSequence, list(data))
+
+    def loseConnection(self) -> None:
+        self._cross(self._transport.loseConnection)
+
+    def abortConnection(self) -> None:
+        self._cross(self._transport.abortConnection)
+
+    def getHost(self) -> Any:
+        return self._host
+
+    def getPeer(self) -> Any:
+        return self._peer
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        if hasattr(self._transport, "setTcpNoDelay"):
+            self._cross(self._transport.setTcpNoDelay, enabled)
+
+    def pauseProducing(self) -> None:
+        self._cross(self._transport.pauseProducing)
+
+    def resumeProducing(self) -> None:
+        self._cross(self._transport.resumeProducing)
+
+    def stopProducing(self) -> None:
+        self._cross(self._transport.stopProducing)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        self._cross(self._transport.registerProducer, _ProducerOnLoop(producer, self._app_loop), streaming)
+
+    def unregisterProducer(self) -> None:
+        self._cross(self._transport.unregisterProducer)
