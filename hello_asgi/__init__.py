@@ -7,6 +7,7 @@ from .bridge import as_deferred, install_asyncio_reactor
 from .config import Config
 from .factory import ASGIServerFactory
 from .loading import AppLoadError, load_app
+from .resource import ASGIResource
 from .service import ASGIService
 from .stream import ClientDisconnected
 from .websocket_session import WebSocketDisconnected
@@ -14,6 +15,7 @@ from .websocket_session import WebSocketDisconnected
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASGIResource",
     "ASGIServerFactory",
     "ASGIService",
     "AppLoadError",

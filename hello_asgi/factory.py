@@ -7,11 +7,12 @@ h2c" or "this request wants a WebSocket" and the switcher swaps ``http2`` or
 
 from __future__ import annotations
 
+import asyncio
 import time
 from email.utils import formatdate
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import ILogObserver, Logger
@@ -20,7 +21,7 @@ from .bridge import app_loop
 from .config import Config
 from .http1 import HTTP11Connection
 from .http2 import PREFACE, H2Connection
-from .stream import RequestHead
+from .stream import RequestHead, wake_all
 from .threaded import ReactorSide
 from .timeouts import Deadline
 from .loading import as_asgi3, asgi_version
@@ -158,7 +159,7 @@ class ASGIServerFactory(ServerFactory):
             else None
         )
         self.connections: set[ServerConnection] = set()
-        self._drain_waiters: list[Deferred[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._date_second = 0
         self._date = b""
         self._date_line = b""
@@ -178,17 +179,18 @@ class ASGIServerFactory(ServerFactory):
     def connection_closed(self, connection: ServerConnection) -> None:
         self.connections.discard(connection)
         if not self.connections:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            wake_all(self._drain_waiters)
+
+    async def drained(self) -> None:
+        """On the app loop: return once no connection is open."""
+        if self.connections:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
     def whenDrained(self) -> Deferred[None]:
-        """A Deferred that fires once no connection is open."""
-        if not self.connections:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._drain_waiters.append(waiter)
-        return waiter
+        """A Deferred that fires, on the reactor's thread, once no connection is open."""
+        return self.app_loop.run(self.drained())
 
     def http_date(self) -> bytes:
         """The ``Date`` header's value, formatted once a second rather than once a response."""

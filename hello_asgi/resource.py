@@ -14,6 +14,8 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -23,6 +25,7 @@ from zope.interface import implementer
 
 from .config import Config
 from .factory import ASGIServerFactory
+from .lifespan import Lifespan
 from .stream import ConnectionScope, Headers, HTTPStream, RequestHead, wake_all
 from .threaded import ReactorSide
 from .websocket import HTTP11Handshake, WebSocketConnection, handshake_problem
@@ -39,6 +42,7 @@ class ASGIResource(Resource):
     to a temporary file); the app gets it in ``BODY_CHUNK`` messages as it calls ``receive()``.
     Responses stream, with backpressure: ``send()`` waits while the client reads slowly.
     twisted.web writes its own ``Server`` and ``Date`` headers and its own access log.
+    An app that needs lifespan events gets them from ``lifespan_service()``.
     """
 
     isLeaf = True
@@ -75,6 +79,11 @@ class ASGIResource(Resource):
         factory.app_loop.to_loop(response.start, stream)
         return NOT_DONE_YET
 
+    def lifespan_service(self) -> Service:
+        """A service to add to the application beside the site: it runs lifespan startup
+        when the application starts and lifespan shutdown when it stops."""
+        return _LifespanService(self.factory)
+
     def _wants_websocket(self, request: Request) -> bool:
         upgrade = b",".join(request.requestHeaders.getRawHeaders(b"upgrade", []))
         return (self.factory.config.websocket and request.clientproto == b"HTTP/1.1"
@@ -104,6 +113,26 @@ class ASGIResource(Resource):
         protocol.makeConnection(transport)
         transport.resumeProducing()  # twisted.web paused reading while it rendered
         return NOT_DONE_YET
+
+
+class _LifespanService(Service):
+    """The app's lifespan, tied to a ``twisted.application`` service's start and stop."""
+
+    def __init__(self, factory: ASGIServerFactory) -> None:
+        self._app_loop = factory.app_loop
+        self._lifespan = Lifespan(factory.app, factory.config.lifespan, factory.asgi_version, factory.state)
+        self._started: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._started = self._app_loop.run(self._lifespan.startup())
+        self._started.addErrback(lambda failure: log.failure("Lifespan startup failed", failure))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        started, self._started = self._started, None
+        assert started is not None
+        return started.addCallback(lambda _: self._app_loop.run(self._lifespan.shutdown()))
 
 
 @implementer(IPushProducer)

@@ -150,7 +150,7 @@ class ASGIService(Service):
                  timeout=self.config.graceful_timeout, count=len(factory.connections))
         factory.shutdown()
         try:
-            await asyncio.wait_for(factory.whenDrained().asFuture(factory.loop), self.config.graceful_timeout)
+            await asyncio.wait_for(factory.drained(), self.config.graceful_timeout)
         except asyncio.TimeoutError:
             log.warn("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
             cancelled = factory.abort()
