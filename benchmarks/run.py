@@ -51,6 +51,12 @@ SERVERS = [
         str(BIN / "twist"), "hello-asgi", "--app", "app:app", "--app-dir", str(HERE), "--port", str(port),
         "--no-access-log", "--limit-concurrency", "20000",
         *(["--cert", tls.cert, "--key", tls.key] if tls else [])], (*HTTP, *WS)),
+    Server("hello-asgi --reactor=epoll (apps in a thread)", lambda port, tls: [
+        str(BIN / "twist"), "--reactor=epoll", "hello-asgi", "--app", "app:app", "--app-dir", str(HERE),
+        "--port", str(port), "--no-access-log", "--limit-concurrency", "20000"], ("http1", "h2c", "ws-echo")),
+    Server("hello-asgi ASGIResource in twisted.web (epoll)", lambda port, tls: [
+        "env", f"PORT={port}", str(BIN / "twistd"), "--pidfile=", "-l", "/dev/null", "-ny", str(HERE / "resource.tac")],
+        ("http1", "ws-echo")),
     Server("uvicorn-h11", lambda port, tls: [
         str(BIN / "uvicorn"), "app:app", "--port", str(port), "--http", "h11", "--loop", "asyncio",
         "--no-access-log", "--log-level", "warning"], ("http1",)),

@@ -27,7 +27,7 @@ from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
 from .stream import ConnectionScope, Headers, HTTPStream, RequestHead, wake_all
-from .threaded import ReactorSide
+from .threaded import ReactorSide, WriteGate
 from .websocket import HTTP11Handshake, WebSocketConnection, handshake_problem
 
 log = Logger(namespace="hello_asgi.resource")
@@ -149,7 +149,7 @@ class _WebResponse:
         self._app = factory.app
         self._body = request.content
         self._gone = False  # reactor side: the connection was lost before the response ended
-        self._paused = False  # loop side: the transport's buffer is full
+        self._gate = WriteGate(lambda: None, self._resumed)  # loop side: send() waits while it is paused
         self._drain_waiters: list[asyncio.Future[None]] = []
 
     def start(self, stream: HTTPStream) -> None:
@@ -177,13 +177,12 @@ class _WebResponse:
     # IPushProducer, on the reactor's thread: the client reads slowly, or again.
 
     def pauseProducing(self) -> None:
-        self._app_loop.to_loop(setattr, self, "_paused", True)
+        self._app_loop.to_loop(self._gate.reactor_paused, True)
 
     def resumeProducing(self) -> None:
-        self._app_loop.to_loop(self._resume)
+        self._app_loop.to_loop(self._gate.reactor_paused, False)
 
-    def _resume(self) -> None:
-        self._paused = False
+    def _resumed(self) -> None:
         wake_all(self._drain_waiters)
 
     def stopProducing(self) -> None:
@@ -192,10 +191,12 @@ class _WebResponse:
     # ResponseWriter, on the loop's thread.
 
     def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        self._gate.sent(len(body))
         self._app_loop.to_reactor(self._respond, status, headers, body, end)
 
     def _respond(self, status: int, headers: Headers, body: bytes, end: bool) -> None:
         if self._gone:
+            self._app_loop.to_loop(self._gate.landed, len(body))
             return
         request = self._request
         request.setResponseCode(status)
@@ -207,15 +208,16 @@ class _WebResponse:
         self._write(body, end)
 
     def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
+        self._gate.sent(len(body))
         self._app_loop.to_reactor(self._write, body, end)
 
     def _write(self, body: bytes, end: bool) -> None:
-        if self._gone:
-            return
-        if body:
-            self._request.write(body)
-        if end:
-            self._end()
+        if not self._gone:
+            if body:
+                self._request.write(body)
+            if end:
+                self._end()
+        self._app_loop.to_loop(self._gate.landed, len(body))
 
     def _end(self) -> None:
         if not self._gone:
@@ -240,7 +242,7 @@ class _WebResponse:
             stream.end_body()
 
     def drained(self, stream: HTTPStream) -> asyncio.Future[None] | None:
-        if not self._paused:
+        if not self._gate.paused:
             return None
         waiter = self._app_loop.loop.create_future()
         self._drain_waiters.append(waiter)

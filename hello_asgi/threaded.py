@@ -10,6 +10,7 @@ and what one turn of the loop asks for crosses in one hop.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IConsumer, INegotiated, IProtocol, IPushProducer, ITransport
@@ -18,6 +19,43 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from .bridge import AppLoop
+
+
+class WriteGate:
+    """Flow control for bytes written on the loop's thread and written out on the reactor's.
+
+    The reactor's transport says "pause" a hop late, after the bytes arrived; by then the
+    loop could have queued any amount more. So the loop counts the bytes still crossing
+    too, and holds its producer while more than ``HIGH_WATER`` are on the way or while the
+    reactor's transport is paused. Every method runs on the loop's thread.
+    """
+
+    HIGH_WATER = 64 * 1024  # as Twisted's transports: pause above one write buffer's worth
+
+    def __init__(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        self._pause = pause
+        self._resume = resume
+        self._crossing = 0
+        self._reactor_paused = False
+        self.paused = False
+
+    def sent(self, size: int) -> None:
+        self._crossing += size
+        self._update()
+
+    def landed(self, size: int) -> None:
+        self._crossing -= size
+        self._update()
+
+    def reactor_paused(self, paused: bool) -> None:
+        self._reactor_paused = paused
+        self._update()
+
+    def _update(self) -> None:
+        paused = self._reactor_paused or self._crossing > self.HIGH_WATER
+        if paused != self.paused:
+            self.paused = paused
+            (self._pause if paused else self._resume)()
 
 
 class ReactorSide(Protocol):
@@ -41,15 +79,16 @@ class ReactorSide(Protocol):
 class _ProducerOnLoop:
     """Registered with the reactor's transport for a producer that lives on the loop's thread."""
 
-    def __init__(self, producer: IPushProducer, app_loop: AppLoop) -> None:
+    def __init__(self, producer: IPushProducer, gate: WriteGate, app_loop: AppLoop) -> None:
         self._producer = producer
+        self._gate = gate
         self._app_loop = app_loop
 
     def pauseProducing(self) -> None:
-        self._app_loop.to_loop(self._producer.pauseProducing)
+        self._app_loop.to_loop(self._gate.reactor_paused, True)
 
     def resumeProducing(self) -> None:
-        self._app_loop.to_loop(self._producer.resumeProducing)
+        self._app_loop.to_loop(self._gate.reactor_paused, False)
 
     def stopProducing(self) -> None:
         self._app_loop.to_loop(self._producer.stopProducing)
@@ -66,6 +105,8 @@ class LoopTransport:
         self._peer = transport.getPeer()
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, tuple[Any, ...]]] = []
+        self._producer: IPushProducer | None = None
+        self._gate = WriteGate(self._pause_producer, self._resume_producer)
         if INegotiated.providedBy(transport):
             alsoProvides(self, INegotiated)
 
@@ -87,12 +128,18 @@ class LoopTransport:
         for method, args in pending:
             method(*args)
 
+    def _write(self, data: bytes) -> None:
+        """On the reactor's thread."""
+        self._transport.write(data)
+        self._app_loop.to_loop(self._gate.landed, len(data))
+
     def write(self, data: bytes) -> None:
         if data:
-            self._cross(self._transport.write, data)
+            self._gate.sent(len(data))
+            self._cross(self._write, data)
 
     def writeSequence(self, data: list[bytes]) -> None:
-        self._cross(self._transport.writeSequence, list(data))
+        self.write(b"".join(data))
 
     def loseConnection(self) -> None:
         self._cross(self._transport.loseConnection)
@@ -120,7 +167,17 @@ class LoopTransport:
         self._cross(self._transport.stopProducing)
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._cross(self._transport.registerProducer, _ProducerOnLoop(producer, self._app_loop), streaming)
+        self._producer = producer
+        self._cross(self._transport.registerProducer, _ProducerOnLoop(producer, self._gate, self._app_loop), streaming)
 
     def unregisterProducer(self) -> None:
+        self._producer = None
         self._cross(self._transport.unregisterProducer)
+
+    def _pause_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.pauseProducing()
+
+    def _resume_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.resumeProducing()

@@ -162,6 +162,36 @@ class ServerFactoryTests(unittest.TestCase):
         self.assertEqual((seen["path"], seen["scheme"], text, data), ("/chat", "ws", "hello", b"\x00\x01"))
 
 
+    async def test_slow_reader_makes_send_wait(self) -> None:
+        app = Firehose()
+        factory = ASGIServerFactory(app, Config(access_log=None))
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(factory.whenDrained)
+        self.addCleanup(port.stopListening)
+        sent_while_paused, received = await deferToThread(
+            read_slowly, f"http://127.0.0.1:{port.getHost().port}", "/", app.progress)
+        self.assertLess(sent_while_paused, 32, "send() never waited for the client")
+        self.assertGreater(received, 32 * 1048576)
+
+
+class Firehose:
+    """An app that sends 32 MiB in chunks of 1 MiB, counting the ``send()`` calls that returned."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def progress(self) -> int:
+        return self.sent
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(32):
+            await send({"type": "http.response.body", "body": b"x" * 1048576, "more_body": True})
+            self.sent += 1
+        await send({"type": "http.response.body"})
+
+
 class ServiceTests(unittest.TestCase):
     async def test_service_beside_a_twisted_protocol_runs_lifespan_and_stops_gracefully(self) -> None:
         app = Recorder()
@@ -236,6 +266,13 @@ class ResourceTests(unittest.TestCase):
         self.assertEqual(response.text, "one two three")
         self.assertEqual(response.headers["transfer-encoding"], "chunked")
         self.assertEqual(response.headers["content-type"], "application/json")
+
+    async def test_slow_reader_makes_send_wait(self) -> None:
+        app = Firehose()
+        base, _ = await self.start_site(app)
+        sent_while_paused, received = await deferToThread(read_slowly, base, "/api/", app.progress)
+        self.assertLess(sent_while_paused, 32, "send() never waited for the client")
+        self.assertGreater(received, 32 * 1048576)  # all of it, once the client read
 
     async def test_app_error_is_a_500_and_the_site_goes_on(self) -> None:
         base, _ = await self.start_site(Recorder())
@@ -336,6 +373,20 @@ class ExampleTests(unittest.TestCase):
         ports = await self.run_example("django_site.tac", "Site")
         seen = (await deferToThread(get, f"http://127.0.0.1:{ports['Site']}/api/hello/")).json()
         self.assertEqual(seen, {"path": "/api/hello/", "path_info": "/hello/", "script_name": "/api"})
+
+
+def read_slowly(base: str, path: str, progress: Any) -> tuple[int, int]:
+    """GET ``path`` and read nothing for half a second (``progress()`` then), then read it all."""
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+        client.sendall(f"GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n".encode())
+        threading.Event().wait(0.5)  # the slow client, not a wait for the server
+        seen = progress()
+        received = 0
+        while data := client.recv(1 << 20):
+            received += len(data)
+    return seen, received
 
 
 def echo_once(port: int, data: bytes) -> bytes:
