@@ -11,7 +11,6 @@ over from twisted.web and is served by the server's own WebSocket code.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -64,11 +63,9 @@ class ASGIResource(Resource):
             headers=[(name.lower(), value) for name, values in request.requestHeaders.getAllRawHeaders()
                      for value in values],
         )
-        connection = replace(
-            ConnectionScope.of(request.transport, factory),
-            scheme="https" if request.isSecure() else "http",
-            root_path=factory.config.root_path + mount.decode("utf-8", "replace"),
-        )
+        connection = ConnectionScope.between(request.getClientAddress(), request.getHost(),
+                                             "https" if request.isSecure() else "http", factory,
+                                             mount.decode("utf-8", "replace"))
         if self._wants_websocket(request):
             return self._take_over(request, head, connection)
         http_version = request.clientproto.decode("latin-1").partition("/")[2]
@@ -102,7 +99,8 @@ class ASGIResource(Resource):
         channel = request.channel
         channel.setTimeout(None)  # the channel's idle timer would cut the WebSocket
         channel._networkProducer.unregisterProducer()
-        transport, channel.transport = channel.transport, None
+        transport: Any = channel.transport
+        channel.transport = None
         protocol: Any = WebSocketConnection(factory, head, "1.1", HTTP11Handshake(head, factory), connection)
         if factory.app_loop.threaded:
             protocol = ReactorSide(protocol, factory.app_loop)
@@ -147,6 +145,7 @@ class _WebResponse:
         self._request = request
         self._app_loop = factory.app_loop
         self._app = factory.app
+        assert request.content is not None  # twisted.web made it while reading the request
         self._body = request.content
         self._gone = False  # reactor side: the connection was lost before the response ended
         self._gate = WriteGate(lambda: None, self._resumed)  # loop side: send() waits while it is paused
@@ -254,8 +253,10 @@ class _WebResponse:
     def _abort(self) -> None:
         if not self._gone:
             self._gone = True
-            self._request.unregisterProducer()
-            self._request.transport.abortConnection()
+            request = self._request
+            request.unregisterProducer()
+            connection: Any = request.transport or request.channel  # HTTP/2: the stream, reset
+            connection.abortConnection()
 
     def finished(self, stream: HTTPStream) -> None:
         """The app returned; the response was ended (or cut off) on the way here."""

@@ -114,14 +114,19 @@ class ConnectionScope:
     @classmethod
     def of(cls, transport: Any, factory: Any) -> ConnectionScope:
         """Read the addresses and TLS off ``transport``; the rest comes from ``factory``."""
-        peer, host = transport.getPeer(), transport.getHost()
+        scheme = "https" if INegotiated.providedBy(transport) else factory.scheme
+        return cls.between(transport.getPeer(), transport.getHost(), scheme, factory)
+
+    @classmethod
+    def between(cls, peer: Any, host: Any, scheme: str, factory: Any, mount: str = "") -> ConnectionScope:
+        """From a connection's two addresses; ``mount`` is where a resource sits in a site."""
         client = (peer.host, peer.port) if hasattr(peer, "port") else None
         return cls(
-            scheme="https" if INegotiated.providedBy(transport) else factory.scheme,
+            scheme=scheme,
             client=client,
             server=(host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None),
             client_text=f"{peer.host}:{peer.port}" if client else "unix",
-            root_path=factory.config.root_path,
+            root_path=factory.config.root_path + mount,
             state=factory.state,
             asgi_version=factory.asgi_version,
         )

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IConsumer, INegotiated, IProtocol, IPushProducer, ITransport
+from twisted.internet.interfaces import IConsumer, INegotiated, IPushProducer, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
@@ -61,7 +61,7 @@ class WriteGate:
 class ReactorSide(Protocol):
     """On the reactor's thread: hands each event of the connection to ``protocol`` on the loop's."""
 
-    def __init__(self, protocol: IProtocol, app_loop: AppLoop) -> None:
+    def __init__(self, protocol: Protocol, app_loop: AppLoop) -> None:
         self._protocol = protocol
         self._app_loop = app_loop
 

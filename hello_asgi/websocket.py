@@ -20,7 +20,9 @@ import struct
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.wamp.types import TransportDetails
 from autobahn.websocket.compress import PerMessageDeflate, PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -161,7 +163,23 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._shutting_down = False
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        # autobahn's own connectionMade, less reading TLS details (tls-unique, the peer's
+        # certificate) off the transport on every connection: nothing here uses them, and a
+        # wrapper above TLS (a twisted.web site's WrappingFactory policies) hides them.
+        self._transport_details = TransportDetails(
+            channel_type=TransportDetails.CHANNEL_TYPE_TCP,
+            channel_framing=TransportDetails.CHANNEL_FRAMING_WEBSOCKET,
+            peer=peer2str(self.transport),
+            is_server=True,
+        )
+        self.peer = self._transport_details.peer
+        self._connectionMade()  # copies the options, tcpNoDelay among them, from the factory
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(self.tcpNoDelay)
+            except OSError:
+                pass  # not TCP: a UNIX socket
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.transport.pauseProducing()  # type: ignore[union-attr]  # read no frames before the accept
         if self._connection is None:

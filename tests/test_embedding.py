@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ from websockets.sync.client import connect as websocket_connect
 
 from hello_asgi import ASGIResource, ASGIServerFactory, ASGIService, Config
 from hello_asgi.testing import serve
+from hello_asgi.tls import development_certificate, server_options
 
 ON_ASYNCIO = getattr(reactor, "_asyncioEventloop", None) is not None
 APP_THREAD = "MainThread" if ON_ASYNCIO else "hello-asgi apps"
@@ -81,6 +83,9 @@ class Recorder:
                 break
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
+        if path.endswith("/midway"):
+            await send({"type": "http.response.body", "body": b"half", "more_body": True})
+            raise ZeroDivisionError("the app fails midway")
         if path.endswith("/stream"):
             for part in (b"one ", b"two ", b"three"):
                 await send({"type": "http.response.body", "body": part, "more_body": True})
@@ -107,13 +112,13 @@ class Recorder:
         }
 
 
-def get(url: str, http2: bool = False, **kwargs: Any) -> httpx.Response:
-    with httpx.Client(http1=not http2, http2=http2, headers={"connection": "close"}) as client:
+def get(url: str, http2: bool = False, verify: Any = True, **kwargs: Any) -> httpx.Response:
+    with httpx.Client(http1=not http2, http2=http2, verify=verify, headers={"connection": "close"}) as client:
         return client.request(kwargs.pop("method", "GET"), url, **kwargs)
 
 
-def websocket_echo(url: str) -> tuple[dict[str, Any], str, bytes]:
-    with websocket_connect(url, compression=None) as ws:
+def websocket_echo(url: str, context: ssl.SSLContext | None = None) -> tuple[dict[str, Any], str, bytes]:
+    with websocket_connect(url, compression=None, ssl=context) as ws:
         seen = json.loads(ws.recv())
         ws.send("hello")
         text = ws.recv()
@@ -226,8 +231,9 @@ class _Echo(Protocol):
 
 
 class ResourceTests(unittest.TestCase):
-    async def start_site(self, app: Any, **settings: Any) -> tuple[str, ASGIResource]:
-        """A twisted.web site with static files at /static and ``app`` at /api."""
+    async def start_site(self, app: Any, tls: Path | None = None, **settings: Any) -> tuple[str, ASGIResource]:
+        """A twisted.web site with static files at /static and ``app`` at /api; over TLS
+        with the certificate ``tls`` and its key beside it (ALPN offers h2)."""
         static = self.mktemp()
         os.makedirs(static)
         with open(os.path.join(static, "hello.txt"), "w") as page:
@@ -237,10 +243,14 @@ class ResourceTests(unittest.TestCase):
         api = ASGIResource(app, Config(access_log=None, **settings))
         root.putChild(b"api", api)
         site = _Tracking(Site(root))
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        if tls is None:
+            port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        else:
+            options = server_options(str(tls), str(tls.with_name("dev-key.pem")))
+            port = reactor.listenSSL(0, site, options, interface="127.0.0.1")
         self.addCleanup(site.closed)
         self.addCleanup(port.stopListening)
-        return f"http://127.0.0.1:{port.getHost().port}", api
+        return f"{'https' if tls else 'http'}://127.0.0.1:{port.getHost().port}", api
 
     async def test_mounted_under_api_beside_static_files(self) -> None:
         base, _ = await self.start_site(Recorder())
@@ -281,6 +291,14 @@ class ResourceTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertEqual((await deferToThread(get, base + "/api/after")).status_code, 200)
 
+    async def test_app_error_once_the_response_started_cuts_it(self) -> None:
+        cert, _, _ = development_certificate(Path(self.mktemp()))
+        for base, http2 in [((await self.start_site(Recorder()))[0], False),
+                            ((await self.start_site(Recorder(), tls=cert))[0], True)]:
+            with self.assertRaises(httpx.TransportError):  # a reset, or a body cut short
+                await deferToThread(get, base + "/api/midway", http2=http2, verify=str(cert))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
     async def test_websocket_under_the_mount_point(self) -> None:
         base, _ = await self.start_site(Recorder())
         seen, text, data = await deferToThread(websocket_echo, base.replace("http", "ws") + "/api/chat?room=1")
@@ -294,6 +312,15 @@ class ResourceTests(unittest.TestCase):
                                                                           "sec-websocket-version": "8"})
         self.assertEqual(response.status_code, 426)
         self.assertEqual(response.headers["sec-websocket-version"], "13")
+
+    async def test_over_tls_with_http2_and_wss(self) -> None:
+        cert, _, _ = development_certificate(Path(self.mktemp()))
+        base, _ = await self.start_site(Recorder(), tls=cert)
+        seen = (await deferToThread(get, base + "/api/secure", http2=True, verify=str(cert))).json()
+        self.assertEqual((seen["scheme"], seen["http_version"], seen["root_path"]), ("https", "2", "/api"))
+        context = ssl.create_default_context(cafile=str(cert))
+        seen, text, _ = await deferToThread(websocket_echo, base.replace("https", "wss") + "/api/chat", context)
+        self.assertEqual((seen["scheme"], seen["path"], text), ("wss", "/api/chat", "hello"))
 
     async def test_lifespan_service(self) -> None:
         app = Recorder()
