@@ -78,6 +78,8 @@ class Options(usage.Options):
          "Seconds an app has to accept or deny a WebSocket.", float],
         ["ws-max-queue", None, _DEFAULTS.ws_max_queue,
          "WebSocket messages queued for an app that is not receiving before reading stops.", int],
+        ["forwarded-allow-ips", None, ",".join(_DEFAULTS.forwarded_allow_ips),
+         "Comma-separated proxies trusted for --proxy-headers: addresses, networks, 'unix', or '*' for all."],
         ["cert", None, None, "TLS certificate chain (PEM) for every listener."],
         ["key", None, None, "TLS private key (PEM, unencrypted) for --cert."],
     ]
@@ -92,6 +94,10 @@ class Options(usage.Options):
         ["no-h2-alpn", None, "Offer only http/1.1 by TLS ALPN, not h2."],
         ["no-websocket", None, "Serve no WebSockets: upgrade requests reach the app as plain HTTP."],
         ["no-ws-per-message-deflate", None, "Do not negotiate WebSocket compression (permessage-deflate)."],
+        ["proxy-headers", None, "Take client, scheme and server from Forwarded / X-Forwarded-* headers "
+                                "sent by the proxies in --forwarded-allow-ips."],
+        ["proxy-protocol", None, "Every listener expects a PROXY protocol header (v1 or v2) from a load "
+                                 "balancer first; connections without one are closed."],
     ]
 
     def __init__(self) -> None:
@@ -167,6 +173,9 @@ class Options(usage.Options):
             ws_ping_timeout=self["ws-ping-timeout"],
             ws_handshake_timeout=self["ws-handshake-timeout"],
             ws_max_queue=self["ws-max-queue"],
+            proxy_headers=self["proxy-headers"],
+            forwarded_allow_ips=[entry.strip() for entry in self["forwarded-allow-ips"].split(",") if entry.strip()],
+            proxy_protocol=self["proxy-protocol"],
             certfile=self["cert"],
             keyfile=self["key"],
             listen=listen,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .proxy import TrustedProxies
+
 Interface = Literal["auto", "asgi3", "asgi2"]
 LifespanMode = Literal["auto", "on", "off"]
 
@@ -102,6 +104,17 @@ class Config:
     certfile: str | None = None
     keyfile: str | None = None
 
+    #: Rewrite each request's ``client``, ``scheme`` and ``server`` from its ``Forwarded``
+    #: or ``X-Forwarded-*`` headers, for connections from ``forwarded_allow_ips`` only.
+    proxy_headers: bool = False
+    #: The proxies trusted for those headers: addresses, networks (``10.0.0.0/8``), ``unix``
+    #: for UNIX-socket peers, or ``*`` for every peer (Uvicorn's default: 127.0.0.1).
+    forwarded_allow_ips: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    #: Every listener expects an HAProxy PROXY protocol header (v1 or v2) before anything
+    #: else, and takes the client's and server's addresses from it; a connection without a
+    #: valid one is closed.
+    proxy_protocol: bool = False
+
     #: Listening endpoints, as Twisted endpoint strings.
     listen: list[str] = field(default_factory=list)
 
@@ -143,5 +156,6 @@ class Config:
             raise ValueError("ws_ping_interval and ws_ping_timeout must be 0 (off) or more")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("a TLS certificate and key go together: give both or neither")
+        TrustedProxies(self.forwarded_allow_ips)  # raises for an entry that is not one
         if self.max_request_line > self.max_head_size:
             raise ValueError("max_request_line cannot exceed max_head_size")

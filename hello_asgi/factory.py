@@ -21,6 +21,7 @@ from .bridge import app_loop
 from .config import Config
 from .http1 import HTTP11Connection
 from .http2 import PREFACE, H2Connection
+from .proxy import TrustedProxies
 from .stream import RequestHead, wake_all
 from .threaded import ReactorSide
 from .timeouts import Deadline
@@ -152,6 +153,7 @@ class ASGIServerFactory(ServerFactory):
         self.clock = self.app_loop.clock  # timers on the thread the protocols run on
         self.state: dict[str, Any] = {} if state is None else state
         self.scheme = scheme
+        self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
         self.websocket_options = autobahn_options(config, self.clock)
         self.access_logger = (
             Logger(namespace="hello_asgi.access", observer=access_observer)

@@ -508,4 +508,4 @@ class HTTP11Connection(Protocol):
     def finished(self, stream: HTTPStream) -> None:
         logger = self.factory.access_logger
         if logger is not None:
-            stream.log_access(logger, self._client_text)
+            stream.log_access(logger)

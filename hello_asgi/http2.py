@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
@@ -560,7 +560,7 @@ class H2Connection(Protocol):
     def finished(self, stream: HTTPStream) -> None:
         logger = self.factory.access_logger
         if logger is not None:
-            stream.log_access(logger, self._client_text)
+            stream.log_access(logger)
 
     def _forget(self, stream: HTTPStream) -> None:
         stream_id = self._ids.pop(stream, None)

@@ -17,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
+from .proxy_protocol import PROXYProtocolFactory
 from .tls import server_options
 from .transport import FastListeningReactor
 
@@ -68,6 +69,9 @@ class ASGIService(Service):
         if config.certfile is not None and config.keyfile is not None:
             options = server_options(config.certfile, config.keyfile, h2=config.h2_alpn)
             self._listener_factory = TLSMemoryBIOFactory(options, False, self.factory)
+        if config.proxy_protocol:  # its header comes first, before any TLS
+            self._listener_factory = PROXYProtocolFactory(self._listener_factory, reactor,
+                                                          config.request_head_timeout)
         self.ports: list[IListeningPort] = []
         self._listening: Deferred[list[IListeningPort]] | None = None
         self._waiting: list[Deferred[list[IListeningPort]]] = []
@@ -88,7 +92,7 @@ class ASGIService(Service):
             self.ports.append(port)
             address = port.getHost()
             where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
-            scheme = "https" if self._listener_factory is not self.factory else self.factory.scheme
+            scheme = "https" if self.config.certfile is not None else self.factory.scheme
             log.info("Serving {scheme}://{where} ({description})", scheme=scheme,
                      where=where, description=description)
         return self.ports

@@ -10,6 +10,7 @@ when the app raises.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
+from .proxy import TrustedProxies, apply_forwarded
 
 log = Logger(namespace="hello_asgi.app")
 
@@ -110,6 +112,7 @@ class ConnectionScope:
     root_path: str
     state: dict[str, Any]
     asgi_version: str
+    proxy: TrustedProxies | None = None  # the trust its requests' forwarding headers get, if any
 
     @classmethod
     def of(cls, transport: Any, factory: Any) -> ConnectionScope:
@@ -121,14 +124,16 @@ class ConnectionScope:
     def between(cls, peer: Any, host: Any, scheme: str, factory: Any, mount: str = "") -> ConnectionScope:
         """From a connection's two addresses; ``mount`` is where a resource sits in a site."""
         client = (peer.host, peer.port) if hasattr(peer, "port") else None
+        proxies = factory.trusted_proxies
         return cls(
             scheme=scheme,
             client=client,
-            server=(host.host, host.port) if hasattr(host, "port") else (getattr(host, "name", None), None),
-            client_text=f"{peer.host}:{peer.port}" if client else "unix",
+            server=(host.host, host.port) if hasattr(host, "port") else (_socket_path(host), None),
+            client_text=client_text(client),
             root_path=factory.config.root_path + mount,
             state=factory.state,
             asgi_version=factory.asgi_version,
+            proxy=proxies if proxies is not None and proxies.trusts(client[0] if client else None) else None,
         )
 
     def http(self, method: str, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers,
@@ -142,7 +147,7 @@ class ConnectionScope:
         if root_path:
             path = root_path + path
             raw_path = root_path.encode() + raw_path
-        return {
+        scope = {
             "type": "http",
             "asgi": {"version": self.asgi_version, "spec_version": SPEC_VERSION},
             "http_version": http_version,
@@ -158,6 +163,9 @@ class ConnectionScope:
             "state": self.state.copy(),
             "extensions": extensions,
         }
+        if self.proxy is not None:
+            apply_forwarded(scope, self.proxy)
+        return scope
 
     def websocket(self, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers,
                   subprotocols: list[str]) -> Scope:
@@ -165,9 +173,20 @@ class ConnectionScope:
         scope = self.http("GET", http_version, raw_path, query_string, headers, {"websocket.http.response": {}})
         del scope["method"]
         scope["type"] = "websocket"
-        scope["scheme"] = "wss" if self.scheme == "https" else "ws"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         scope["subprotocols"] = subprotocols
         return scope
+
+
+def _socket_path(address: Any) -> str | None:
+    """A UNIX socket's path as text (Twisted keeps it as bytes), for the scope's ``server``."""
+    name = getattr(address, "name", None)
+    return os.fsdecode(name) if name is not None else None
+
+
+def client_text(client: tuple[str, int] | None) -> str:
+    """How log lines name a client: ``host:port``, or ``unix``."""
+    return f"{client[0]}:{client[1]}" if client else "unix"
 
 
 def wake_all(waiters: list[asyncio.Future[None]]) -> None:
@@ -379,12 +398,12 @@ class HTTPStream:
         else:
             raise RuntimeError(f"unexpected ASGI message {message_type!r} in an HTTP exchange")
 
-    def log_access(self, logger: Logger, client: str) -> None:
+    def log_access(self, logger: Logger) -> None:
         scope = self.scope
         query = scope["query_string"]
         logger.info(
             '{client} - "{method} {path}{query} HTTP/{http_version}" {status} {bytes_sent} {duration:.3f}s',
-            client=client,
+            client=client_text(scope["client"]),
             method=scope["method"],
             path=scope["path"],
             query=("?" + query.decode("latin-1")) if query else "",

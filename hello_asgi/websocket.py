@@ -297,7 +297,7 @@ class WebSocketConnection(WebSocketServerProtocol):
     def finished(self, session: WebSocketSession) -> None:
         logger = self.server.access_logger
         if logger is not None:
-            session.log_access(logger, self._connection.client_text)  # type: ignore[union-attr]
+            session.log_access(logger)
 
     # autobahn's hot path, less what this server does not use: its debug lines build their
     # arguments (coloured text) even when debug logging is off, and every message is also

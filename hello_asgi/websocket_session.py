@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
-from .stream import Headers, checked_headers
+from .stream import Headers, checked_headers, client_text
 
 log = Logger(namespace="hello_asgi.app")
 
@@ -216,12 +216,12 @@ class WebSocketSession:
         elif message_type != "websocket.close":  # a close after the close is harmless
             raise WebSocketDisconnected(f"the WebSocket is closed; cannot send {message_type!r}")
 
-    def log_access(self, logger: Logger, client: str) -> None:
+    def log_access(self, logger: Logger) -> None:
         scope = self.scope
         query = scope["query_string"]
         logger.info(
             '{client} - "WEBSOCKET {path}{query} HTTP/{http_version}" {status} {duration:.3f}s',
-            client=client,
+            client=client_text(scope["client"]),
             path=scope["path"],
             query=("?" + query.decode("latin-1")) if query else "",
             http_version=scope["http_version"],
