@@ -188,4 +188,4 @@ def makeService(options: Options) -> Any:
         log.warn("Serving with a development certificate, for development only: {path} "
                  "(SHA-256 {fingerprint})", path=str(cert), fingerprint=fingerprint)
     return ASGIService(options["loaded_app"], options["config"], reactor=options["reactor"],
-                       exit_on_failure=True)
+                       owns_process=True)

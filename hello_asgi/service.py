@@ -54,7 +54,7 @@ class ASGIService(Service):
     """
 
     def __init__(self, app: Any, config: Config | None = None, *, reactor: Any = None,
-                 exit_on_failure: bool = False) -> None:
+                 owns_process: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.config = config = config or Config()
@@ -64,7 +64,7 @@ class ASGIService(Service):
         )
         self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
                                   self.factory.state)
-        self._exit_on_failure = exit_on_failure
+        self._owns_process = owns_process
         self._listener_factory: Any = self.factory
         if config.certfile is not None and config.keyfile is not None:
             options = server_options(config.certfile, config.keyfile, h2=config.h2_alpn)
@@ -107,11 +107,17 @@ class ASGIService(Service):
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
             waiter.errback(failure)
-        if self._exit_on_failure:
+        if self._owns_process:
             self._reactor.callLater(0, self._exit, 1)
 
     def _exit(self, code: int) -> None:
         """Stop the reactor, then exit with ``code``: ``twist`` itself would always exit 0."""
+        self._exit_after_shutdown(code)
+        self._reactor.stop()
+
+    def _exit_after_shutdown(self, code: int) -> None:
+        """Exit with ``code`` once the reactor has shut down. ``twist`` would end a process
+        stopped by a signal by that signal; a graceful stop is a success, so it is exit 0."""
 
         def exit_now() -> None:
             sys.stdout.flush()
@@ -119,7 +125,6 @@ class ASGIService(Service):
             os._exit(code)
 
         self._reactor.addSystemEventTrigger("after", "shutdown", exit_now)
-        self._reactor.stop()
 
     def whenListening(self) -> Deferred[list[IListeningPort]]:
         """A Deferred that fires with the listening ports once the server is ready."""
@@ -144,6 +149,8 @@ class ASGIService(Service):
             await app_loop.run(self._lifespan.shutdown())
         except Exception as error:
             log.error("{error}", error=error)
+        if self._owns_process:  # run by twist: this process is ours to end
+            self._exit_after_shutdown(0)  # last of the "after" triggers: added during shutdown
 
     async def _drain(self) -> None:
         """On the app loop: let connections finish within ``graceful_timeout``, then cut them."""
