@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
@@ -12,7 +14,7 @@ from .bridge import install_asyncio_reactor
 from .config import Config
 from .loading import AppLoadError, load_app
 from .service import ASGIService, server_endpoint, tcp_description
-from .tls import TLSConfigError, development_certificate, server_options
+from .tls import TLSConfigError, development_certificate, key_is_encrypted, options_for
 
 log = Logger(namespace="hello_asgi.cli")
 
@@ -81,7 +83,13 @@ class Options(usage.Options):
         ["forwarded-allow-ips", None, ",".join(_DEFAULTS.forwarded_allow_ips),
          "Comma-separated proxies trusted for --proxy-headers: addresses, networks, 'unix', or '*' for all."],
         ["cert", None, None, "TLS certificate chain (PEM) for every listener."],
-        ["key", None, None, "TLS private key (PEM, unencrypted) for --cert."],
+        ["key", None, None, "TLS private key (PEM) for --cert; an encrypted one is asked for its "
+                            "password on the terminal, or give --key-password-file."],
+        ["key-password-file", None, None, "File holding the password of an encrypted --key."],
+        ["tls-min-version", None, _DEFAULTS.tls_min_version, "Oldest TLS version accepted: 1.2 or 1.3."],
+        ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 (default: Twisted's modern list)."],
+        ["ca", None, None, "CA certificates (PEM) to verify client certificates with: asks for them "
+                           "(mutual TLS)."],
     ]
     optFlags = [
         ["no-access-log", None, "Log no line per request."],
@@ -94,6 +102,7 @@ class Options(usage.Options):
         ["no-h2-alpn", None, "Offer only http/1.1 by TLS ALPN, not h2."],
         ["no-websocket", None, "Serve no WebSockets: upgrade requests reach the app as plain HTTP."],
         ["no-ws-per-message-deflate", None, "Do not negotiate WebSocket compression (permessage-deflate)."],
+        ["require-client-cert", None, "With --ca: refuse clients without a valid certificate."],
         ["proxy-headers", None, "Take client, scheme and server from Forwarded / X-Forwarded-* headers "
                                 "sent by the proxies in --forwarded-allow-ips."],
         ["proxy-protocol", None, "Every listener expects a PROXY protocol header (v1 or v2) from a load "
@@ -128,8 +137,9 @@ class Options(usage.Options):
             config.certfile, config.keyfile = str(cert), str(key)
             self["development_certificate"] = (cert, fingerprint)
         if config.certfile is not None and config.keyfile is not None:
+            config.key_password = self.key_password(config.keyfile)
             try:
-                server_options(config.certfile, config.keyfile)
+                options_for(config)
             except TLSConfigError as error:
                 _fail(str(error))
         try:
@@ -138,6 +148,17 @@ class Options(usage.Options):
             _fail(str(error))
         self["reactor"] = reactor
         self["config"] = config
+
+    def key_password(self, key_path: str) -> str | None:
+        """From --key-password-file, or asked for on the terminal for an encrypted key."""
+        if self["key-password-file"] is not None:
+            try:
+                return Path(self["key-password-file"]).read_text().rstrip("\r\n")
+            except OSError as error:
+                _fail(f"--key-password-file {self['key-password-file']}: {error.strerror}")
+        if key_is_encrypted(key_path) and sys.stdin.isatty():
+            return getpass.getpass(f"Password for {key_path}: ")
+        return None
 
     def config(self) -> Config:
         listen = self["listen"] or [tcp_description(self["host"], self["port"], self["backlog"])]
@@ -178,6 +199,10 @@ class Options(usage.Options):
             proxy_protocol=self["proxy-protocol"],
             certfile=self["cert"],
             keyfile=self["key"],
+            tls_min_version=self["tls-min-version"],
+            tls_ciphers=self["tls-ciphers"],
+            ca_certs=self["ca"],
+            require_client_cert=self["require-client-cert"],
             listen=listen,
         )
 

@@ -99,10 +99,22 @@ class Config:
     #: socket stops being read (websockets' ``max_queue``: 16 frames).
     ws_max_queue: int = 16
 
-    #: Serve TLS on every listener with this PEM certificate chain and unencrypted PEM key
-    #: (ALPN offers h2, then http/1.1). ``twist hello-asgi --tls`` alone makes a development pair.
+    #: Serve TLS on every listener with this PEM certificate chain and PEM key (ALPN offers
+    #: h2, then http/1.1). ``twist hello-asgi --tls`` alone makes a development pair.
     certfile: str | None = None
     keyfile: str | None = None
+    #: The password of an encrypted ``keyfile``.
+    key_password: str | None = None
+    #: The oldest TLS version accepted: ``1.2`` (every client of the last decade) or ``1.3``.
+    tls_min_version: str = "1.2"
+    #: An OpenSSL cipher string for TLS 1.2, in place of Twisted's modern list (forward-secret
+    #: AEAD ciphers only). TLS 1.3's suites are all strong and are not restricted.
+    tls_ciphers: str | None = None
+    #: Ask clients for a certificate that verifies against the CA certificates in this PEM
+    #: file (mutual TLS); one that does not verify fails the handshake.
+    ca_certs: str | None = None
+    #: With ``ca_certs``: refuse clients that send no certificate.
+    require_client_cert: bool = False
 
     #: Rewrite each request's ``client``, ``scheme`` and ``server`` from its ``Forwarded``
     #: or ``X-Forwarded-*`` headers, for connections from ``forwarded_allow_ips`` only.
@@ -154,6 +166,10 @@ class Config:
             raise ValueError("h2_max_frame_size must be from 16384 to 2**24-1")
         if self.ws_ping_interval < 0 or self.ws_ping_timeout < 0:
             raise ValueError("ws_ping_interval and ws_ping_timeout must be 0 (off) or more")
+        if self.tls_min_version not in ("1.2", "1.3"):
+            raise ValueError(f"tls_min_version must be 1.2 or 1.3, not {self.tls_min_version!r}")
+        if self.require_client_cert and self.ca_certs is None:
+            raise ValueError("require_client_cert needs ca_certs, the CA certificates to verify them with")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("a TLS certificate and key go together: give both or neither")
         TrustedProxies(self.forwarded_allow_ips)  # raises for an entry that is not one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from typing import Any
 
@@ -18,7 +19,7 @@ from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
 from .proxy_protocol import PROXYProtocolFactory
-from .tls import server_options
+from .tls import ReloadableTLS, TLSConfigError
 from .transport import FastListeningReactor
 
 log = Logger(namespace="hello_asgi.service")
@@ -66,9 +67,10 @@ class ASGIService(Service):
                                   self.factory.state)
         self._owns_process = owns_process
         self._listener_factory: Any = self.factory
+        self.tls: ReloadableTLS | None = None
         if config.certfile is not None and config.keyfile is not None:
-            options = server_options(config.certfile, config.keyfile, h2=config.h2_alpn)
-            self._listener_factory = TLSMemoryBIOFactory(options, False, self.factory)
+            self.tls = ReloadableTLS(config)
+            self._listener_factory = TLSMemoryBIOFactory(self.tls, False, self.factory)
         if config.proxy_protocol:  # its header comes first, before any TLS
             self._listener_factory = PROXYProtocolFactory(self._listener_factory, reactor,
                                                           config.request_head_timeout)
@@ -78,6 +80,8 @@ class ASGIService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self._owns_process and self.tls is not None:  # as nginx and HAProxy do
+            signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reloadTLS))
         self._listening = ensureDeferred(self._start())
         self._listening.addCallbacks(self._started, self._failed)
 
@@ -125,6 +129,17 @@ class ASGIService(Service):
             os._exit(code)
 
         self._reactor.addSystemEventTrigger("after", "shutdown", exit_now)
+
+    def reloadTLS(self) -> None:
+        """Read the certificate and key files again for new connections (SIGHUP under ``twist``)."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.reload()
+        except TLSConfigError as error:
+            log.error("TLS not reloaded, the old certificate stays in use: {error}", error=error)
+        else:
+            log.info("TLS certificate reloaded from {path}", path=self.config.certfile)
 
     def whenListening(self) -> Deferred[list[IListeningPort]]:
         """A Deferred that fires with the listening ports once the server is ready."""

@@ -13,7 +13,7 @@ import asyncio
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
 from .proxy import TrustedProxies, apply_forwarded
+from .tls import tls_extension
 
 log = Logger(namespace="hello_asgi.app")
 
@@ -113,12 +114,15 @@ class ConnectionScope:
     state: dict[str, Any]
     asgi_version: str
     proxy: TrustedProxies | None = None  # the trust its requests' forwarding headers get, if any
+    tls: dict[str, Any] | None = None  # the ASGI tls extension, on TLS connections
 
     @classmethod
     def of(cls, transport: Any, factory: Any) -> ConnectionScope:
         """Read the addresses and TLS off ``transport``; the rest comes from ``factory``."""
-        scheme = "https" if INegotiated.providedBy(transport) else factory.scheme
-        return cls.between(transport.getPeer(), transport.getHost(), scheme, factory)
+        if INegotiated.providedBy(transport):
+            return replace(cls.between(transport.getPeer(), transport.getHost(), "https", factory),
+                           tls=tls_extension(transport))
+        return cls.between(transport.getPeer(), transport.getHost(), factory.scheme, factory)
 
     @classmethod
     def between(cls, peer: Any, host: Any, scheme: str, factory: Any, mount: str = "") -> ConnectionScope:
@@ -163,6 +167,8 @@ class ConnectionScope:
             "state": self.state.copy(),
             "extensions": extensions,
         }
+        if self.tls is not None:
+            extensions["tls"] = self.tls
         if self.proxy is not None:
             apply_forwarded(scope, self.proxy)
         return scope

@@ -150,6 +150,10 @@ class LoopTransport:
     def getHost(self) -> Any:
         return self._host
 
+    def getHandle(self) -> Any:
+        """Read once the handshake is done (the ``tls`` scope extension): nothing writes it then."""
+        return self._transport.getHandle()
+
     def getPeer(self) -> Any:
         return self._peer
 

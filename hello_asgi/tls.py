@@ -1,4 +1,5 @@
-"""TLS: server contexts that offer h2 and http/1.1 by ALPN, and a development certificate."""
+"""TLS: server contexts that offer h2 and http/1.1 by ALPN, client certificates, the ASGI
+``tls`` scope extension, and a development certificate."""
 
 from __future__ import annotations
 
@@ -6,25 +7,72 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import ssl
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from zope.interface import implementer
 
 ALPN_PROTOCOLS = [b"h2", b"http/1.1"]  # h2 preferred
+MINIMUM_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
 
 class TLSConfigError(Exception):
     """The certificate or key cannot be used; the message says which file and why."""
 
 
-def server_options(cert_path: str, key_path: str, h2: bool = True) -> CertificateOptions:
-    """TLS 1.2 or newer, ALPN offering h2 (unless ``h2`` is false) then http/1.1, with the PEM
-    chain in ``cert_path``."""
+def options_for(config: Any) -> CertificateOptions:
+    """The TLS options a ``Config`` asks for."""
+    return server_options(config.certfile, config.keyfile, config.h2_alpn, password=config.key_password,
+                          min_version=config.tls_min_version, ciphers=config.tls_ciphers,
+                          ca_path=config.ca_certs, require_client_cert=config.require_client_cert)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableTLS:
+    """The TLS settings of a listener, which ``reload()`` reads again from their files.
+
+    Each new connection takes the settings current when it arrives; connections already
+    open keep theirs. So a renewed certificate (Let's Encrypt, cert-manager) is served
+    from the next connection on, with no restart and nothing dropped.
+    """
+
+    def __init__(self, config: Any) -> None:
+        self._config = config
+        self._context = options_for(config).getContext()
+
+    def reload(self) -> None:
+        """Read the certificate and key again; ``TLSConfigError`` leaves the old ones in use."""
+        self._context = options_for(self._config).getContext()
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return SSL.Connection(self._context, None)
+
+
+def key_is_encrypted(key_path: str) -> bool:
+    """Whether the PEM key in ``key_path`` needs a password (PKCS#8 or the older PEM form)."""
+    try:
+        head = Path(key_path).read_bytes()[:200]
+    except OSError:
+        return False
+    return b"ENCRYPTED" in head
+
+
+def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: str | None = None,
+                   min_version: str = "1.2", ciphers: str | None = None, ca_path: str | None = None,
+                   require_client_cert: bool = False) -> CertificateOptions:
+    """ALPN offering h2 (unless ``h2`` is false) then http/1.1, with the PEM chain in
+    ``cert_path`` and its key (decrypted with ``password``); TLS ``min_version`` or newer,
+    Twisted's modern cipher list or the OpenSSL cipher string ``ciphers``; with ``ca_path``,
+    client certificates are asked for (and required, with ``require_client_cert``) and must
+    verify against the CA certificates in that PEM file."""
     try:
         pem = Path(cert_path).read_bytes()
     except OSError as error:
@@ -38,21 +86,88 @@ def server_options(cert_path: str, key_path: str, h2: bool = True) -> Certificat
     except ValueError as error:
         raise TLSConfigError(f"--cert {cert_path}: not a PEM certificate ({error})") from error
     try:
-        key = crypto.PKey.from_cryptography_key(serialization.load_pem_private_key(key_pem, None))
-    except (ValueError, TypeError) as error:
-        raise TLSConfigError(f"--key {key_path}: not an unencrypted PEM private key ({error})") from error
-    options = CertificateOptions(
-        privateKey=key,
-        certificate=chain[0],
-        extraCertChain=chain[1:],
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-        acceptableProtocols=ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:],
-    )
+        secret = password.encode() if password is not None else None
+        key = crypto.PKey.from_cryptography_key(serialization.load_pem_private_key(key_pem, secret))
+    except TypeError as error:  # a password for a plain key, or none for an encrypted one
+        raise TLSConfigError(f"--key {key_path}: {error}") from error
+    except ValueError as error:
+        what = "a wrong password, or not a PEM private key" if password else "not a PEM private key"
+        raise TLSConfigError(f"--key {key_path}: {what} ({error})") from error
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (chain[0].to_cryptography().public_key().public_bytes(serialization.Encoding.DER, public)
+            != key.to_cryptography_key().public_key().public_bytes(serialization.Encoding.DER, public)):
+        raise TLSConfigError(f"--key {key_path} does not match the certificate in --cert {cert_path}")
+    if min_version not in MINIMUM_VERSIONS:
+        raise TLSConfigError(f"--tls-min-version must be one of {', '.join(MINIMUM_VERSIONS)}, not {min_version!r}")
+    extra: dict[str, Any] = {}
+    if ciphers is not None:
+        extra["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(ciphers)
+    if ca_path is not None:
+        try:
+            authorities = x509.load_pem_x509_certificates(Path(ca_path).read_bytes())
+        except OSError as error:
+            raise TLSConfigError(f"--ca {ca_path}: {error.strerror}") from error
+        except ValueError as error:
+            raise TLSConfigError(f"--ca {ca_path}: not PEM certificates ({error})") from error
+        extra.update(verify=True, caCerts=[crypto.X509.from_cryptography(ca) for ca in authorities],
+                     requireCertificate=require_client_cert)
     try:
-        options.getContext().check_privatekey()
+        options = CertificateOptions(
+            privateKey=key,
+            certificate=chain[0],
+            extraCertChain=chain[1:],
+            raiseMinimumTo=MINIMUM_VERSIONS[min_version],
+            acceptableProtocols=ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:],
+            **extra,
+        )
+    except ValueError as error:  # Twisted's word for a cipher string with nothing usable in it
+        raise TLSConfigError(f"--tls-ciphers {ciphers!r}: {error}") from error
+    try:
+        options.getContext()
     except SSL.Error as error:
-        raise TLSConfigError(f"--key {key_path} does not match the certificate in --cert {cert_path}") from error
+        raise TLSConfigError(f"OpenSSL refused these TLS settings: {error}") from error
     return options
+
+
+def tls_extension(transport: Any) -> dict[str, Any] | None:
+    """The ASGI ``tls`` scope extension for a connection whose TLS handshake is done, or
+    ``None`` if its transport has no TLS connection to read."""
+    get_handle = getattr(transport, "getHandle", None)
+    connection = get_handle() if get_handle is not None else None
+    if not isinstance(connection, SSL.Connection):
+        return None
+    own = connection.get_certificate()
+    peer = connection.get_peer_certificate(as_cryptography=True)
+    chain = [peer] if peer is not None else []
+    for certificate in connection.get_peer_cert_chain(as_cryptography=True) or []:
+        if certificate != peer:  # a server sees the peer's chain without its own certificate
+            chain.append(certificate)
+    cipher = connection.get_cipher_name()
+    return {
+        "server_cert": _pem(own.to_cryptography()) if own is not None else None,
+        "client_cert_chain": [_pem(certificate) for certificate in chain],
+        "client_cert_name": peer.subject.rfc4514_string() if peer is not None else None,
+        "client_cert_error": None,  # a client certificate that does not verify fails the handshake
+        "tls_version": connection.get_protocol_version(),
+        "cipher_suite": _cipher_suites().get(cipher) if cipher else None,
+    }
+
+
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+_suites: dict[str, int] = {}
+
+
+def _cipher_suites() -> dict[str, int]:
+    """OpenSSL's cipher names to their 16-bit IANA numbers, which the extension gives:
+    pyOpenSSL names the cipher in use but does not number it; Python's ssl lists both."""
+    if not _suites:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.set_ciphers("ALL:@SECLEVEL=0")
+        _suites.update((cipher["name"], cipher["id"] & 0xFFFF) for cipher in context.get_ciphers())
+    return _suites
 
 
 def development_certificate(directory: Path | None = None) -> tuple[Path, Path, str]:

@@ -111,12 +111,23 @@ class StartupErrorTests(unittest.TestCase):
 
 
 class _Server(ProcessProtocol):
+    """A server process: its output, a Deferred of its end, and waits for lines in its log."""
+
     def __init__(self) -> None:
         self.output = b""
         self.ended: Deferred[Any] = Deferred()
+        self._watches: list[tuple[bytes, Deferred[None]]] = []
+
+    def watch_for(self, text: bytes, seen: Deferred[None]) -> None:
+        """Fire ``seen`` once ``text`` appears in output still to come."""
+        self._watches.append((text, seen))
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
+        for watch in list(self._watches):
+            if watch[0] in data:
+                self._watches.remove(watch)
+                watch[1].callback(None)
 
     errReceived = outReceived
 
