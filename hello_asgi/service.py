@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger, textFileLogObserver
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -33,11 +34,24 @@ def access_log_observer(target: str | None) -> ILogObserver | None:
 
 
 def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
-    """Parse a Twisted endpoint string; TCP ones are served on asyncio's faster transports."""
+    """Parse a Twisted endpoint string, or ``fd:N[:domain=INET6]`` for a listening socket
+    this process inherited as file descriptor N (from a supervisor, or any parent; systemd's
+    have their own ``systemd:`` strings). TCP ones are served on asyncio's faster transports."""
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is not None:
         reactor = FastListeningReactor(reactor, loop)
+    if description.startswith("fd:"):
+        return _adopted_endpoint(reactor, description)
     return serverFromString(reactor, description)
+
+
+def _adopted_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    number, *options = description[3:].split(":")
+    settings = dict(option.partition("=")[::2] for option in options)
+    family = getattr(socket, "AF_" + settings.pop("domain", "INET"), None)
+    if not number.isdigit() or family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX) or settings:
+        raise ValueError(f"expected fd:NUMBER[:domain=INET|INET6|UNIX], not {description!r}")
+    return AdoptedStreamServerEndpoint(reactor, int(number), family)
 
 
 def tcp_description(host: str, port: int, backlog: int) -> str:

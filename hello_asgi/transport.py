@@ -11,6 +11,7 @@ works through Twisted itself.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -239,6 +240,17 @@ class FastListeningReactor:
         except OSError as error:
             sock.close()
             raise CannotListenError(interface, port, error) from error
+        listening = AsyncioPort(sock, factory, self._loop)
+        listening.startListening()
+        return listening
+
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory) -> Any:
+        """An inherited listening socket (systemd's, a supervisor's): TCP ones served the fast
+        way too. As Twisted's does, it works on a duplicate and leaves ``fileDescriptor`` open."""
+        if addressFamily not in (socket.AF_INET, socket.AF_INET6):
+            return self._reactor.adoptStreamPort(fileDescriptor, addressFamily, factory)
+        sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
+        sock.setblocking(False)
         listening = AsyncioPort(sock, factory, self._loop)
         listening.startListening()
         return listening

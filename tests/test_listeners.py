@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
+import sys
 from typing import Any
 
 import httpx
+from twisted.internet import reactor
 from twisted.trial import unittest
 
 from hello_asgi import ASGIService, Config
+from hello_asgi.service import server_endpoint
 from hello_asgi.testing import asyncio_test
 
+from .test_cli import _Server
 from .test_proxy import where_app
 
 
@@ -36,3 +42,45 @@ class ListenerTests(unittest.TestCase):
             over_tcp = (await client.get(f"http://127.0.0.1:{port}/")).json()
         self.assertEqual(over_tcp["server"], ["127.0.0.1", port])
         self.assertEqual(over_tcp["client"][0], "127.0.0.1")
+
+
+class InheritedSocketTests(unittest.TestCase):
+    """A listening socket handed down as file descriptor 3, as systemd or a supervisor does."""
+
+    async def serve_inherited(self, listen: str, *, systemd: bool) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        self.addCleanup(sock.close)
+        port = sock.getsockname()[1]
+        # systemd sets LISTEN_PID to the service's own pid: set it just before exec, which keeps the pid.
+        launcher = ("import os, sys; os.environ['LISTEN_PID'] = str(os.getpid()); "
+                    "os.execv(sys.executable, [sys.executable, '-m', 'twisted', *sys.argv[1:]])")
+        environment = {**os.environ, **({"LISTEN_FDS": "1", "LISTEN_FDNAMES": "web"} if systemd else {})}
+        server = _Server()
+        process = reactor.spawnProcess(
+            server, sys.executable,
+            [sys.executable, "-c", launcher, "--log-format=text", "hello-asgi", "--app", "tests.test_proxy:where_app",
+             "--listen", listen],
+            env=environment, path=os.getcwd(), childFDs={0: "w", 1: "r", 2: "r", 3: sock.fileno()})
+        loop = asyncio.get_running_loop()
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:  # the socket listens already: no wait to start
+                seen = (await client.get(f"http://127.0.0.1:{port}/")).json()
+            self.assertEqual(seen["server"], ["127.0.0.1", port])
+        finally:
+            process.signalProcess(signal.SIGTERM)
+            code, _ = await asyncio.wait_for(server.ended.asFuture(loop), 30)
+        self.assertEqual(code, 0, server.output)
+
+    @asyncio_test
+    async def test_systemd_socket_activation(self) -> None:
+        await self.serve_inherited("systemd:domain=INET:index=0", systemd=True)
+
+    @asyncio_test
+    async def test_an_adopted_file_descriptor(self) -> None:
+        await self.serve_inherited("fd:3", systemd=False)
+
+    def test_a_bad_fd_description_is_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            server_endpoint(reactor, "fd:three")
