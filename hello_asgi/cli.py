@@ -14,6 +14,7 @@ from .bridge import install_asyncio_reactor
 from .config import Config
 from .loading import AppLoadError, load_app
 from .service import ASGIService, server_endpoint, tcp_description
+from .supervisor import Supervisor
 from .tls import TLSConfigError, development_certificate, key_is_encrypted, options_for
 
 log = Logger(namespace="hello_asgi.cli")
@@ -80,6 +81,8 @@ class Options(usage.Options):
          "Seconds an app has to accept or deny a WebSocket.", float],
         ["ws-max-queue", None, _DEFAULTS.ws_max_queue,
          "WebSocket messages queued for an app that is not receiving before reading stops.", int],
+        ["workers", "w", 1, "Worker processes sharing the listeners, under a supervisor that replaces "
+                            "any that die and restarts them one by one on SIGHUP.", int],
         ["forwarded-allow-ips", None, ",".join(_DEFAULTS.forwarded_allow_ips),
          "Comma-separated proxies trusted for --proxy-headers: addresses, networks, 'unix', or '*' for all."],
         ["cert", None, None, "TLS certificate chain (PEM) for every listener."],
@@ -103,6 +106,7 @@ class Options(usage.Options):
         ["no-websocket", None, "Serve no WebSockets: upgrade requests reach the app as plain HTTP."],
         ["no-ws-per-message-deflate", None, "Do not negotiate WebSocket compression (permessage-deflate)."],
         ["require-client-cert", None, "With --ca: refuse clients without a valid certificate."],
+        ["reload", None, "For development: restart the server when a Python file under --app-dir changes."],
         ["proxy-headers", None, "Take client, scheme and server from Forwarded / X-Forwarded-* headers "
                                 "sent by the proxies in --forwarded-allow-ips."],
         ["proxy-protocol", None, "Every listener expects a PROXY protocol header (v1 or v2) from a load "
@@ -112,6 +116,11 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self.arguments: list[str] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        self.arguments = list(sys.argv[1:] if options is None else options)  # a worker's command is made of them
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """A Twisted server endpoint string to listen on, e.g. tcp:8000:interface=0.0.0.0
@@ -122,6 +131,8 @@ class Options(usage.Options):
         if not self["app"]:
             raise usage.UsageError("--app is required, e.g. --app hello_asgi.demo:asgi")
         reactor = install_asyncio_reactor()
+        if self["workers"] < 1:
+            _fail("--workers must be at least 1")
         config = self.config()
         try:
             config.validate()
@@ -207,10 +218,37 @@ class Options(usage.Options):
         )
 
 
+# What only a supervisor acts on, and whether each takes a value: its workers get the rest.
+_SUPERVISOR_ONLY = {"--workers": True, "-w": True, "--reload": False, "--listen": True, "--host": True,
+                    "--port": True, "-p": True, "--backlog": True}
+
+
+def worker_command(arguments: list[str]) -> list[str]:
+    """``twist [its options] hello-asgi [arguments]`` again, for a worker: the supervisor
+    hands it the listeners as ``--listen fd:N``."""
+    twist_options = sys.argv[1 : sys.argv.index("hello-asgi")] if "hello-asgi" in sys.argv else []
+    kept: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+            continue
+        name = argument.split("=", 1)[0]
+        if name in _SUPERVISOR_ONLY:
+            skip = _SUPERVISOR_ONLY[name] and "=" not in argument
+        elif not (argument[:2] in ("-w", "-p") and len(argument) > 2):  # -w4, -p8000
+            kept.append(argument)
+    return [sys.executable, "-m", "twisted", *twist_options, "hello-asgi", *kept]
+
+
 def makeService(options: Options) -> Any:
     if "development_certificate" in options:
         cert, fingerprint = options["development_certificate"]
         log.warn("Serving with a development certificate, for development only: {path} "
                  "(SHA-256 {fingerprint})", path=str(cert), fingerprint=fingerprint)
+    if options["workers"] > 1 or options["reload"]:
+        watch = Path(options["app-dir"]).resolve() if options["reload"] else None
+        return Supervisor(worker_command(options.arguments), options["config"].listen, options["workers"],
+                          options["reactor"], watch)
     return ASGIService(options["loaded_app"], options["config"], reactor=options["reactor"],
                        owns_process=True)

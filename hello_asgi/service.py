@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import sys
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
+from .process import exit_after_shutdown, stop_once_on_signals, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
 from .tls import ReloadableTLS, TLSConfigError
 from .transport import FastListeningReactor
@@ -94,6 +93,8 @@ class ASGIService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self._owns_process:
+            stop_once_on_signals()
         if self._owns_process and self.tls is not None:  # as nginx and HAProxy do
             signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reloadTLS))
         self._listening = ensureDeferred(self._start())
@@ -116,6 +117,8 @@ class ASGIService(Service):
         return self.ports
 
     def _started(self, ports: list[IListeningPort]) -> None:
+        if self._owns_process:
+            worker_ready()  # a worker of --workers or --reload: its supervisor waits for this
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
             waiter.callback(ports)
@@ -130,19 +133,8 @@ class ASGIService(Service):
 
     def _exit(self, code: int) -> None:
         """Stop the reactor, then exit with ``code``: ``twist`` itself would always exit 0."""
-        self._exit_after_shutdown(code)
+        exit_after_shutdown(self._reactor, code)
         self._reactor.stop()
-
-    def _exit_after_shutdown(self, code: int) -> None:
-        """Exit with ``code`` once the reactor has shut down. ``twist`` would end a process
-        stopped by a signal by that signal; a graceful stop is a success, so it is exit 0."""
-
-        def exit_now() -> None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-
-        self._reactor.addSystemEventTrigger("after", "shutdown", exit_now)
 
     def reloadTLS(self) -> None:
         """Read the certificate and key files again for new connections (SIGHUP under ``twist``)."""
@@ -179,7 +171,7 @@ class ASGIService(Service):
         except Exception as error:
             log.error("{error}", error=error)
         if self._owns_process:  # run by twist: this process is ours to end
-            self._exit_after_shutdown(0)  # last of the "after" triggers: added during shutdown
+            exit_after_shutdown(self._reactor, 0)  # last of the "after" triggers: added during shutdown
 
     async def _drain(self) -> None:
         """On the app loop: let connections finish within ``graceful_timeout``, then cut them."""

@@ -1,0 +1,167 @@
+"""Processes: --workers under a supervisor, rolling restarts, --reload, and SIGTERM under load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial import unittest
+
+from hello_asgi.testing import asyncio_test
+
+from .support import parse_responses
+from .test_cli import TWIST, _Server, free_port
+
+PID_APP = """
+import asyncio, os
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    print("app saw", scope["path"], flush=True)
+    await asyncio.sleep(float(os.environ.get("APP_DELAY", "0")))
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": (VERSION + " " + str(os.getpid()) + " " + scope["path"]).encode()})
+"""
+
+
+async def get(port: int, path: str = "/") -> bytes:
+    """One request on a new connection; the body, or an OSError if no whole response came."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    try:
+        [(response, body)] = parse_responses(data)
+    except Exception as error:
+        raise ConnectionError(f"incomplete response {data!r}") from error
+    if response.status_code != 200:
+        raise ConnectionError(f"status {response.status_code}")
+    return body
+
+
+class ProcessTests(unittest.TestCase):
+    def start(self, *options: str, version: str = "one", delay: float = 0) -> tuple[_Server, int, Any, Path]:
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        (directory / "app.py").write_text(f"VERSION = {version!r}\n" + PID_APP)
+        port = free_port()
+        server = _Server()
+        args = [*TWIST, "--log-format=text", "hello-asgi", "--app", "app:app", "--port", str(port), *options]
+        process = reactor.spawnProcess(server, TWIST[0], args, env={**os.environ, "APP_DELAY": str(delay)},
+                                       path=str(directory))
+        return server, port, process, directory
+
+    async def until_up(self, port: int) -> bytes:
+        for _ in range(400):
+            try:
+                return await get(port)
+            except OSError:
+                await asyncio.sleep(0.05)  # the processes are still starting
+        return await get(port)
+
+    async def stop(self, server: _Server, process: Any) -> tuple[int, Any]:
+        process.signalProcess(signal.SIGTERM)
+        return await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 60)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def worker_pids(server: _Server) -> list[int]:
+        return [int(pid) for pid in re.findall(rb"Started worker (\d+)", server.output)]
+
+    @asyncio_test
+    async def test_workers_are_replaced_when_they_die_and_stop_with_the_supervisor(self) -> None:
+        server, port, process, _ = self.start("--workers", "2")
+        first = int((await self.until_up(port)).split()[1])
+        self.assertIn(first, self.worker_pids(server))
+        replaced: Deferred[None] = Deferred()
+        server.watch_for(b"Started worker", replaced)
+        os.kill(first, signal.SIGKILL)
+        await replaced.asFuture(asyncio.get_running_loop())
+        self.assertIn(b"Worker %d exited" % first, server.output)
+        for _ in range(20):  # the survivor and the replacement serve on
+            self.assertNotEqual(int((await get(port)).split()[1]), first)
+        pids = self.worker_pids(server)
+        self.assertEqual(len(pids), 3)
+        self.assertEqual(await self.stop(server, process), (0, None), server.output)
+        for pid in pids:
+            with self.assertRaises(ProcessLookupError):
+                os.kill(pid, 0)
+
+    @asyncio_test
+    async def test_sighup_restarts_the_workers_one_by_one_refusing_nothing(self) -> None:
+        server, port, process, _ = self.start("--workers", "2")
+        await self.until_up(port)
+        old = set(self.worker_pids(server))
+        restarted: Deferred[None] = Deferred()
+        server.watch_for(b"Restarted 2 worker(s)", restarted)
+        served: list[int] = []
+        failures: list[Exception] = []
+
+        async def keep_asking() -> None:
+            while not restarted.called:
+                try:
+                    served.append(int((await get(port)).split()[1]))
+                except OSError as error:
+                    failures.append(error)
+
+        asking = asyncio.ensure_future(keep_asking())
+        process.signalProcess(signal.SIGHUP)
+        await restarted.asFuture(asyncio.get_running_loop())
+        await asking
+        self.assertEqual(failures, [])
+        new = set(self.worker_pids(server)) - old
+        self.assertEqual(len(new), 2)
+        self.assertIn(int((await get(port)).split()[1]), new)
+        self.assertGreater(len(served), 0)
+        self.assertEqual(await self.stop(server, process), (0, None), server.output)
+
+    @asyncio_test
+    async def test_reload_restarts_on_a_changed_python_file(self) -> None:
+        server, port, process, directory = self.start("--reload")
+        self.assertTrue((await self.until_up(port)).startswith(b"one "))
+        restarted: Deferred[None] = Deferred()
+        server.watch_for(b"Restarted 1 worker(s)", restarted)
+        (directory / "app.py").write_text("VERSION = 'two'\n" + PID_APP)
+        await restarted.asFuture(asyncio.get_running_loop())
+        self.assertTrue((await get(port)).startswith(b"two "))
+        self.assertIn(b"app.py changed", server.output)
+        self.assertEqual(await self.stop(server, process), (0, None), server.output)
+
+    @asyncio_test
+    async def test_sigterm_under_load_answers_every_request_it_accepted(self) -> None:
+        server, port, process, _ = self.start(delay=0.05)
+        await self.until_up(port)
+        completed: set[str] = set()
+        stopped = False
+
+        async def client(number: int) -> None:
+            sequence = 0
+            while not stopped:
+                sequence += 1
+                path = f"/c{number}-{sequence}"
+                try:
+                    body = await get(port, path)
+                except OSError:
+                    continue  # not accepted (refused, or never read): nothing was promised
+                self.assertTrue(body.endswith(path.encode()))
+                completed.add(path)
+
+        clients = [asyncio.ensure_future(client(number)) for number in range(20)]
+        while len(completed) < 100:
+            await asyncio.sleep(0.05)  # let the load run a while before the signal
+        code = await self.stop(server, process)
+        stopped = True
+        await asyncio.gather(*clients)
+        accepted = {path.decode() for path in re.findall(rb"app saw (/c[0-9-]+)", server.output)}
+        self.assertEqual(code, (0, None))
+        self.assertGreater(len(accepted), 100)
+        self.assertEqual(accepted - completed, set(), "requests the app got whose clients got no whole response")
