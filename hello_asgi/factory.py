@@ -13,9 +13,10 @@ from email.utils import formatdate
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import ILogObserver, Logger
+from zope.interface import implementer
 
 from .bridge import app_loop
 from .config import Config
@@ -120,6 +121,7 @@ class ServerConnection(Protocol):
         return [] if self.inner is None else self.inner.cancel_apps()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ASGIServerFactory(ServerFactory):
     """Serves an ASGI app on any ``IStreamServerEndpoint``: ``endpoint.listen(factory)``.
 
@@ -165,6 +167,10 @@ class ASGIServerFactory(ServerFactory):
         self._date_second = 0
         self._date = b""
         self._date_line = b""
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """What TLS ALPN offers when a TLS endpoint (``ssl:``) wraps this factory."""
+        return [b"h2", b"http/1.1"] if self.config.h2_alpn else [b"http/1.1"]
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         protocol: Protocol

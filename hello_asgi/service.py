@@ -111,7 +111,8 @@ class ASGIService(Service):
             self.ports.append(port)
             address = port.getHost()
             where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
-            scheme = "https" if self.config.certfile is not None else self.factory.scheme
+            tls = self.config.certfile is not None or description.split(":", 1)[0] in ("ssl", "tls")
+            scheme = "https" if tls else self.factory.scheme
             log.info("Serving {scheme}://{where} ({description})", scheme=scheme,
                      where=where, description=description)
         return self.ports

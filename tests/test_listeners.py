@@ -6,7 +6,9 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from twisted.trial import unittest
 from hello_asgi import ASGIService, Config
 from hello_asgi.service import server_endpoint
 from hello_asgi.testing import asyncio_test
+from hello_asgi.tls import development_certificate
 
 from .test_cli import _Server
 from .test_proxy import where_app
@@ -84,3 +87,29 @@ class InheritedSocketTests(unittest.TestCase):
     def test_a_bad_fd_description_is_refused(self) -> None:
         with self.assertRaises(ValueError):
             server_endpoint(reactor, "fd:three")
+
+
+class MoreEndpointTests(unittest.TestCase):
+    async def start(self, *listen: str) -> ASGIService:
+        service = ASGIService(where_app, Config(listen=list(listen), access_log=None))
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.whenListening().asFuture(asyncio.get_running_loop())
+        return service
+
+    @asyncio_test
+    async def test_tcp6(self) -> None:
+        service = await self.start(r"tcp6:0:interface=\:\:1")
+        port = service.ports[0].getHost().port
+        async with httpx.AsyncClient() as client:
+            seen = (await client.get(f"http://[::1]:{port}/")).json()
+        self.assertEqual((seen["server"], seen["client"][0]), (["::1", port], "::1"))
+
+    @asyncio_test
+    async def test_an_ssl_endpoint_serves_tls_of_its_own(self) -> None:
+        cert, key, _ = development_certificate(Path(self.mktemp()))
+        service = await self.start(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+        port = service.ports[0].getHost().port
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert)), http2=True) as client:
+            response = await client.get(f"https://localhost:{port}/")
+        self.assertEqual((response.json()["scheme"], response.http_version), ("https", "HTTP/2"))  # h2 by ALPN
