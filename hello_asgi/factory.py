@@ -32,6 +32,8 @@ from .wire import error_response
 
 log = Logger(namespace="hello_asgi.factory")
 
+FIRST_REQUEST_GRACE = 1.0  # seconds a connection with nothing read yet gets when shutdown begins
+
 
 class _Overloaded(Protocol):
     """Answers 503 and closes: the connection limit is reached."""
@@ -54,6 +56,7 @@ class ServerConnection(Protocol):
     def __init__(self, factory: ASGIServerFactory) -> None:
         self.factory = factory
         self._buffer = b""
+        self._shutting_down = False
 
     def connectionMade(self) -> None:
         self.factory.connection_opened(self)
@@ -77,6 +80,10 @@ class ServerConnection(Protocol):
             self._deadline.cancel()
             self.inner = inner
             inner.makeConnection(self.transport)
+            inner.dataReceived(data)
+            if self._shutting_down:
+                inner.shutdown()
+            return
         inner.dataReceived(data)
 
     def switch(self, kind: str, request: RequestHead, rest: bytes) -> None:
@@ -113,7 +120,10 @@ class ServerConnection(Protocol):
 
     def shutdown(self) -> None:
         if self.inner is None:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            # Accepted an instant ago, its first request probably on the way: it gets a
+            # moment to arrive, is answered, and the connection closes after it.
+            self._shutting_down = True
+            self._deadline.set(min(FIRST_REQUEST_GRACE, self.factory.config.request_head_timeout))
         else:
             self.inner.shutdown()
 

@@ -92,6 +92,12 @@ async def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the proxy did not start listening")
 
 
+async def get_from_client_address(port: int, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """GET / through the proxy on ``port``, from ``CLIENT_ADDRESS``: what the app saw."""
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=CLIENT_ADDRESS)) as client:
+        return (await client.get(f"http://127.0.0.1:{port}/", headers=headers)).json()  # type: ignore[no-any-return]
+
+
 class BehindProxyTests(unittest.TestCase):
     async def start_proxy(self, command: str, config: str, app_port: int) -> int:
         executable = shutil.which(command, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
@@ -119,9 +125,7 @@ class BehindProxyTests(unittest.TestCase):
     async def test_nginx_with_x_forwarded_headers(self) -> None:
         server = await serve(self, where_app, proxy_headers=True)
         port = await self.start_proxy("nginx", NGINX, server.port)
-        transport = httpx.AsyncHTTPTransport(local_address=CLIENT_ADDRESS)
-        async with httpx.AsyncClient(transport=transport) as client:
-            seen = (await client.get(f"http://127.0.0.1:{port}/", headers={"x-forwarded-for": "6.6.6.6"})).json()
+        seen = await get_from_client_address(port, {"x-forwarded-for": "6.6.6.6"})
         self.assertEqual(seen["client"][0], CLIENT_ADDRESS)  # not the address the client made up
         self.assertEqual((seen["scheme"], seen["server"]), ("http", ["127.0.0.1", port]))
 
@@ -140,8 +144,6 @@ class BehindProxyTests(unittest.TestCase):
     async def test_haproxy_with_proxy_protocol_v2(self) -> None:
         server = await serve(self, where_app, proxy_protocol=True)
         port = await self.start_proxy("haproxy", HAPROXY, server.port)
-        transport = httpx.AsyncHTTPTransport(local_address=CLIENT_ADDRESS)
-        async with httpx.AsyncClient(transport=transport) as client:
-            seen = (await client.get(f"http://127.0.0.1:{port}/")).json()
+        seen = await get_from_client_address(port)
         self.assertEqual(seen["client"][0], CLIENT_ADDRESS)
         self.assertEqual(seen["server"], ["127.0.0.1", port])  # the address the client connected to

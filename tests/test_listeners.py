@@ -47,6 +47,23 @@ class ListenerTests(unittest.TestCase):
         self.assertEqual(over_tcp["client"][0], "127.0.0.1")
 
 
+    @asyncio_test
+    async def test_tcp6(self) -> None:
+        service = await self.start(r"tcp6:0:interface=\:\:1")
+        port = service.ports[0].getHost().port
+        async with httpx.AsyncClient() as client:
+            seen = (await client.get(f"http://[::1]:{port}/")).json()
+        self.assertEqual((seen["server"], seen["client"][0]), (["::1", port], "::1"))
+
+    @asyncio_test
+    async def test_an_ssl_endpoint_serves_tls_of_its_own(self) -> None:
+        cert, key, _ = development_certificate(Path(self.mktemp()))
+        service = await self.start(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+        port = service.ports[0].getHost().port
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert)), http2=True) as client:
+            response = await client.get(f"https://localhost:{port}/")
+        self.assertEqual((response.json()["scheme"], response.http_version), ("https", "HTTP/2"))  # h2 by ALPN
+
 class InheritedSocketTests(unittest.TestCase):
     """A listening socket handed down as file descriptor 3, as systemd or a supervisor does."""
 
@@ -87,29 +104,3 @@ class InheritedSocketTests(unittest.TestCase):
     def test_a_bad_fd_description_is_refused(self) -> None:
         with self.assertRaises(ValueError):
             server_endpoint(reactor, "fd:three")
-
-
-class MoreEndpointTests(unittest.TestCase):
-    async def start(self, *listen: str) -> ASGIService:
-        service = ASGIService(where_app, Config(listen=list(listen), access_log=None))
-        service.startService()
-        self.addCleanup(service.stopService)
-        await service.whenListening().asFuture(asyncio.get_running_loop())
-        return service
-
-    @asyncio_test
-    async def test_tcp6(self) -> None:
-        service = await self.start(r"tcp6:0:interface=\:\:1")
-        port = service.ports[0].getHost().port
-        async with httpx.AsyncClient() as client:
-            seen = (await client.get(f"http://[::1]:{port}/")).json()
-        self.assertEqual((seen["server"], seen["client"][0]), (["::1", port], "::1"))
-
-    @asyncio_test
-    async def test_an_ssl_endpoint_serves_tls_of_its_own(self) -> None:
-        cert, key, _ = development_certificate(Path(self.mktemp()))
-        service = await self.start(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
-        port = service.ports[0].getHost().port
-        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert)), http2=True) as client:
-            response = await client.get(f"https://localhost:{port}/")
-        self.assertEqual((response.json()["scheme"], response.http_version), ("https", "HTTP/2"))  # h2 by ALPN

@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import json
 import os
+import pty
 import signal
 import ssl
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
@@ -317,3 +319,42 @@ class ReloadTests(unittest.TestCase):
         finally:
             process.signalProcess(signal.SIGTERM)
             await asyncio.wait_for(server.ended.asFuture(loop), 30)
+
+
+class PasswordPromptTests(unittest.TestCase):
+    @asyncio_test
+    async def test_an_encrypted_key_asks_for_its_password_on_a_terminal(self) -> None:
+        cert, key_path, _ = development_certificate(Path(self.mktemp()))
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        encrypted = Path(self.mktemp()).resolve()
+        encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.BestAvailableEncryption(b"sesame")))
+        port = free_port()
+        output = await deferToThread(_answer_prompt, [*TWIST, "--log-format=text", "hello-asgi", "--app",
+                                                      "hello_asgi.demo:asgi", "--port", str(port), "--cert", str(cert),
+                                                      "--key", str(encrypted)], b"sesame").asFuture(asyncio.get_running_loop())
+        self.assertIn(b"Password for " + str(encrypted).encode(), output)
+        self.assertIn(b"Serving https://127.0.0.1:%d" % port, output)
+
+
+def _answer_prompt(command: list[str], password: bytes) -> bytes:
+    """Run ``command`` on a terminal, type ``password`` at its prompt, then stop it once it serves."""
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.execv(command[0], command)
+    output = b""
+    try:
+        while b"Serving" not in output:
+            chunk = os.read(terminal, 4096)
+            if not chunk:
+                break
+            output += chunk
+            if b"Password for" in chunk:
+                os.write(terminal, password + b"\n")
+    except OSError:
+        pass  # the terminal closed: the process ended
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        os.close(terminal)
+    return output

@@ -14,15 +14,22 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
-from hello_asgi.testing import asyncio_test
+from hello_asgi.testing import asyncio_test, serve
 
-from .support import parse_responses
+from .support import header, hello_app, parse_responses
 from .test_cli import TWIST, _Server, free_port
 
 PID_APP = """
 import asyncio, os
 
 async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            phase = (await receive())["type"].split(".")[1]
+            print("lifespan", phase, os.getpid(), flush=True)
+            await send({"type": f"lifespan.{phase}.complete"})
+            if phase == "shutdown":
+                return
     if scope["type"] != "http":
         return
     print("app saw", scope["path"], flush=True)
@@ -87,11 +94,20 @@ class ProcessTests(unittest.TestCase):
         os.kill(first, signal.SIGKILL)
         await replaced.asFuture(asyncio.get_running_loop())
         self.assertIn(b"Worker %d exited" % first, server.output)
+        replacement = self.worker_pids(server)[-1]
+        if b"lifespan startup %d" % replacement not in server.output:
+            started: Deferred[None] = Deferred()
+            server.watch_for(b"lifespan startup %d" % replacement, started)
+            await started.asFuture(asyncio.get_running_loop())
         for _ in range(20):  # the survivor and the replacement serve on
             self.assertNotEqual(int((await get(port)).split()[1]), first)
         pids = self.worker_pids(server)
         self.assertEqual(len(pids), 3)
         self.assertEqual(await self.stop(server, process), (0, None), server.output)
+        # each worker ran the lifespan protocol: startup in all three, shutdown in the two stopped
+        self.assertEqual(sorted(int(pid) for pid in re.findall(rb"lifespan startup (\d+)", server.output)), sorted(pids))
+        self.assertEqual(sorted(int(pid) for pid in re.findall(rb"lifespan shutdown (\d+)", server.output)),
+                         sorted(set(pids) - {first}))
         for pid in pids:
             with self.assertRaises(ProcessLookupError):
                 os.kill(pid, 0)
@@ -165,3 +181,18 @@ class ProcessTests(unittest.TestCase):
         self.assertEqual(code, (0, None))
         self.assertGreater(len(accepted), 100)
         self.assertEqual(accepted - completed, set(), "requests the app got whose clients got no whole response")
+
+
+class ShutdownRaceTests(unittest.TestCase):
+    @asyncio_test
+    async def test_a_connection_accepted_just_before_shutdown_gets_its_request_answered(self) -> None:
+        server = await serve(self, hello_app)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        while not server.service.factory.connections:  # accepted, nothing sent yet
+            await asyncio.sleep(0.01)
+        server.service.factory.shutdown()  # what stopService does once it stopped listening
+        writer.write(b"GET /late HTTP/1.1\r\nhost: x\r\n\r\n")
+        [(response, body)] = parse_responses(await asyncio.wait_for(reader.read(), 10))
+        writer.close()
+        self.assertEqual((response.status_code, body), (200, b"hello /late "))
+        self.assertEqual(header(response, b"connection"), b"close")
