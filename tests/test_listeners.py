@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,9 @@ from .test_cli import _Server
 from .test_proxy import where_app
 
 
+REPOSITORY = Path(__file__).resolve().parent.parent  # where the tests package is, for a server process
+
+
 class ListenerTests(unittest.TestCase):
     async def start(self, *listen: str) -> ASGIService:
         service = ASGIService(where_app, Config(listen=list(listen), access_log=None))
@@ -34,7 +39,9 @@ class ListenerTests(unittest.TestCase):
 
     @asyncio_test
     async def test_unix_socket_and_tcp_together(self) -> None:
-        path = os.path.abspath(self.mktemp())
+        directory = tempfile.mkdtemp(dir="/tmp")  # a UNIX socket's path must be short (108 bytes)
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "app.sock")
         service = await self.start("tcp:0:interface=127.0.0.1", f"unix:{path}:mode=600")
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path)) as client:
@@ -81,8 +88,8 @@ class InheritedSocketTests(unittest.TestCase):
         process = reactor.spawnProcess(
             server, sys.executable,
             [sys.executable, "-c", launcher, "--log-format=text", "hello-asgi", "--app", "tests.test_proxy:where_app",
-             "--listen", listen],
-            env=environment, path=os.getcwd(), childFDs={0: "w", 1: "r", 2: "r", 3: sock.fileno()})
+             "--app-dir", str(REPOSITORY), "--listen", listen],
+            env=environment, childFDs={0: "w", 1: "r", 2: "r", 3: sock.fileno()})
         loop = asyncio.get_running_loop()
         try:
             async with httpx.AsyncClient(timeout=30) as client:  # the socket listens already: no wait to start
