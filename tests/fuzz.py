@@ -1,0 +1,319 @@
+"""Structured fuzzing of the wire protocols (issue 7): hypothesis makes the inputs, real
+sockets carry them, and invariants judge what comes back.
+
+Each check is a plain function run in a thread (``deferToThread``) against a server on
+the reactor, so hypothesis can drive a blocking client while the server runs as usual.
+``FUZZ_EXAMPLES`` sets the examples per check: a few hundred in the ordinary suite, as many
+as you like under ``tox -e fuzz``. Any exception the server logs fails the test (trial
+turns logged errors into failures), so "the server never raises out of a protocol
+callback" needs no assertion of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+import h11
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("FUZZ_RANDOM"),
+                    suppress_health_check=list(HealthCheck), database=None)
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with what it understood of the request, for the differential check."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    seen = {"method": scope["method"], "target": scope["raw_path"].decode("latin-1")
+            + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""),
+            "headers": [[name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]],
+            "body": body.decode("latin-1")}
+    data = json.dumps(seen).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(data))]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def exchange(port: int, data: bytes, timeout: float = 2) -> tuple[bytes, bool]:
+    """Send ``data`` and read until the server closes; also whether it was still waiting
+    for more input after ``timeout`` seconds of silence (the client never half-closes: a
+    server may take that as the client leaving)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
+        try:
+            client.sendall(data)
+        except OSError:
+            pass  # the server may close first, having seen enough to refuse
+        received = b""
+        try:
+            while chunk := client.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass  # the server may reset a connection it refused with unread input pending
+        except TimeoutError:
+            return received, True
+    return received, False
+
+
+# HTTP/1.1 requests, mostly valid, sometimes subtly not.
+
+_token = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!#$%&'*+^`|~", min_size=1, max_size=12)
+# No HEAD: its response has no body whatever its Content-Length says, so reading the
+# responses back would need to know which requests were HEAD (test_http1 covers HEAD).
+_method = st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]) | _token.filter(lambda m: m != "HEAD")
+_path = st.lists(st.text("abcXYZ019-._~%!$&'()*+,;=:@", max_size=6), max_size=4).map(lambda parts: "/" + "/".join(parts))
+_target = st.one_of(
+    st.just("/"),
+    _path, _path, _path,
+    st.builds(lambda path, query: path + "?" + query, _path, st.text("a=1&b=%20c", max_size=12)),
+    st.text(max_size=10).map(lambda text: "/" + text),  # any characters at all, most of them invalid
+)
+_header_name = _token | _token | _token | st.sampled_from(
+    ["Content-Type", "Accept", "X-Forwarded-For", "Cookie", "Connection", " Host", "Host ", "Transfer-Encoding "])
+_header_value = st.one_of(  # mostly printable; sometimes anything a byte can be
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20),
+    st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=20),
+)
+_version = st.sampled_from(["HTTP/1.1"] * 16 + ["HTTP/1.0", "HTTP/1.0", "HTTP/2.0", "HTTP/1.2", "http/1.1", "HTTP/1.1 "])
+_line_end = st.sampled_from(["\r\n"] * 24 + ["\n", "\r", "\r\r\n"])
+
+
+@st.composite
+def http_request(draw: Any) -> bytes:
+    """One request: its head, with a body framed by Content-Length, chunked, both, or wrongly."""
+    end = draw(_line_end)
+    lines = [f"{draw(_method)} {draw(_target)} {draw(_version)}"]
+    headers = draw(st.lists(st.tuples(_header_name, _header_value), max_size=5))
+    if draw(st.sampled_from([True] * 9 + [False])):  # HTTP/1.1 requires Host: one in ten goes without
+        headers.insert(0, ("Host", "fuzz.test"))
+    body = draw(st.binary(max_size=40))
+    framing = draw(st.sampled_from(["none"] * 3 + ["length"] * 4 + ["chunked"] * 4 + ["both", "wrong-length",
+                                                                                     "bad-chunk", "double-length"]))
+    encoded = b""
+    if framing in ("length", "both"):
+        headers.append(("Content-Length", str(len(body))))
+    if framing == "double-length":
+        headers += [("Content-Length", str(len(body))), ("Content-Length", str(len(body) + 1))]
+    if framing == "wrong-length":
+        headers.append(("Content-Length", draw(st.sampled_from(["-1", "1e3", "0x10", "+5", "5 5", "99999999999999999999"]))))
+        body = b""  # none of these may be taken for a length
+    if framing in ("chunked", "both", "bad-chunk"):
+        headers.append(("Transfer-Encoding", draw(st.sampled_from(["chunked"] * 12 + ["Chunked", "gzip, chunked",
+                                                                                     "chunked, gzip", "xchunked"]))))
+        size = draw(st.sampled_from(["%x" % len(body)] * 8 + ["%X" % len(body), "%x;ext=1" % len(body)]
+                                    + (["-1", "g", " %x" % len(body)] if framing == "bad-chunk" else [])))
+        encoded = (size.encode() + b"\r\n" + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+    elif framing in ("length", "double-length", "wrong-length"):
+        encoded = body
+    head = end.join(lines + [f"{name}: {value}" for name, value in headers]) + end + end
+    return head.encode("utf-8") + encoded
+
+
+def h11_requests(data: bytes) -> tuple[list[dict[str, Any]], bool]:
+    """The requests h11 (a second, independent parser) reads from ``data``, and whether it
+    read all of it without an error."""
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(data)
+    server.receive_data(b"")
+    requests: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    try:
+        while True:
+            event = server.next_event()
+            if isinstance(event, h11.Request):
+                current = {"method": event.method.decode("latin-1"), "target": event.target.decode("latin-1"),
+                           "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in event.headers],
+                           "body": b""}
+            elif isinstance(event, h11.Data) and current is not None:
+                current["body"] += event.data
+            elif isinstance(event, h11.EndOfMessage) and current is not None:
+                current["body"] = current["body"].decode("latin-1")
+                requests.append(current)
+                current = None
+                server.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+                server.send(h11.EndOfMessage())
+                if server.their_state is not h11.DONE or server.our_state is not h11.DONE:
+                    return requests, True  # "Connection: close", or HTTP/1.0: nothing after it counts
+                server.start_next_cycle()
+            elif event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return requests, current is None
+    except (h11.RemoteProtocolError, h11.LocalProtocolError):
+        return requests, False
+
+
+def responses(data: bytes, count: int) -> list[tuple[int, bytes]]:
+    """Parse what the server sent as HTTP/1.1 responses (with h11, as a client): every byte
+    must belong to a well-formed response."""
+    client = h11.Connection(h11.CLIENT)
+    client.receive_data(data)
+    client.receive_data(b"")
+    parsed: list[tuple[int, bytes]] = []
+    for _ in range(count + 1):
+        if not client.trailing_data[0]:
+            return parsed  # nothing more was sent
+        client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.send(h11.EndOfMessage())
+        status, body = 0, b""
+        while True:
+            event = client.next_event()
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                parsed.append((status, body))
+                break
+            elif isinstance(event, h11.ConnectionClosed) and status == 0:
+                return parsed
+            elif event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                raise AssertionError(f"a truncated response in {data!r}")
+        if client.our_state is not h11.DONE or client.their_state is not h11.DONE:
+            return parsed
+        client.start_next_cycle()
+    raise AssertionError(f"more responses than requests in {data!r}")
+
+
+# Every pipeline ends with this, so that a server that read everything closes at once.
+_LAST = b"GET /last HTTP/1.1\r\nHost: fuzz.test\r\nConnection: close\r\n\r\n"
+
+
+def check_http1(port: int) -> int:
+    """Pipelines of fuzzed requests; the invariants in ``_judge``. Returns the cases run."""
+    cases = 0
+
+    @SETTINGS
+    @given(st.lists(http_request(), min_size=1, max_size=3))
+    def run(pipeline: list[bytes]) -> None:
+        nonlocal cases
+        cases += 1
+        data = b"".join(pipeline) + _LAST
+        received, waiting = exchange(port, data)
+        try:
+            _judge(data, received, len(pipeline) + 1, waiting)
+        except (AssertionError, h11.ProtocolError) as error:
+            raise AssertionError(f"{error}\nsent: {data!r}\nreceived: {received!r}") from error
+
+    run()
+    return cases
+
+
+_H11_LOWERS = {"transfer-encoding", "expect"}  # compared without case: h11 lowercases them
+
+
+def _judge(sent: bytes, received: bytes, count: int, waiting: bool) -> None:
+    ours = responses(received, count)
+    theirs, h11_read_all = h11_requests(sent)
+    answered = [json.loads(body) for status, body in ours if status == 200]
+    refused = [status for status, _ in ours if status != 200]
+    # Never more answers than requests (smuggling), and a refusal is a 4xx or 5xx that ends it.
+    assert len(ours) <= count, (sent, received)
+    assert all(400 <= status < 600 for status in refused), (sent, received)
+    assert not refused or ours[-1][0] != 200, ("answered after a refusal", sent, received)
+    # Where both parsers accepted a request, they agree on it (h11 keeps header case, and
+    # hello-asgi lowercases, as ASGI asks; h11 lowercases the values of the fields it acts
+    # on, which ASGI passes as sent; an empty query, "/p?", is "/p" in an ASGI scope).
+    for mine, other in zip(answered, theirs):
+        other_headers = [[name.lower(), value.lower() if name.lower() in _H11_LOWERS else value]
+                         for name, value in other["headers"]]
+        mine["headers"] = [[name, value.lower() if name in _H11_LOWERS else value] for name, value in mine["headers"]]
+        other_target = other["target"].removesuffix("?") if other["target"].count("?") == 1 else other["target"]
+        assert (mine["method"], mine["target"], mine["body"]) == (other["method"], other_target, other["body"]), \
+            ("the parsers disagree", sent, mine, other)
+        assert mine["headers"] == other_headers, ("the parsers disagree on headers", sent, mine, other)
+    # A request both read whole, in a stream h11 read without an error, is answered; and
+    # a server still waiting for input is waiting for a request h11 has not seen end either.
+    if h11_read_all and len(answered) < len(theirs):
+        assert refused, ("a valid request went unanswered", sent, received)
+    if waiting:
+        assert not refused and not h11_read_all, ("waited for more input than the request has", sent, received)
+
+
+# WebSocket frames after a valid handshake.
+
+_HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: fuzz.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+@st.composite
+def websocket_frame(draw: Any) -> bytes:
+    """A client frame, usually well formed: odd opcodes, RSV bits, no mask, bad UTF-8,
+    oversize or fragmented control frames, lying lengths."""
+    fin = draw(st.booleans() | st.just(True))
+    rsv = draw(st.sampled_from([0] * 8 + [1, 2, 4]))
+    opcode = draw(st.sampled_from([0x1, 0x1, 0x2, 0x2, 0x0, 0x8, 0x9, 0xA, 0x3, 0xB, 0xF]))
+    payload = draw(st.binary(max_size=140) | st.text(max_size=40).map(str.encode)
+                   | st.sampled_from([b"\xff\xfe", b"\xc3", b"\xed\xa0\x80", b"\x03\xe8ok", b"\x03"]))
+    masked = draw(st.booleans() | st.just(True))
+    length = len(payload)
+    head = bytes([(fin << 7) | (rsv << 4) | opcode])
+    encoding = draw(st.sampled_from(["short"] * 6 + ["16", "64"]))
+    if encoding == "short" and length < 126:
+        head += bytes([(masked << 7) | length])
+    elif encoding == "64":
+        head += bytes([(masked << 7) | 127]) + struct.pack("!Q", length)
+    else:
+        head += bytes([(masked << 7) | 126]) + struct.pack("!H", length)
+    if masked:
+        mask = draw(st.binary(min_size=4, max_size=4))
+        payload = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+async def websocket_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+    elif scope["type"] == "http":
+        await echo_app(scope, receive, send)
+
+
+_CLOSE_CODES = {1000, 1002, 1007, 1009}  # normal, protocol error, bad UTF-8, too big
+
+
+def check_websocket(port: int) -> int:
+    """Fuzzed frame sequences: the server echoes valid messages and ends a broken stream
+    with a close frame whose code names the fault; the connection always ends cleanly."""
+    cases = 0
+
+    @SETTINGS
+    @given(st.lists(websocket_frame(), min_size=1, max_size=4))
+    def run(frames: list[bytes]) -> None:
+        nonlocal cases
+        cases += 1
+        # a close of our own last, so that the server ends the connection either way
+        received, waiting = exchange(port, _HANDSHAKE + b"".join(frames) + b"\x88\x82abcd" + bytes([0x03 ^ 0x61, 0xE8 ^ 0x62]))
+        assert not waiting, ("the connection did not end", frames)
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), received
+        codes = []
+        while rest:
+            assert len(rest) >= 2, rest
+            opcode, length, offset = rest[0] & 0x0F, rest[1] & 0x7F, 2
+            assert not rest[1] & 0x80, "a server frame is never masked"
+            if length == 126:
+                length, offset = struct.unpack("!H", rest[2:4])[0], 4
+            elif length == 127:
+                length, offset = struct.unpack("!Q", rest[2:10])[0], 10
+            payload, rest = rest[offset : offset + length], rest[offset + length :]
+            assert len(payload) == length, "a truncated frame"
+            if opcode == 0x8:
+                codes.append(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005)
+        assert codes and codes[0] in _CLOSE_CODES and len(codes) == 1, (frames, codes)
+
+    run()
+    return cases
