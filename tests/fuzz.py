@@ -317,3 +317,107 @@ def check_websocket(port: int) -> int:
 
     run()
     return cases
+
+
+# HTTP/2 frame sequences from a client that misbehaves.
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_GOAWAY_CODES = {0x0, 0x1, 0x2, 0x3, 0x5, 0x6, 0x7, 0x9, 0xB}  # none, protocol, internal, flow, closed, size, refused, compression, calm
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack("!I", len(payload))[1:] + bytes([kind, flags]) + struct.pack("!I", stream & 0x7FFFFFFF) + payload
+
+
+@st.composite
+def h2_frame(draw: Any) -> bytes:
+    """One client frame: usually plausible, often on the wrong stream or with a wrong size."""
+    stream = draw(st.sampled_from([1, 1, 3, 5, 0, 2, 7, 0x7FFFFFFF]))
+    kind = draw(st.sampled_from(["headers"] * 4 + ["data"] * 3 + ["settings", "window", "rst", "ping", "priority",
+                                                                   "goaway", "continuation", "unknown", "push"]))
+    if kind == "headers":
+        import hpack
+
+        fields = [(":method", draw(st.sampled_from(["GET", "POST", "CONNECT", "get"]))),
+                  (":scheme", "http"), (":path", draw(st.sampled_from(["/", "/x?y=1", "", "*"]))),
+                  (":authority", "fuzz.test")]
+        fields = draw(st.permutations(fields)) if draw(st.booleans()) else fields
+        fields = fields[: draw(st.integers(2, len(fields)))]
+        fields += draw(st.lists(st.sampled_from([("x-a", "b"), ("connection", "close"), ("TE", "trailers"),
+                                                 ("te", "trailers"), ("content-length", "3"), ("Upper", "x"),
+                                                 (":extra", "1")]), max_size=2))
+        block = hpack.Encoder().encode(fields) if draw(st.integers(0, 9)) else draw(st.binary(max_size=20))
+        flags = 0x4 | (0x1 if draw(st.booleans()) else 0)  # END_HEADERS, and maybe END_STREAM
+        return _frame(0x1, flags, stream, block)
+    if kind == "data":
+        return _frame(0x0, draw(st.sampled_from([0, 1])), stream, draw(st.binary(max_size=64)))
+    if kind == "settings":
+        parameters = draw(st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 5, 6, 8, 0x99]),
+                                             st.sampled_from([0, 1, 100, 16384, 2**24, 2**31, 2**32 - 1])), max_size=3))
+        payload = b"".join(struct.pack("!HI", key, value) for key, value in parameters)
+        return _frame(0x4, draw(st.sampled_from([0, 0, 1])), draw(st.sampled_from([0, 0, 0, 1])), payload)
+    if kind == "window":
+        return _frame(0x8, 0, draw(st.sampled_from([0, stream])),
+                      struct.pack("!I", draw(st.sampled_from([0, 1, 65535, 2**31 - 1]))))
+    if kind == "rst":
+        return _frame(0x3, 0, stream, struct.pack("!I", draw(st.integers(0, 15))))
+    if kind == "ping":
+        return _frame(0x6, draw(st.sampled_from([0, 1])), draw(st.sampled_from([0, 0, 1])),
+                      draw(st.sampled_from([b"12345678", b"1234"])))
+    if kind == "priority":
+        return _frame(0x2, 0, stream, struct.pack("!IB", draw(st.sampled_from([0, stream, 3])), 16))
+    if kind == "goaway":
+        return _frame(0x7, 0, 0, struct.pack("!II", 0, draw(st.integers(0, 13))))
+    if kind == "continuation":
+        return _frame(0x9, 0x4, stream, b"\x82")
+    if kind == "push":
+        return _frame(0x5, 0x4, stream, struct.pack("!I", 2) + b"\x82")
+    return _frame(0x20, 0, stream, b"unknown")
+
+
+def _server_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Split what the server sent into frames (kind, flags, stream, payload); every byte
+    must belong to a whole frame."""
+    frames = []
+    while data:
+        assert len(data) >= 9, ("a truncated frame header", data)
+        length = int.from_bytes(data[:3], "big")
+        kind, flags, stream = data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+        assert len(data) >= 9 + length, ("a truncated frame", data)
+        frames.append((kind, flags, stream, data[9 : 9 + length]))
+        data = data[9 + length :]
+    return frames
+
+
+def check_http2(port: int) -> int:
+    """Fuzzed frame sequences after the preface: the server answers in whole frames, with
+    response headers that decode, ends a broken connection with GOAWAY and a code that says
+    why, and never raises."""
+    import hpack
+
+    cases = 0
+
+    @SETTINGS
+    @given(st.lists(h2_frame(), min_size=1, max_size=6))
+    def run(frames: list[bytes]) -> None:
+        nonlocal cases
+        cases += 1
+        received, waiting = exchange(port, _PREFACE + _frame(0x4, 0, 0, b"") + b"".join(frames))
+        # A request left open (HEADERS without END_STREAM) may rightly wait for its body.
+        left_open = any(frame[3] == 0x1 and not frame[4] & 0x1 for frame in frames)
+        assert left_open or not waiting, ("the connection did not end", frames)
+        decoder = hpack.Decoder()
+        goaways = []
+        for kind, flags, stream, payload in _server_frames(received):
+            if kind == 0x1:  # HEADERS: the server's HPACK state must stay in step with ours
+                status = dict(decoder.decode(payload)).get(":status")
+                assert status is not None and status.isdigit(), (frames, payload)
+            elif kind == 0x7:
+                goaways.append(int.from_bytes(payload[4:8], "big"))
+        client_left = any(frame[3] == 0x7 for frame in frames)  # after its GOAWAY a close is enough
+        assert (goaways or client_left or waiting) and all(code in _GOAWAY_CODES for code in goaways), (frames, goaways)
+
+    run()
+    return cases
+
+

@@ -25,3 +25,9 @@ class FuzzTests(unittest.TestCase):
         server = await serve(self, fuzz.websocket_echo, access_log=None, ws_per_message_deflate=False)
         cases = await deferToThread(fuzz.check_websocket, server.port).asFuture(asyncio.get_running_loop())
         self.assertEqual(cases, fuzz.EXAMPLES)
+
+    @asyncio_test
+    async def test_http2_frames(self) -> None:
+        server = await serve(self, fuzz.echo_app, access_log=None, keep_alive_timeout=0.2, request_head_timeout=1.0)
+        cases = await deferToThread(fuzz.check_http2, server.port).asFuture(asyncio.get_running_loop())
+        self.assertEqual(cases, fuzz.EXAMPLES)
