@@ -49,8 +49,8 @@ class TLS:
 SERVERS = [
     Server("hello-asgi", lambda port, tls: [
         str(BIN / "twist"), "hello-asgi", "--app", "app:app", "--app-dir", str(HERE), "--port", str(port),
-        "--no-access-log", "--limit-concurrency", "20000",
-        *(["--cert", tls.cert, "--key", tls.key] if tls else [])], (*HTTP, *WS)),
+        "--no-access-log", "--limit-concurrency", "20000", "--timeout-keep-alive", "300",
+        *(["--cert", tls.cert, "--key", tls.key] if tls else [])], (*HTTP, *WS, "http-idle")),
     Server("hello-asgi --reactor=epoll (apps in a thread)", lambda port, tls: [
         str(BIN / "twist"), "--reactor=epoll", "hello-asgi", "--app", "app:app", "--app-dir", str(HERE),
         "--port", str(port), "--no-access-log", "--limit-concurrency", "20000"], ("http1", "h2c", "ws-echo")),
@@ -59,22 +59,22 @@ SERVERS = [
         ("http1", "ws-echo")),
     Server("uvicorn-h11", lambda port, tls: [
         str(BIN / "uvicorn"), "app:app", "--port", str(port), "--http", "h11", "--loop", "asyncio",
-        "--no-access-log", "--log-level", "warning"], ("http1",)),
+        "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "300"], ("http1",)),
     Server("uvicorn-httptools-uvloop", lambda port, tls: [
         str(BIN / "uvicorn"), "app:app", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-        "--no-access-log", "--log-level", "warning"], ("http1", *WS)),
+        "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "300"], ("http1", *WS, "http-idle")),
     Server("hypercorn", lambda port, tls: [
-        str(BIN / "hypercorn"), "app:app", "-b", f"127.0.0.1:{port}",
-        *(["--certfile", tls.cert, "--keyfile", tls.key] if tls else [])], (*HTTP, *WS)),
+        str(BIN / "hypercorn"), "app:app", "-b", f"127.0.0.1:{port}", "--keep-alive", "300",
+        *(["--certfile", tls.cert, "--keyfile", tls.key] if tls else [])], (*HTTP, *WS, "http-idle")),
     Server("daphne", lambda port, tls: [
         str(BIN / "daphne"), "-v", "0",
         *(["-e", f"ssl:{port}:interface=127.0.0.1:privateKey={tls.key}:certKey={tls.cert}"] if tls
-          else ["-b", "127.0.0.1", "-p", str(port)]), "app:app"], ("http1", "h2-tls", *WS)),
+          else ["-b", "127.0.0.1", "-p", str(port)]), "app:app"], ("http1", "h2-tls", *WS, "http-idle")),
     Server("granian", lambda port, tls: [
         str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1", "--runtime-threads", "1", "--no-access-log",
         *(["--ssl-certificate", tls.cert, "--ssl-keyfile", tls.key] if tls else []), "app:app"],
-        (*HTTP, *WS)),
+        (*HTTP, *WS, "http-idle")),
     Server("bare-h2 (ceiling)", lambda port, tls: [
         str(BIN / "python"), str(HERE / "bare_h2.py"), str(port), *([tls.cert, tls.key] if tls else [])],
         ("h2c", "h2-tls")),
@@ -174,8 +174,12 @@ def cpu_seconds(session: int) -> float:
 
 
 def idle_memory(url: str, session: int, connections: int) -> dict[str, float]:
-    """KiB of server memory per idle WebSocket: RSS with them open, less RSS before."""
-    ws_load("echo")(url, 1, 1)  # warm-up: every module a WebSocket needs is loaded
+    """KiB of server memory per idle connection (WebSocket, or HTTP/1.1 keep-alive after one
+    request): RSS with them open, less RSS before."""
+    if url.startswith("http"):
+        wrk(url, 1, 1)  # warm-up: every module a request needs is loaded
+    else:
+        ws_load("echo")(url, 1, 1)  # warm-up: every module a WebSocket needs is loaded
     time.sleep(1)
     before = rss_kib(session)
     client = subprocess.Popen(["taskset", "-c", "1", str(BIN / "python"), str(HERE / "ws_load.py"), "idle", url,
@@ -194,8 +198,10 @@ def idle_memory(url: str, session: int, connections: int) -> dict[str, float]:
 
 
 SCENARIOS = {"http1": ("http", wrk), "h2c": ("http", h2load), "h2-tls": ("https", h2load),
-             "ws-echo": ("ws", ws_load("echo")), "ws-large": ("ws", ws_load("large")), "ws-idle": ("ws", None)}
-UNITS = {"ws-echo": "round trips/s", "ws-large": "MiB/s", "ws-idle": "KiB per idle connection"}
+             "ws-echo": ("ws", ws_load("echo")), "ws-large": ("ws", ws_load("large")), "ws-idle": ("ws", None),
+             "http-idle": ("http", None)}
+UNITS = {"ws-echo": "round trips/s", "ws-large": "MiB/s", "ws-idle": "KiB per idle connection",
+         "http-idle": "KiB per idle connection"}
 
 
 def measure(server: Server, scenario: str, duration: int, connections: int, tls: TLS | None) -> dict[str, object]:
@@ -239,10 +245,11 @@ def main() -> None:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="http1")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int,
-                        help="default: 50 for HTTP/1.1, 10 for HTTP/2 and ws-echo, 1 for ws-large, 10000 for ws-idle")
+                        help="default: 50 for HTTP/1.1, 10 for HTTP/2 and ws-echo, 1 for ws-large, 10000 for ws-idle and http-idle")
     parser.add_argument("--servers", help="comma-separated names; default: all that speak the scenario")
     args = parser.parse_args()
-    connections = args.connections or {"http1": 50, "ws-large": 1, "ws-idle": 10000}.get(args.scenario, 10)
+    connections = args.connections or {"http1": 50, "ws-large": 1, "ws-idle": 10000,
+                                       "http-idle": 10000}.get(args.scenario, 10)
     install()
     tls = make_tls() if args.scenario == "h2-tls" else None
     wanted = set(args.servers.split(",")) if args.servers else None
@@ -250,7 +257,7 @@ def main() -> None:
             if args.scenario in s.protocols and (wanted is None or s.name in wanted)]
     ours = next((r["rps"] for r in rows if r["server"] == "hello-asgi" and "rps" in r), None)
     unit = UNITS.get(args.scenario, "req/s")
-    memory = args.scenario == "ws-idle"  # less is better: the ratio is turned round
+    memory = args.scenario.endswith("-idle")  # less is better: the ratio is turned round
     print(f"\nScenario {args.scenario}, {connections} connections, {args.duration} s, "
           "server on CPU 0, load on CPU 1\n")
     print(f"| server | {unit} | p99 ms (h2load: mean) | errors | server CPU | hello-asgi's advantage (×) |")

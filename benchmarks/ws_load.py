@@ -3,6 +3,7 @@
     ws_load.py echo URL CONNECTIONS SECONDS    # small text messages, one at a time per connection
     ws_load.py large URL CONNECTIONS SECONDS   # 1 MiB binary messages, echoed
     ws_load.py idle URL CONNECTIONS            # open them, print "ready", hold them until stdin closes
+                                               # (an http:// URL: keep-alive connections after one GET)
 
 ``echo`` is a minimal client on raw asyncio protocols under uvloop (one pre-masked frame,
 replies counted by their two-byte headers): the websockets library as the client
@@ -101,6 +102,43 @@ async def echo(url: str, connections: int, seconds: float) -> int:
     return sum(await asyncio.gather(*finished))
 
 
+class _IdleHTTP(asyncio.Protocol):
+    """One keep-alive connection: a GET, its response, then nothing."""
+
+    def __init__(self, answered: asyncio.Future[None]) -> None:
+        self.answered = answered
+        self.received = b""
+        self.open = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        if b"Hello, world!" in self.received and not self.answered.done():
+            self.answered.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if not self.answered.done():
+            self.answered.set_exception(ConnectionError("closed before the response"))
+
+
+async def idle_http(url: str, connections: int) -> None:
+    """``connections`` keep-alive connections, each after one request, held open."""
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    held: list[_IdleHTTP] = []
+    for start in range(0, connections, 100):
+        batch = [_IdleHTTP(loop.create_future()) for _ in range(min(100, connections - start))]
+        await asyncio.gather(*(loop.create_connection(lambda p=p: p, parts.hostname, parts.port) for p in batch))
+        await asyncio.gather(*(p.answered for p in batch))
+        held += batch
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    print(json.dumps({"open": sum(1 for p in held if p.open)}), flush=True)
+
+
 async def idle(url: str, connections: int) -> None:
     sockets = []
     for start in range(0, connections, 100):  # open them 100 at a time
@@ -114,7 +152,7 @@ async def idle(url: str, connections: int) -> None:
 def main() -> None:
     mode, url, connections = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "idle":
-        asyncio.run(idle(url, connections))
+        asyncio.run(idle_http(url, connections) if url.startswith("http") else idle(url, connections))
         return
     seconds = float(sys.argv[4])
     if mode == "echo":

@@ -66,7 +66,20 @@ class ProcessTests(unittest.TestCase):
         args = [*TWIST, "--log-format=text", "hello-asgi", "--app", "app:app", "--port", str(port), *options]
         process = reactor.spawnProcess(server, TWIST[0], args, env={**os.environ, "APP_DELAY": str(delay)},
                                        path=str(directory))
+        self.addCleanup(self._kill_leftovers, server, process)
         return server, port, process, directory
+
+    def _kill_leftovers(self, server: _Server, process: Any) -> Deferred[Any] | None:
+        """After a test that failed before stopping it: stop the supervisor and its workers."""
+        if server.ended.called:
+            return None
+        for pid in self.worker_pids(server):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.signalProcess("KILL")
+        return server.ended
 
     async def until_up(self, port: int) -> bytes:
         for _ in range(400):
