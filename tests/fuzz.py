@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -189,15 +190,25 @@ def responses(data: bytes, count: int) -> list[tuple[int, bytes]]:
 _LAST = b"GET /last HTTP/1.1\r\nHost: fuzz.test\r\nConnection: close\r\n\r\n"
 
 
-def check_http1(port: int) -> int:
-    """Pipelines of fuzzed requests; the invariants in ``_judge``. Returns the cases run."""
+def run_cases(inputs: st.SearchStrategy[Any], check: Callable[[Any], None]) -> int:
+    """Call ``check`` on ``EXAMPLES`` inputs drawn from ``inputs``; the number of cases run."""
     cases = 0
 
     @SETTINGS
-    @given(st.lists(http_request(), min_size=1, max_size=3))
-    def run(pipeline: list[bytes]) -> None:
+    @given(inputs)
+    def run(case: Any) -> None:
         nonlocal cases
         cases += 1
+        check(case)
+
+    run()
+    return cases
+
+
+def check_http1(port: int) -> int:
+    """Pipelines of fuzzed requests; the invariants in ``_judge``. Returns the cases run."""
+
+    def check(pipeline: list[bytes]) -> None:
         data = b"".join(pipeline) + _LAST
         received, waiting = exchange(port, data)
         try:
@@ -205,8 +216,7 @@ def check_http1(port: int) -> int:
         except (AssertionError, h11.ProtocolError) as error:
             raise AssertionError(f"{error}\nsent: {data!r}\nreceived: {received!r}") from error
 
-    run()
-    return cases
+    return run_cases(st.lists(http_request(), min_size=1, max_size=3), check)
 
 
 _H11_LOWERS = {"transfer-encoding", "expect"}  # compared without case: h11 lowercases them
@@ -288,13 +298,8 @@ _CLOSE_CODES = {1000, 1002, 1007, 1009}  # normal, protocol error, bad UTF-8, to
 def check_websocket(port: int) -> int:
     """Fuzzed frame sequences: the server echoes valid messages and ends a broken stream
     with a close frame whose code names the fault; the connection always ends cleanly."""
-    cases = 0
 
-    @SETTINGS
-    @given(st.lists(websocket_frame(), min_size=1, max_size=4))
-    def run(frames: list[bytes]) -> None:
-        nonlocal cases
-        cases += 1
+    def check(frames: list[bytes]) -> None:
         # a close of our own last, so that the server ends the connection either way
         received, waiting = exchange(port, _HANDSHAKE + b"".join(frames) + b"\x88\x82abcd" + bytes([0x03 ^ 0x61, 0xE8 ^ 0x62]))
         assert not waiting, ("the connection did not end", frames)
@@ -315,8 +320,7 @@ def check_websocket(port: int) -> int:
                 codes.append(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005)
         assert codes and codes[0] in _CLOSE_CODES and len(codes) == 1, (frames, codes)
 
-    run()
-    return cases
+    return run_cases(st.lists(websocket_frame(), min_size=1, max_size=4), check)
 
 
 # HTTP/2 frame sequences from a client that misbehaves.
@@ -395,13 +399,7 @@ def check_http2(port: int) -> int:
     why, and never raises."""
     import hpack
 
-    cases = 0
-
-    @SETTINGS
-    @given(st.lists(h2_frame(), min_size=1, max_size=6))
-    def run(frames: list[bytes]) -> None:
-        nonlocal cases
-        cases += 1
+    def check(frames: list[bytes]) -> None:
         received, waiting = exchange(port, _PREFACE + _frame(0x4, 0, 0, b"") + b"".join(frames))
         # A request left open (HEADERS without END_STREAM) may rightly wait for its body.
         left_open = any(frame[3] == 0x1 and not frame[4] & 0x1 for frame in frames)
@@ -417,7 +415,6 @@ def check_http2(port: int) -> int:
         client_left = any(frame[3] == 0x7 for frame in frames)  # after its GOAWAY a close is enough
         assert (goaways or client_left or waiting) and all(code in _GOAWAY_CODES for code in goaways), (frames, goaways)
 
-    run()
-    return cases
+    return run_cases(st.lists(h2_frame(), min_size=1, max_size=6), check)
 
 
