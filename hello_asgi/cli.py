@@ -50,6 +50,9 @@ class Options(usage.Options):
          "Seconds a client has to send a whole request head.", float],
         ["timeout-graceful-shutdown", None, _DEFAULTS.graceful_timeout,
          "Seconds in-flight requests get to finish on shutdown.", float],
+        ["timeout-request", None, 0.0,
+         "Seconds an app may take over a request before it is cancelled and the client gets a 504 "
+         "(0: no limit).", float],
         ["limit-request-line", None, _DEFAULTS.max_request_line,
          "Longest request target in bytes (414 beyond).", int],
         ["limit-request-head", None, _DEFAULTS.max_head_size,
@@ -183,6 +186,7 @@ class Options(usage.Options):
             keep_alive_timeout=self["timeout-keep-alive"],
             request_head_timeout=self["timeout-request-head"],
             graceful_timeout=self["timeout-graceful-shutdown"],
+            request_timeout=self["timeout-request"] or None,
             max_request_line=self["limit-request-line"],
             max_head_size=self["limit-request-head"],
             max_header_count=self["limit-request-fields"],

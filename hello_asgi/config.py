@@ -116,6 +116,11 @@ class Config:
     #: With ``ca_certs``: refuse clients that send no certificate.
     require_client_cert: bool = False
 
+    #: Cancel an app still busy with a request after this many seconds: its client gets a
+    #: 504 (or, once the response has begun, a cut one). None: no limit, as in Uvicorn;
+    #: set it where a stuck app must not hold connections and memory forever.
+    request_timeout: float | None = None
+
     #: Rewrite each request's ``client``, ``scheme`` and ``server`` from its ``Forwarded``
     #: or ``X-Forwarded-*`` headers, for connections from ``forwarded_allow_ips`` only.
     proxy_headers: bool = False
@@ -166,6 +171,8 @@ class Config:
             raise ValueError("h2_max_frame_size must be from 16384 to 2**24-1")
         if self.ws_ping_interval < 0 or self.ws_ping_timeout < 0:
             raise ValueError("ws_ping_interval and ws_ping_timeout must be 0 (off) or more")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ValueError("request_timeout must be positive, or None for no limit")
         if self.tls_min_version not in ("1.2", "1.3"):
             raise ValueError(f"tls_min_version must be 1.2 or 1.3, not {self.tls_min_version!r}")
         if self.require_client_cert and self.ca_certs is None:

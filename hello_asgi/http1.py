@@ -353,7 +353,7 @@ class HTTP11Connection(Protocol):
 
     def _start(self, stream: HTTPStream) -> None:
         factory = self.factory
-        stream.task = factory.loop.create_task(stream.run(factory.app))
+        stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
 
     # IPushProducer: the transport tells us when the client is not reading.
 

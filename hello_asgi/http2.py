@@ -264,7 +264,7 @@ class H2Connection(Protocol):
         self._ids[stream] = stream_id
         self._unacknowledged[stream_id] = 0
         self._deadline.set(None)
-        stream.task = factory.loop.create_task(stream.run(factory.app))
+        stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
         limit = self.config.max_requests_per_connection
         if limit and stream_id % 2 == 1 and (stream_id + 1) // 2 >= limit:
             self.shutdown()  # the last stream this connection serves

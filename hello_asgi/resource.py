@@ -145,6 +145,7 @@ class _WebResponse:
         self._request = request
         self._app_loop = factory.app_loop
         self._app = factory.app
+        self._timeout = factory.config.request_timeout
         assert request.content is not None  # twisted.web made it while reading the request
         self._body = request.content
         self._gone = False  # reactor side: the connection was lost before the response ended
@@ -157,7 +158,7 @@ class _WebResponse:
         self._app_loop.to_reactor(self._watch)
         self._body.seek(0)
         self.body_consumed(stream)
-        stream.task = self._app_loop.loop.create_task(stream.run(self._app))
+        stream.task = self._app_loop.loop.create_task(stream.run(self._app, self._timeout))
 
     def _watch(self) -> None:
         request = self._request

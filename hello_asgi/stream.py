@@ -224,6 +224,7 @@ class HTTPStream:
     expect_continue = False
     trailers = False  # the app said it will send http.response.trailers
     keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
+    timed_out = False  # the app ran past the request timeout and was cancelled
 
     def __init__(self, scope: Scope, writer: ResponseWriter, body_complete: bool) -> None:
         self.scope = scope
@@ -277,13 +278,21 @@ class HTTPStream:
 
     # The app's side.
 
-    async def run(self, app: ASGIApp) -> None:
-        """Call the app, and turn whatever it does wrong into a 500 or a cut response."""
+    async def run(self, app: ASGIApp, timeout: float | None = None) -> None:
+        """Call the app, and turn whatever it does wrong into a 500 or a cut response; an app
+        still busy after ``timeout`` seconds is cancelled, and its client gets a 504."""
+        timer = None
+        if timeout is not None:
+            timer = asyncio.get_running_loop().call_later(timeout, self._time_out, asyncio.current_task())
         try:
             await app(self.scope, self.receive, self.send)
         except (asyncio.CancelledError, GeneratorExit):
-            self._fail()  # the server is cutting this request off (shutdown); nothing to log
-            raise
+            if not self.timed_out:
+                self._fail()  # the server is cutting this request off (shutdown); nothing to log
+                raise
+            log.warn("ASGI app took more than {timeout} s over {method} {path}; cancelled", timeout=timeout,
+                     method=self.scope["method"], path=self.scope["path"])
+            self._fail()
         except BaseException as error:
             if not isinstance(error, ClientDisconnected):  # else the app just noticed the client left
                 log.failure(
@@ -304,17 +313,23 @@ class HTTPStream:
                 )
                 self._fail()
         finally:
+            if timer is not None:
+                timer.cancel()
             self._writer.finished(self)
+
+    def _time_out(self, task: asyncio.Task[None] | None) -> None:
+        if task is not None and not task.done() and self._state != _DONE and not self.disconnected:
+            self.timed_out = True
+            task.cancel()
 
     def _fail(self) -> None:
         if self.disconnected or self._state == _DONE:
             return
         if self._state in (_AWAITING_START, _STARTED):  # nothing written: the held head can become a 500
             self._state = _DONE
-            self.status = 500
-            body = b"Internal Server Error"
+            self.status, body = (504, b"Gateway Timeout") if self.timed_out else (500, b"Internal Server Error")
             headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
-            self._writer.write_response(self, 500, headers, body, True)
+            self._writer.write_response(self, self.status, headers, body, True)
             self.bytes_sent = len(body)
         else:
             self._state = _DONE
