@@ -138,6 +138,9 @@ class H2Connection(Protocol):
         self._closing = True
         self._deadline.cancel()
         self._stall.cancel()
+        self._lose_streams(reason)
+
+    def _lose_streams(self, reason: Failure) -> None:
         for stream in self._streams.values():
             stream.disconnect()
         for outbound in self._outbound.values():
@@ -354,6 +357,9 @@ class H2Connection(Protocol):
             self._send_pending(stream_id)
 
     def _terminated(self, event: h2.events.ConnectionTerminated) -> None:
+        """The client sent GOAWAY. h2 lets nothing more be sent after it, so the streams
+        still open end here: their apps see the client gone, as it is going."""
+        self._lose_streams(connectionDone)
         self._close()
 
     # Flow control of request bodies.

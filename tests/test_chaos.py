@@ -188,3 +188,20 @@ class ClientDisconnectTests(unittest.TestCase):
         writer.write(b"GET /fine HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         self.assertEqual(parse_responses(await asyncio.wait_for(reader.read(), 10))[0][1], b"hello /fine ")
         writer.close()
+
+
+class ClientGoawayTests(unittest.TestCase):
+    @asyncio_test
+    async def test_a_request_and_a_goaway_together_end_quietly(self) -> None:
+        """Found by the soak run: h2 allows nothing to be sent after a client's GOAWAY, so an
+        app answering a request that came with it raised inside the server, logged as the
+        app's fault. Sent in one write, the app runs before the connection is gone."""
+        server = await serve(self, hello_app)
+        client = await H2Client.open(server.port)
+        client.conn.send_headers(1, [(b":method", b"GET"), (b":path", b"/x"), (b":scheme", b"http"),
+                                     (b":authority", b"x")], end_stream=True)
+        client.conn.close_connection()
+        client.flush()
+        await client.writer.drain()
+        self.assertEqual(await fine(server.port), b"hello /fine ")  # nothing logged; the server goes on
+        client.close()
