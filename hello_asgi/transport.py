@@ -11,6 +11,7 @@ works through Twisted itself.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError, ConnectionDone, ConnectionLost
+from twisted.logger import Logger
 from twisted.internet.interfaces import (
     IConsumer,
     IListeningPort,
@@ -32,6 +34,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 Address = IPv4Address | IPv6Address | UNIXAddress
+
+log = Logger(namespace="hello_asgi.transport")
 
 
 def twisted_address(sockaddr: Any, family: int) -> Address:
@@ -180,32 +184,62 @@ class AsyncioTransport(asyncio.Protocol):
 
 @implementer(IListeningPort)
 class AsyncioPort:
-    """A listening socket served by ``asyncio.Server``, as Twisted's ``IListeningPort``."""
+    """A listening socket whose connections get asyncio transports, as Twisted's ``IListeningPort``.
+
+    It accepts by itself rather than through ``asyncio.Server``: out of file descriptors
+    (EMFILE), Python 3.11's server schedules a retry for every failed accept in a batch,
+    and the retries multiply until the loop spins. This one stops accepting once, for a
+    second, and says so in the log once.
+    """
+
+    ACCEPTS_PER_TURN = 64  # then let the loop serve the connections it has
+    RETRY_AFTER = 1.0  # seconds without accepting, once the process is out of descriptors
 
     def __init__(self, sock: socket.socket, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop):
         self._socket = sock
         self._factory = factory
         self._loop = loop
-        self._server: asyncio.Future[asyncio.Server] | None = None
+        self._listening = False
+        self._retry: asyncio.TimerHandle | None = None
 
     def startListening(self) -> None:
         self._factory.doStart()
-        factory, loop = self._factory, self._loop
-        self._server = asyncio.ensure_future(
-            loop.create_server(lambda: AsyncioTransport(factory, loop), sock=self._socket),
-            loop=loop,
-        )
+        self._listening = True
+        self._loop.add_reader(self._socket.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(self.ACCEPTS_PER_TURN):
+            try:
+                connection, _ = self._socket.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as error:
+                if error.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                log.warn("Cannot accept connections ({error}); trying again in {delay} s",
+                         error=os.strerror(error.errno), delay=self.RETRY_AFTER)
+                self._loop.remove_reader(self._socket.fileno())
+                self._retry = self._loop.call_later(self.RETRY_AFTER, self._resume)
+                return
+            connection.setblocking(False)
+            factory, loop = self._factory, self._loop
+            loop.create_task(loop.connect_accepted_socket(lambda: AsyncioTransport(factory, loop), connection))
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._listening:
+            self._loop.add_reader(self._socket.fileno(), self._accept)
 
     def stopListening(self) -> Deferred[None]:
-        server, self._server = self._server, None
-        if server is None:
+        if not self._listening:
             return succeed(None)
-
-        async def close() -> None:
-            (await server).close()
-            self._factory.doStop()
-
-        return Deferred.fromFuture(asyncio.ensure_future(close(), loop=self._loop))
+        self._listening = False
+        if self._retry is not None:
+            self._retry.cancel()
+        self._loop.remove_reader(self._socket.fileno())
+        self._socket.close()
+        self._factory.doStop()
+        return succeed(None)
 
     loseConnection = stopListening
 
