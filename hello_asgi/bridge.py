@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -59,36 +58,21 @@ class LoopClock:
         self._loop = loop
 
     def seconds(self) -> float:
-        return time.monotonic()
+        return self._loop.time()  # the clock the loop's timers keep, so getTime() agrees
 
-    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kwargs: Any) -> _LoopCall:
-        return _LoopCall(self._loop, delay, f, args, kwargs)
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> _LoopCall:
+        return _LoopCall(self._loop.call_later(delay, f, *args))
 
 
 class _LoopCall:
-    """What ``LoopClock.callLater`` returns: the ``IDelayedCall`` methods callers use."""
+    """What ``LoopClock.callLater`` returns: the ``IDelayedCall`` methods its callers use
+    (``Deadline`` and autobahn's timers cancel, and ``Deadline`` reads the time)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, f: Callable[..., Any],
-                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self._loop = loop
-        self._call = (f, args, kwargs)
-        self._done = False
-        self._handle = loop.call_later(delay, self._fire)
-
-    def _fire(self) -> None:
-        self._done = True
-        f, args, kwargs = self._call
-        f(*args, **kwargs)
-
-    def active(self) -> bool:
-        return not self._done and not self._handle.cancelled()
+    def __init__(self, handle: asyncio.TimerHandle) -> None:
+        self._handle = handle
 
     def cancel(self) -> None:
         self._handle.cancel()
-
-    def reset(self, delay: float) -> None:
-        self._handle.cancel()
-        self._handle = self._loop.call_later(delay, self._fire)
 
     def getTime(self) -> float:
         return self._handle.when()

@@ -81,10 +81,10 @@ class ServerConnection(Protocol):
             self.inner = inner
             inner.makeConnection(self.transport)
             inner.dataReceived(data)
-            if self._shutting_down:
+            if self._shutting_down:  # shutdown began before this first request: it is the last
                 inner.shutdown()
-            return
-        inner.dataReceived(data)
+        else:
+            inner.dataReceived(data)
 
     def switch(self, kind: str, request: RequestHead, rest: bytes) -> None:
         """Carry on as HTTP/2 (``kind`` h2c; the request becomes stream 1) or as a WebSocket."""

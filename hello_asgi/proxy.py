@@ -34,7 +34,8 @@ class TrustedProxies:
                 try:
                     self._networks.append(ipaddress.ip_network(entry.strip(), strict=False))
                 except ValueError:
-                    raise ValueError(f"forwarded_allow_ips: {entry!r} is not an address, a network, 'unix' or '*'")
+                    raise ValueError(
+                        f"forwarded_allow_ips: {entry!r} is not an address, a network, 'unix' or '*'") from None
 
     def trusts(self, host: str | None) -> bool:
         """Whether ``host`` (an address, ``None`` for a UNIX-socket peer) is a trusted proxy."""

@@ -13,7 +13,7 @@ import asyncio
 import os
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
@@ -120,12 +120,13 @@ class ConnectionScope:
     def of(cls, transport: Any, factory: Any) -> ConnectionScope:
         """Read the addresses and TLS off ``transport``; the rest comes from ``factory``."""
         if INegotiated.providedBy(transport):
-            return replace(cls.between(transport.getPeer(), transport.getHost(), "https", factory),
-                           tls=tls_extension(transport))
+            return cls.between(transport.getPeer(), transport.getHost(), "https", factory,
+                               tls=tls_extension(transport))
         return cls.between(transport.getPeer(), transport.getHost(), factory.scheme, factory)
 
     @classmethod
-    def between(cls, peer: Any, host: Any, scheme: str, factory: Any, mount: str = "") -> ConnectionScope:
+    def between(cls, peer: Any, host: Any, scheme: str, factory: Any, mount: str = "",
+                tls: dict[str, Any] | None = None) -> ConnectionScope:
         """From a connection's two addresses; ``mount`` is where a resource sits in a site."""
         client = (peer.host, peer.port) if hasattr(peer, "port") else None
         proxies = factory.trusted_proxies
@@ -138,6 +139,7 @@ class ConnectionScope:
             state=factory.state,
             asgi_version=factory.asgi_version,
             proxy=proxies if proxies is not None and proxies.trusts(client[0] if client else None) else None,
+            tls=tls,
         )
 
     def http(self, method: str, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers,

@@ -222,8 +222,10 @@ class AsyncioPort:
                 self._retry = self._loop.call_later(self.RETRY_AFTER, self._resume)
                 return
             connection.setblocking(False)
-            factory, loop = self._factory, self._loop
-            loop.create_task(loop.connect_accepted_socket(lambda: AsyncioTransport(factory, loop), connection))
+            self._loop.create_task(self._loop.connect_accepted_socket(self._protocol, connection))
+
+    def _protocol(self) -> AsyncioTransport:
+        return AsyncioTransport(self._factory, self._loop)
 
     def _resume(self) -> None:
         self._retry = None

@@ -406,7 +406,7 @@ def check_http2(port: int) -> int:
         assert left_open or not waiting, ("the connection did not end", frames)
         decoder = hpack.Decoder()
         goaways = []
-        for kind, flags, stream, payload in _server_frames(received):
+        for kind, _, _, payload in _server_frames(received):
             if kind == 0x1:  # HEADERS: the server's HPACK state must stay in step with ours
                 status = dict(decoder.decode(payload)).get(":status")
                 assert status is not None and status.isdigit(), (frames, payload)
