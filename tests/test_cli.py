@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 import signal
 import socket
 import sys
@@ -63,6 +64,34 @@ class StartupErrorTests(unittest.TestCase):
                          (1000, 500, 0.0, 3.0, 2.0, 8))
         self.assertFalse(config.ws_per_message_deflate)
         self.assertFalse(config.websocket)
+
+    def test_deployment_options_reach_the_config(self) -> None:
+        from hello_asgi.cli import Options
+        from hello_asgi.tls import development_certificate
+
+        cert, key, _ = development_certificate(Path(self.mktemp()))
+        options = Options()
+        options.parseOptions(["--app", "hello_asgi.demo:asgi", "--timeout-request", "7", "--proxy-headers",
+                              "--forwarded-allow-ips", "10.0.0.0/8, unix", "--proxy-protocol", "--cert", str(cert),
+                              "--key", str(key), "--tls-min-version", "1.3", "--tls-ciphers", "ECDHE+AESGCM",
+                              "--ca", str(cert), "--require-client-cert"])
+        config = options["config"]
+        self.assertEqual((config.request_timeout, config.proxy_headers, config.forwarded_allow_ips,
+                          config.proxy_protocol), (7.0, True, ["10.0.0.0/8", "unix"], True))
+        self.assertEqual((config.tls_min_version, config.tls_ciphers, config.ca_certs, config.require_client_cert),
+                         ("1.3", "ECDHE+AESGCM", str(cert), True))
+        options = Options()
+        options.parseOptions(["--app", "hello_asgi.demo:asgi"])
+        self.assertIsNone(options["config"].request_timeout)  # 0, the default, is no limit
+
+    def test_workers_get_the_command_less_what_the_supervisor_does(self) -> None:
+        from hello_asgi.cli import worker_command
+
+        command = worker_command(["--app", "app:asgi", "--workers", "4", "-w2", "--reload", "--listen", "tcp:80",
+                                  "--port=8000", "-p", "9000", "--host", "0.0.0.0", "--backlog", "10",
+                                  "--proxy-headers", "--timeout-request", "5"])
+        self.assertEqual(command[command.index("hello-asgi") + 1:],
+                         ["--app", "app:asgi", "--proxy-headers", "--timeout-request", "5"])
 
     @asyncio_test
     async def test_missing_module(self) -> None:
