@@ -7,7 +7,9 @@ httptools or h2, and autobahn re-parsing a re-serialised copy is how a second pa
 comes to read a request differently (Daphne, CVE-2026-44546). So this module checks the
 parsed request itself, writes the handshake answer through a ``HandshakeWriter`` (a
 ``101`` on HTTP/1.1, a ``200`` HEADERS frame on HTTP/2) and moves autobahn straight to
-its open state. The ASGI side is ``websocket_session.WebSocketSession``.
+its open state. The ASGI side is ``websocket_session.WebSocketSession``. One shape of
+frame, small, whole and unremarkable, is read before autobahn sees it, by
+``websocket_frames.simple_messages``: the frame of chat and echo traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from zope.interface import implementer
 
 from .config import Config
 from .stream import ConnectionScope, Headers, RequestHead, wake_all
+from .websocket_frames import simple_messages
 from .websocket_session import WebSocketDisconnected, WebSocketSession, subprotocols
 from .wire import field_lines, status_line
 
@@ -161,6 +164,8 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
+        limits = [size for size in (factory.config.ws_max_frame_size, factory.config.ws_max_message_size) if size]
+        self._simple_limit = min(limits, default=1 << 64)  # the largest frame simple_messages may read
 
     def connectionMade(self) -> None:
         # autobahn's own connectionMade, less reading TLS details (tls-unique, the peer's
@@ -302,9 +307,22 @@ class WebSocketConnection(WebSocketServerProtocol):
     # autobahn's hot path, less what this server does not use: its debug lines build their
     # arguments (coloured text) even when debug logging is off, and every message is also
     # fired to observers through a Deferred. These three were a third of the CPU time of an
-    # echo round trip; the behaviour is otherwise autobahn's own.
+    # echo round trip; the behaviour is otherwise autobahn's own. Before autobahn sees a
+    # read, the small whole frames at its start are read by ``simple_messages``, which
+    # halves the cost of an echo round trip again (the module says how it stays exact).
 
     def dataReceived(self, data: bytes) -> None:
+        if (self.state == _OPEN and self._perMessageCompress is None and not self.data
+                and self.current_frame is None and not self.inside_message):
+            messages, taken = simple_messages(data, self._simple_limit)
+            if messages:
+                for message in messages:
+                    self._deliver(message)
+                if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                    self._cancelAutoPingTimeoutCall()  # a data frame shows the peer alive, as in autobahn
+                if taken == len(data):
+                    return
+                data = data[taken:]
         self._dataReceived(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
@@ -322,8 +340,12 @@ class WebSocketConnection(WebSocketServerProtocol):
     # autobahn's events.
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._deliver(payload if isBinary else payload.decode("utf-8"))  # autobahn checked the UTF-8
+
+    def _deliver(self, message: str | bytes) -> None:
+        """Hand a message to the app; stop reading while it leaves too many untaken."""
         session = self.session
-        session.message(payload if isBinary else payload.decode("utf-8"))  # autobahn checked the UTF-8
+        session.message(message)
         if session.queued >= self.server.config.ws_max_queue and not self._read_paused:
             self._read_paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
