@@ -10,7 +10,6 @@ responses. The ASGI side of each request lives in ``stream.HTTPStream``.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -51,6 +50,14 @@ class HTTP11Connection(Protocol):
     the response before it is complete, so responses leave in request order.
     """
 
+    # More than 30 attributes would turn every connection's compact attribute values into
+    # a whole dict (CPython's shared-key limit): 1.7 KiB more for each idle connection.
+    __slots__ = ("_chunked", "_closing", "_completed_in_read", "_connection", "_deadline", "_drain_waiters",
+                 "_head_size", "_headers", "_in_head", "_keep_alive", "_keep_alive_response", "_no_body",
+                 "_parser", "_parsing", "_read_paused", "_rejection", "_remaining", "_requests", "_streams",
+                 "_switch", "_switch_pending", "_unfinished_head", "_upgrade", "_upgrade_body", "_url",
+                 "_write_paused", "config", "factory")
+
     def __init__(
         self,
         factory: ASGIServerFactory,
@@ -65,7 +72,7 @@ class HTTP11Connection(Protocol):
         # passed to its stream from here (its Content-Length bytes), then parsing resumes.
         self._upgrade_body = 0
         self.config = factory.config
-        self._streams: deque[HTTPStream] = deque()  # responses owed, oldest first
+        self._streams: list[HTTPStream] = []  # responses owed, oldest first (a deque costs 0.7 KiB even empty)
         self._parsing: HTTPStream | None = None  # the request whose body is arriving
         self._url = b""
         self._headers: Headers = []
@@ -91,9 +98,8 @@ class HTTP11Connection(Protocol):
     def connectionMade(self) -> None:
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._connection = ConnectionScope.of(transport, self.factory)
-        self._client_text = self._connection.client_text
         self._deadline = Deadline(self.factory.clock, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
 
@@ -121,7 +127,7 @@ class HTTP11Connection(Protocol):
     def _timed_out(self) -> None:
         if self._in_head:
             log.info("Closing {client}: no complete request head within {timeout} s",
-                     client=self._client_text, timeout=self.config.request_head_timeout)
+                     client=self._connection.client_text, timeout=self.config.request_head_timeout)
         self._close()
 
     def _close(self) -> None:
@@ -146,8 +152,11 @@ class HTTP11Connection(Protocol):
             if not data:
                 return
         self._completed_in_read = False
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             rest = data[upgrade.args[0]:]
             if self._upgrade is not None:
@@ -195,7 +204,7 @@ class HTTP11Connection(Protocol):
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer an unreadable request with ``status`` once the responses owed before it are sent."""
-        log.info("Bad request from {client}: {status} {reason}", client=self._client_text,
+        log.info("Bad request from {client}: {status} {reason}", client=self._connection.client_text,
                  status=status, reason=reason)
         self._pause_reading()
         self._rejection = error_response(status, reason, self.config.server_header)
@@ -245,6 +254,7 @@ class HTTP11Connection(Protocol):
         self._in_head = False
         self._deadline.set(None)
         parser = self._parser
+        assert parser is not None  # it is calling us
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
             raise _BadRequest(505, f"HTTP/{http_version} is not served here")
@@ -480,7 +490,7 @@ class HTTP11Connection(Protocol):
             self._keep_alive_response = False
         streams = self._streams
         if streams and streams[0] is stream:
-            streams.popleft()
+            del streams[0]
         if self._rejection is not None and not streams and not self._closing:
             self._send_rejection()
             return
@@ -496,11 +506,15 @@ class HTTP11Connection(Protocol):
             return
         elif self._parsing is None:
             self._deadline.set(self.config.keep_alive_timeout)
+            if not self._in_head:
+                # Idle between requests: the parser holds nothing until the next one, and
+                # making one (0.4 µs) costs less than keeping one (0.9 KiB) on every idle connection.
+                self._parser = None
         self._maybe_resume_reading()
 
     def abort(self, stream: HTTPStream) -> None:
         if self._streams and self._streams[0] is stream:
-            self._streams.popleft()
+            del self._streams[0]
         for waiting in self._streams:
             waiting.disconnect()
         self._close()

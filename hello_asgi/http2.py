@@ -99,7 +99,6 @@ class H2Connection(Protocol):
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._connection = ConnectionScope.of(transport, self.factory)
-        self._client_text = self._connection.client_text
         self._h2 = h2.connection.H2Connection(
             # Outbound headers are checked once already (stream.checked_headers; lower-cased,
             # trimmed and stripped of connection-specific fields here): h2 need not redo it.
@@ -159,7 +158,7 @@ class H2Connection(Protocol):
     def _stalled(self) -> None:
         if any(outbound.pending for outbound in self._outbound.values()):
             log.info("Closing {client}: its flow-control window stayed shut for {timeout} s",
-                     client=self._client_text, timeout=self.config.h2_stall_timeout)
+                     client=self._connection.client_text, timeout=self.config.h2_stall_timeout)
             self._h2.close_connection(ErrorCodes.FLOW_CONTROL_ERROR)
             for stream in self._streams.values():
                 stream.disconnect()
@@ -214,7 +213,7 @@ class H2Connection(Protocol):
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            log.info("HTTP/2 protocol error from {client}: {error}", client=self._client_text, error=error)
+            log.info("HTTP/2 protocol error from {client}: {error}", client=self._connection.client_text, error=error)
             self._flush()  # h2 has queued a GOAWAY with the error code
             self._close()
             return
@@ -281,7 +280,7 @@ class H2Connection(Protocol):
             problem = handshake_problem(request, http2=True)
         if problem is not None:
             status, reason, extra = problem
-            log.info("Refused CONNECT from {client}: {status} {reason}", client=self._client_text,
+            log.info("Refused CONNECT from {client}: {status} {reason}", client=self._connection.client_text,
                      status=status, reason=reason)
             self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *extra], end_stream=True)
             return
@@ -345,7 +344,7 @@ class H2Connection(Protocol):
         count = self._abuse[kind] = self._abuse.get(kind, 0) + 1
         if count == limit + 1:
             log.warn("GOAWAY ENHANCE_YOUR_CALM to {client}: more than {limit} {kind} in 10 s",
-                     client=self._client_text, limit=limit, kind=kind)
+                     client=self._connection.client_text, limit=limit, kind=kind)
             self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
             for stream in self._streams.values():
                 stream.disconnect()

@@ -102,14 +102,13 @@ class ResponseWriter(Protocol):
         """The app returned and the exchange is over."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionScope:
     """What every request scope of one connection shares, worked out once per connection."""
 
     scheme: str
     client: tuple[str, int] | None
     server: tuple[str, int | None] | None
-    client_text: str  # for log lines
     root_path: str
     state: dict[str, Any]
     asgi_version: str
@@ -134,13 +133,17 @@ class ConnectionScope:
             scheme=scheme,
             client=client,
             server=(host.host, host.port) if hasattr(host, "port") else (_socket_path(host), None),
-            client_text=client_text(client),
             root_path=factory.config.root_path + mount,
             state=factory.state,
             asgi_version=factory.asgi_version,
             proxy=proxies if proxies is not None and proxies.trusts(client[0] if client else None) else None,
             tls=tls,
         )
+
+    @property
+    def client_text(self) -> str:
+        """The client as log lines name it (made when a line needs it, not kept per connection)."""
+        return client_text(self.client)
 
     def http(self, method: str, http_version: str, raw_path: bytes, query_string: bytes, headers: Headers,
              extensions: dict[str, Any]) -> Scope:

@@ -67,10 +67,8 @@ class AsyncioTransport(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
         sock = transport.get_extra_info("socket")
-        family = sock.family if sock is not None else socket.AF_INET
-        self._peer = twisted_address(transport.get_extra_info("peername"), family)
-        self._host = twisted_address(transport.get_extra_info("sockname"), family)
-        protocol = self._factory.buildProtocol(self._peer)
+        self._family = sock.family if sock is not None else socket.AF_INET
+        protocol = self._factory.buildProtocol(self.getPeer())
         if protocol is None:
             transport.abort()
             return
@@ -120,11 +118,14 @@ class AsyncioTransport(asyncio.Protocol):
         self.disconnecting = True
         self._transport.abort()
 
+    # Made on each call, as Twisted's own TCP transport does: an idle connection then holds
+    # only asyncio's address tuples, not two address objects as well.
+
     def getPeer(self) -> Address:
-        return self._peer
+        return twisted_address(self._transport.get_extra_info("peername"), self._family)
 
     def getHost(self) -> Address:
-        return self._host
+        return twisted_address(self._transport.get_extra_info("sockname"), self._family)
 
     # ITCPTransport
 
