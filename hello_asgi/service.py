@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
 from typing import Any
@@ -119,6 +120,10 @@ class ASGIService(Service):
 
     def _started(self, ports: list[IListeningPort]) -> None:
         if self._owns_process:
+            # Everything alive now (modules, the app, the server) lives as long as the
+            # process: out of the collector's sight, a full collection no longer walks it,
+            # which took HTTP/1.1's p99 latency from 8-15 ms back to 5 ms under load.
+            gc.freeze()
             worker_ready()  # a worker of --workers or --reload: its supervisor waits for this
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
