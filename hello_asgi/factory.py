@@ -25,7 +25,7 @@ from .http2 import PREFACE, H2Connection
 from .proxy import TrustedProxies
 from .stream import RequestHead, wake_all
 from .threaded import ReactorSide
-from .timeouts import Deadline
+from .timeouts import Deadline, Ticks
 from .loading import as_asgi3, asgi_version
 from .websocket import HTTP11Handshake, WebSocketConnection, autobahn_options, handshake_problem
 from .wire import error_response
@@ -60,7 +60,7 @@ class ServerConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connection_opened(self)
-        self._deadline = Deadline(self.factory.clock, self.transport.loseConnection)  # type: ignore[union-attr]
+        self._deadline: Deadline | None = Deadline(self.factory.ticks, self.transport.loseConnection)  # type: ignore[union-attr]
         self._deadline.set(self.factory.config.request_head_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -78,6 +78,7 @@ class ServerConnection(Protocol):
                 inner = HTTP11Connection(self.factory, switch=self.switch)
             self._buffer = b""
             self._deadline.cancel()
+            self._deadline = None  # the inner protocol keeps its own
             self.inner = inner
             inner.makeConnection(self.transport)
             inner.dataReceived(data)
@@ -113,19 +114,20 @@ class ServerConnection(Protocol):
             inner.dataReceived(rest)
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._deadline.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self.inner is not None:
             self.inner.connectionLost(reason)
         self.factory.connection_closed(self)
 
     def shutdown(self) -> None:
-        if self.inner is None:
+        if self.inner is not None:
+            self.inner.shutdown()
+        elif self._deadline is not None:
             # Accepted an instant ago, its first request probably on the way: it gets a
             # moment to arrive, is answered, and the connection closes after it.
             self._shutting_down = True
             self._deadline.set(min(FIRST_REQUEST_GRACE, self.factory.config.request_head_timeout))
-        else:
-            self.inner.shutdown()
 
     def cancel_apps(self) -> list[Any]:
         return [] if self.inner is None else self.inner.cancel_apps()
@@ -163,6 +165,7 @@ class ASGIServerFactory(ServerFactory):
         self.app_loop = app_loop(reactor)
         self.loop = self.app_loop.loop
         self.clock = self.app_loop.clock  # timers on the thread the protocols run on
+        self.ticks = Ticks(self.clock)  # the connections' deadlines share its timers
         self.state: dict[str, Any] = {} if state is None else state
         self.scheme = scheme
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None

@@ -115,8 +115,8 @@ class H2Connection(Protocol):
                 h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(config.websocket),  # RFC 8441
             },
         )
-        self._deadline = Deadline(self.factory.clock, self._idle_timeout)
-        self._stall = Deadline(self.factory.clock, self._stalled)
+        self._deadline = Deadline(self.factory.ticks, self._idle_timeout)
+        self._stall = Deadline(self.factory.ticks, self._stalled)
         upgrade = self._upgrade
         if upgrade is None:
             self._h2.initiate_connection()

@@ -1,53 +1,97 @@
-"""A per-connection deadline that costs nothing to move on the hot path."""
+"""Per-connection deadlines that cost nothing to move and share a few timers between them.
+
+Every connection has a deadline (the request head, keep-alive, an HTTP/2 stall), and most
+never expire. A timer each (a Twisted ``DelayedCall`` is about 0.7 KiB) would be the
+largest thing an idle connection holds. So deadlines are rounded up to the next tick of
+``Ticks`` (a tenth of a second) and wait in that tick's set; one timer per tick in use
+serves them all, however many connections there are. A timeout fires up to a tick late.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall
+RESOLUTION = 0.1  # seconds per tick: how late a deadline may fire
+
+
+class Ticks:
+    """The shared timer of one server's deadlines: one ``callLater`` per tick in use, and
+    none once no deadline waits (a stopped server leaves no timer behind)."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock  # IReactorTime's callLater and seconds, on the thread of the protocols
+        self._waiting: dict[int, tuple[set[Deadline], Any]] = {}  # tick: its deadlines, its timer
+
+    def add(self, deadline: Deadline, when: float) -> int:
+        """Wake ``deadline`` at the first tick at or after ``when``; that tick."""
+        tick = math.ceil(when / RESOLUTION)
+        waiting = self._waiting.get(tick)
+        if waiting is None:
+            delay = max(0.0, tick * RESOLUTION - self.clock.seconds())
+            waiting = self._waiting[tick] = set(), self.clock.callLater(delay, self._fire, tick)
+        waiting[0].add(deadline)
+        return tick
+
+    def remove(self, deadline: Deadline, tick: int) -> None:
+        waiting = self._waiting.get(tick)
+        if waiting is not None:
+            deadlines, timer = waiting
+            deadlines.discard(deadline)
+            if not deadlines:
+                timer.cancel()
+                del self._waiting[tick]
+
+    def _fire(self, tick: int) -> None:
+        deadlines, _ = self._waiting.pop(tick)
+        for deadline in deadlines:
+            deadline.woken()
 
 
 class Deadline:
     """Calls ``expired`` once the deadline passes; ``set`` moves it, ``set(None)`` clears it.
 
-    Moving a deadline later is an assignment: the one timer, when it fires early, sleeps
-    again until the current deadline. Only a deadline earlier than the timer replaces it.
-    So a keep-alive connection serving request after request schedules almost no timers.
+    Moving a deadline later is an assignment: woken at its tick before the deadline, it
+    waits again for a later one. Only a deadline earlier than its tick moves it to another.
+    So a keep-alive connection serving request after request touches the ticks rarely.
     """
 
-    def __init__(self, reactor: Any, expired: Callable[[], None]) -> None:
-        self._reactor = reactor
+    __slots__ = ("_expired", "_tick", "_ticks", "_when")
+
+    def __init__(self, ticks: Ticks, expired: Callable[[], None]) -> None:
+        self._ticks = ticks
         self._expired = expired
         self._when: float | None = None
-        self._timer: IDelayedCall | None = None
+        self._tick: int | None = None
 
     def set(self, seconds: float | None) -> None:
         if seconds is None:
             self._when = None
             return
-        when = self._when = self._reactor.seconds() + seconds
-        timer = self._timer
-        if timer is not None:
-            if timer.getTime() <= when:
+        ticks = self._ticks
+        when = self._when = ticks.clock.seconds() + seconds
+        tick = self._tick
+        if tick is not None:
+            if tick * RESOLUTION <= when:
                 return
-            timer.cancel()
-        self._timer = self._reactor.callLater(seconds, self._check)
+            ticks.remove(self, tick)
+        self._tick = ticks.add(self, when)
 
     def cancel(self) -> None:
         self._when = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._tick is not None:
+            self._ticks.remove(self, self._tick)
+            self._tick = None
 
-    def _check(self) -> None:
-        self._timer = None
+    def woken(self) -> None:
+        """Its tick came: expire, or wait for the tick of a deadline moved later meanwhile."""
+        self._tick = None
         when = self._when
         if when is None:
             return
-        remaining = when - self._reactor.seconds()
-        if remaining > 0:
-            self._timer = self._reactor.callLater(remaining, self._check)
+        if when > self._ticks.clock.seconds():
+            self._tick = self._ticks.add(self, when)
         else:
             self._when = None
             self._expired()
