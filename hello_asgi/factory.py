@@ -51,10 +51,11 @@ class ServerConnection(Protocol):
     HTTP/2 (the client opened with the HTTP/2 preface) or HTTP/1.1, and can switch an
     HTTP/1.1 connection to HTTP/2 once, on ``Upgrade: h2c``."""
 
-    inner: HTTP11Connection | H2Connection | WebSocketConnection | None = None
+    __slots__ = ("_buffer", "_deadline", "_shutting_down", "factory", "inner")  # one per connection
 
     def __init__(self, factory: ASGIServerFactory) -> None:
         self.factory = factory
+        self.inner: HTTP11Connection | H2Connection | WebSocketConnection | None = None
         self._buffer = b""
         self._shutting_down = False
 

@@ -10,6 +10,7 @@ when the app raises.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import time
@@ -132,7 +133,7 @@ class ConnectionScope:
         return cls(
             scheme=scheme,
             client=client,
-            server=(host.host, host.port) if hasattr(host, "port") else (_socket_path(host), None),
+            server=_server(host.host, host.port) if hasattr(host, "port") else (_socket_path(host), None),
             root_path=factory.config.root_path + mount,
             state=factory.state,
             asgi_version=factory.asgi_version,
@@ -187,6 +188,12 @@ class ConnectionScope:
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         scope["subprotocols"] = subprotocols
         return scope
+
+
+@functools.lru_cache(maxsize=64)
+def _server(host: str, port: int) -> tuple[str, int]:
+    """The scope's ``server``: one tuple for every connection to the same listening address."""
+    return host, port
 
 
 def _socket_path(address: Any) -> str | None:

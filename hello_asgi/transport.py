@@ -52,15 +52,17 @@ def twisted_address(sockaddr: Any, family: int) -> Address:
 class AsyncioTransport(asyncio.Protocol):
     """An asyncio protocol that hosts one Twisted protocol and serves as its transport."""
 
-    protocol: IProtocol | None = None
-    _producer: IProducer | None = None
-    _streaming_producer = True
-    _writing_paused = False
-    disconnecting = False
+    __slots__ = ("_factory", "_family", "_loop", "_producer", "_streaming_producer", "_transport",
+                 "_writing_paused", "disconnecting", "protocol")  # one per connection: no dict
 
     def __init__(self, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop) -> None:
         self._factory = factory
         self._loop = loop
+        self.protocol: IProtocol | None = None
+        self._producer: IProducer | None = None
+        self._streaming_producer = True
+        self._writing_paused = False
+        self.disconnecting = False
 
     # asyncio.Protocol: events from the socket
 
