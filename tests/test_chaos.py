@@ -205,3 +205,72 @@ class ClientGoawayTests(unittest.TestCase):
         await client.writer.drain()
         self.assertEqual(await fine(server.port), b"hello /fine ")  # nothing logged; the server goes on
         client.close()
+
+
+class SlowTests(unittest.TestCase):
+    """An app that answers slowly to clients that read slowly: every byte arrives in order,
+    the app's ``send()`` waits for its reader, nothing is logged as an error (trial would
+    fail the test), and a client that reads promptly is served meanwhile."""
+
+    CHUNK, CHUNKS = 65536, 64  # 4 MiB a response: more than the socket buffers hold
+
+    def setUp(self) -> None:
+        self.sent: dict[int, int] = {}
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/fine":
+            await hello_app(scope, receive, send)
+            return
+        reader = int(scope["path"].strip("/"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for index in range(self.CHUNKS):
+            await asyncio.sleep(0)  # slow: a chunk per turn of the loop at most
+            await send({"type": "http.response.body", "body": self.chunk(index), "more_body": True})
+            self.sent[reader] = index + 1
+        await send({"type": "http.response.body", "body": b""})
+
+    def chunk(self, index: int) -> bytes:
+        return bytes([index % 251]) * self.CHUNK
+
+    def whole(self) -> bytes:
+        return b"".join(self.chunk(index) for index in range(self.CHUNKS))
+
+    @asyncio_test
+    async def test_http1_slow_readers(self) -> None:
+        server = await serve(self, self.app)
+        readers = []
+        for number in range(4):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % number)
+            readers.append((reader, writer))
+        self.assertEqual(await fine(server.port), b"hello /fine ")  # served while four are stuck
+        self.assertEqual(len(self.sent), 4)
+        self.assertTrue(all(sent < self.CHUNKS for sent in self.sent.values()), self.sent)
+        for reader, writer in readers:
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):
+                data += await asyncio.wait_for(reader.read(4096), 10)  # a slow reader: a little at a time
+            writer.close()
+            [(response, body)] = parse_responses(data)
+            self.assertEqual(response.status_code, 200)
+            self.assertEqual(body, self.whole())
+
+    @asyncio_test
+    async def test_http2_slow_readers(self) -> None:
+        server = await serve(self, self.app)
+        client = await H2Client.open(server.port, auto_ack=False)  # the window stays shut: no reading
+        streams = [client.request(f"/{number}") for number in range(4)]
+        while sum(len(client.bodies.get(stream, b"")) for stream in streams) < 65535:
+            await client.pump()  # the connection's first window, shared by the four
+        self.assertEqual(await fine(server.port), b"hello /fine ")  # another connection is served
+        self.assertTrue(all(sent < self.CHUNKS for sent in self.sent.values()), self.sent)
+        client.auto_ack = True  # now read, giving credit back as the data comes
+        for stream in streams:
+            client.conn.acknowledge_received_data(len(client.bodies.get(stream, b"")), stream)
+        client.flush()
+        for stream in streams:
+            headers, body = await client.response(stream)
+            self.assertEqual((headers[b":status"], body), (b"200", self.whole()))
+        client.close()
