@@ -13,7 +13,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from twisted.logger import Logger
+
 RESOLUTION = 0.1  # seconds per tick: how late a deadline may fire
+
+log = Logger(namespace="hello_asgi.timeouts")
 
 
 class Ticks:
@@ -27,6 +31,8 @@ class Ticks:
     def add(self, deadline: Deadline, when: float) -> int:
         """Wake ``deadline`` at the first tick at or after ``when``; that tick."""
         tick = math.ceil(when / RESOLUTION)
+        if tick * RESOLUTION < when:  # ceil of a rounded quotient can fall short of ``when``
+            tick += 1
         waiting = self._waiting.get(tick)
         if waiting is None:
             delay = max(0.0, tick * RESOLUTION - self.clock.seconds())
@@ -46,7 +52,10 @@ class Ticks:
     def _fire(self, tick: int) -> None:
         deadlines, _ = self._waiting.pop(tick)
         for deadline in deadlines:
-            deadline.woken()
+            try:
+                deadline.woken(tick)
+            except Exception:
+                log.failure("A connection's timeout failed")  # the others still get theirs
 
 
 class Deadline:
@@ -84,8 +93,10 @@ class Deadline:
             self._ticks.remove(self, self._tick)
             self._tick = None
 
-    def woken(self) -> None:
-        """Its tick came: expire, or wait for the tick of a deadline moved later meanwhile."""
+    def woken(self, tick: int) -> None:
+        """``tick`` came: expire, or wait for the tick of a deadline moved later meanwhile."""
+        if self._tick != tick:
+            return  # cancelled, or moved to another tick, by an earlier callback of this tick
         self._tick = None
         when = self._when
         if when is None:
