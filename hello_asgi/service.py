@@ -123,6 +123,8 @@ class ASGIService(Service):
             # Everything alive now (modules, the app, the server) lives as long as the
             # process: out of the collector's sight, a full collection no longer walks it,
             # which took HTTP/1.1's p99 latency from 8-15 ms back to 5 ms under load.
+            # Startup's own garbage is collected first, not frozen with the rest.
+            gc.collect()
             gc.freeze()
             worker_ready()  # a worker of --workers or --reload: its supervisor waits for this
         waiting, self._waiting = self._waiting, []
