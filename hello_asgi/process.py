@@ -22,6 +22,12 @@ def exit_after_shutdown(reactor: Any, code: int) -> None:
     reactor.addSystemEventTrigger("after", "shutdown", exit_now)
 
 
+def stop_and_exit(reactor: Any, code: int) -> None:
+    """Stop the reactor, then exit with ``code``: ``twist`` itself would always exit 0."""
+    exit_after_shutdown(reactor, code)
+    reactor.stop()
+
+
 def worker_ready() -> None:
     """In a worker: tell the supervisor this process is serving (nothing if not a worker)."""
     descriptor = os.environ.pop(READY_FD_VARIABLE, None)

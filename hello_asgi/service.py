@@ -18,7 +18,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
-from .process import exit_after_shutdown, stop_once_on_signals, worker_ready
+from .process import exit_after_shutdown, stop_and_exit, stop_once_on_signals, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
 from .tls import ReloadableTLS, TLSConfigError
 from .transport import FastListeningReactor
@@ -137,12 +137,7 @@ class ASGIService(Service):
         for waiter in waiting:
             waiter.errback(failure)
         if self._owns_process:
-            self._reactor.callLater(0, self._exit, 1)
-
-    def _exit(self, code: int) -> None:
-        """Stop the reactor, then exit with ``code``: ``twist`` itself would always exit 0."""
-        exit_after_shutdown(self._reactor, code)
-        self._reactor.stop()
+            self._reactor.callLater(0, stop_and_exit, self._reactor, 1)
 
     def reloadTLS(self) -> None:
         """Read the certificate and key files again for new connections (SIGHUP under ``twist``)."""

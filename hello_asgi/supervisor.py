@@ -24,9 +24,10 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .process import READY_FD_VARIABLE, exit_after_shutdown, stop_once_on_signals
+from .process import READY_FD_VARIABLE, exit_after_shutdown, stop_and_exit, stop_once_on_signals
 
 log = Logger(namespace="hello_asgi.supervisor")
+
 
 class _Worker(ProcessProtocol):
     """One worker process: ``ready`` fires once it serves, ``ended`` when it has exited."""
@@ -100,8 +101,7 @@ class Supervisor(Service):
 
     def _failed(self, failure: Any) -> None:
         log.critical("hello-asgi could not start: {error}", error=failure.getErrorMessage())
-        exit_after_shutdown(self._reactor, 1)
-        self._reactor.stop()
+        stop_and_exit(self._reactor, 1)
 
     def _spawn(self) -> _Worker:
         inherited = {3 + index: port.fileno() for index, port in enumerate(self._ports)}

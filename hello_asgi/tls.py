@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import ipaddress
 import os
@@ -157,17 +158,13 @@ def _pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-_suites: dict[str, int] = {}
-
-
+@functools.cache
 def _cipher_suites() -> dict[str, int]:
     """OpenSSL's cipher names to their 16-bit IANA numbers, which the extension gives:
     pyOpenSSL names the cipher in use but does not number it; Python's ssl lists both."""
-    if not _suites:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.set_ciphers("ALL:@SECLEVEL=0")
-        _suites.update((cipher["name"], cipher["id"] & 0xFFFF) for cipher in context.get_ciphers())
-    return _suites
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    return {cipher["name"]: cipher["id"] & 0xFFFF for cipher in context.get_ciphers()}
 
 
 def development_certificate(directory: Path | None = None) -> tuple[Path, Path, str]:

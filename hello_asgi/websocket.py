@@ -164,8 +164,6 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
-        limits = [size for size in (factory.config.ws_max_frame_size, factory.config.ws_max_message_size) if size]
-        self._simple_limit = min(limits, default=1 << 64)  # the largest frame simple_messages may read
 
     def connectionMade(self) -> None:
         # autobahn's own connectionMade, less reading TLS details (tls-unique, the peer's
@@ -179,6 +177,9 @@ class WebSocketConnection(WebSocketServerProtocol):
         )
         self.peer = self._transport_details.peer
         self._connectionMade()  # copies the options, tcpNoDelay among them, from the factory
+        # The largest frame simple_messages may read: autobahn's own limits (0 for none).
+        limits = [size for size in (self.maxFramePayloadSize, self.maxMessagePayloadSize) if size]  # type: ignore[attr-defined]
+        self._simple_limit = min(limits, default=1 << 64)
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             try:

@@ -9,6 +9,8 @@ frames with their codes and reasons), the same state and the same ping bookkeepi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
@@ -72,8 +74,10 @@ class SimpleMessagesTests(unittest.TestCase):
             self.assertEqual(simple_messages(whole + frame + whole, 100), (["first"], len(whole)), name)
 
 
-def open_connection(**settings: Any) -> tuple[WebSocketConnection, StringTransport]:
-    """A WebSocket connection, accepted, over a StringTransport; a ping is outstanding."""
+@contextmanager
+def accepted_connection(**settings: Any) -> Iterator[tuple[WebSocketConnection, StringTransport]]:
+    """A WebSocket connection, accepted, over a StringTransport, with a ping outstanding;
+    closed, and its app's task cancelled, on the way out."""
     config = Config(access_log=None, ws_per_message_deflate=False, ws_max_queue=10_000, ws_ping_interval=0,
                     **settings)
     factory = ASGIServerFactory(fuzz.websocket_echo, config)
@@ -82,23 +86,27 @@ def open_connection(**settings: Any) -> tuple[WebSocketConnection, StringTranspo
     transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
                                 peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
     connection.makeConnection(transport)
-    connection.accept(None, [])
-    connection._sendAutoPing()  # so that a data frame's effect on the ping timeout shows
-    transport.clear()
-    return connection, transport
+    try:
+        connection.accept(None, [])
+        connection._sendAutoPing()  # so that a data frame's effect on the ping timeout shows
+        transport.clear()
+        yield connection, transport
+    finally:
+        connection.connectionLost(Failure(ConnectionDone()))
+        connection.session.task.cancel()  # type: ignore[union-attr]
+
+
+def received(connection: WebSocketConnection) -> list[Any]:
+    """The messages queued for the app, as text or bytes (the first is the connect)."""
+    return [message.get("text", message.get("bytes")) for message in connection.session._queue]
 
 
 def outcome(chunks: list[bytes], **settings: Any) -> tuple[Any, ...]:
     """What a connection makes of ``chunks``: messages, bytes written, state, ping pending."""
-    connection, transport = open_connection(**settings)
-    try:
+    with accepted_connection(**settings) as (connection, transport):
         for chunk in chunks:
             connection.dataReceived(chunk)
-        messages = [message.get("text", message.get("bytes")) for message in connection.session._queue]
-        return messages, transport.value(), connection.state, connection.autoPingTimeoutCall is None
-    finally:
-        connection.connectionLost(Failure(ConnectionDone()))
-        connection.session.task.cancel()  # type: ignore[union-attr]
+        return received(connection), transport.value(), connection.state, connection.autoPingTimeoutCall is None
 
 
 @st.composite
@@ -143,12 +151,7 @@ class DifferentialTests(unittest.TestCase):
     def test_autobahn_sees_the_rest_of_a_read(self) -> None:
         """A read that starts simple and goes on with a ping: the echo of the ping comes
         from autobahn, after the messages the reader took."""
-        connection, transport = open_connection()
-        try:
+        with accepted_connection() as (connection, transport):
             connection.dataReceived(client_frame(b"a") + client_frame(b"b", 0x82) + client_frame(b"hi", 0x89))
-            self.assertEqual([m.get("text", m.get("bytes")) for m in connection.session._queue][1:], ["a", b"b"])
+            self.assertEqual(received(connection)[1:], ["a", b"b"])
             self.assertEqual(transport.value(), b"\x8a\x02hi")
-        finally:
-            connection.connectionLost(Failure(ConnectionDone()))
-            connection.session.task.cancel()  # type: ignore[union-attr]
-
