@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 from twisted.internet.interfaces import IPushProducer
@@ -32,6 +32,7 @@ log = Logger(namespace="hello_asgi.http1")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 _LAST_CHUNK = b"0\r\n\r\n"
+_NO_HEADERS = cast("Headers", ())  # an idle connection's: shared, and a tuple so no one adds to it
 
 
 class _BadRequest(Exception):
@@ -75,14 +76,14 @@ class HTTP11Connection(Protocol):
         self._streams: list[HTTPStream] = []  # responses owed, oldest first (a deque costs 0.7 KiB even empty)
         self._parsing: HTTPStream | None = None  # the request whose body is arriving
         self._url = b""
-        self._headers: Headers = []
+        self._headers: Headers = _NO_HEADERS  # a list from each request's first byte
         self._head_size = 0
         self._unfinished_head = 0
         self._completed_in_read = False
         self._in_head = False
         self._read_paused = False
         self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_waiters: list[asyncio.Future[None]] | None = None  # made once a write waits
         self._closing = False
         # Framing of the response being written.
         self._chunked = False
@@ -381,6 +382,8 @@ class HTTP11Connection(Protocol):
         if not self._write_paused or self._closing:
             return None
         waiter = self.factory.loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(waiter)
         return waiter
 
@@ -511,7 +514,7 @@ class HTTP11Connection(Protocol):
                 # making one (0.4 µs) costs less than keeping one (0.9 KiB) on every idle
                 # connection; nor need the last request's fields stay.
                 self._parser = None
-                self._headers = []
+                self._headers = _NO_HEADERS
         self._maybe_resume_reading()
 
     def abort(self, stream: HTTPStream) -> None:

@@ -207,8 +207,10 @@ def client_text(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "unix"
 
 
-def wake_all(waiters: list[asyncio.Future[None]]) -> None:
+def wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
     """Resolve every waiter of ``send()`` for a drained transport, and forget them."""
+    if not waiters:
+        return
     for waiter in waiters:
         if not waiter.done():
             waiter.set_result(None)

@@ -1,11 +1,12 @@
-"""Twisted protocols on asyncio's own sockets: the fast path for TCP listeners.
+"""Twisted protocols on sockets read and written from asyncio's selector: the fast path for
+TCP listeners.
 
-On the asyncio reactor, Twisted's TCP transports cost a selector registration per write;
-asyncio's transports write straight to the socket and are several times cheaper. A thin
-``ITransport`` adapter lets any Twisted protocol (ours, or TLS wrapped around ours) run on
-them unchanged. ``FastListeningReactor`` hands that path to Twisted's endpoint parser, so
-``tcp:``/``tcp6:`` endpoint strings keep their meaning and every other endpoint still
-works through Twisted itself.
+On the asyncio reactor, Twisted's TCP transports cost a selector registration per write.
+``SocketTransport`` writes straight to the socket, as asyncio's transports do, and is small
+enough that ten thousand idle connections cost little. Any Twisted protocol (ours, or TLS
+wrapped around ours) runs on it unchanged. ``FastListeningReactor`` hands that path to
+Twisted's endpoint parser, so ``tcp:``/``tcp6:`` endpoint strings keep their meaning and
+every other endpoint still works through Twisted itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError, ConnectionDone, ConnectionLost
+from twisted.internet.error import CannotListenError, ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.internet.interfaces import (
     IConsumer,
@@ -28,6 +29,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IPushProducer,
+    ISystemHandle,
     ITCPTransport,
 )
 from twisted.python.failure import Failure
@@ -48,112 +50,203 @@ def twisted_address(sockaddr: Any, family: int) -> Address:
     return UNIXAddress(sockaddr or None)
 
 
-@implementer(ITCPTransport, IConsumer, IPushProducer)
-class AsyncioTransport(asyncio.Protocol):
-    """An asyncio protocol that hosts one Twisted protocol and serves as its transport."""
+@implementer(ITCPTransport, ISystemHandle, IConsumer, IPushProducer)
+class SocketTransport:
+    """One accepted TCP socket, read and written from asyncio's selector, as a Twisted transport.
 
-    __slots__ = ("_factory", "_family", "_loop", "_producer", "_streaming_producer", "_transport",
-                 "_writing_paused", "disconnecting", "protocol")  # one per connection: no dict
+    It does what asyncio's socket transport does (a write goes straight to the socket; what
+    the kernel will not take yet waits, and a streaming producer is paused above
+    ``HIGH_WATER`` and resumed at ``LOW_WATER``) in a dozen slots. asyncio's transport, with
+    the adapter Twisted protocols needed on top, held 1.2 KiB per idle connection: an
+    extra-info dict, address tuples, a weak map entry and two objects with dicts.
+    """
 
-    def __init__(self, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop) -> None:
-        self._factory = factory
-        self._loop = loop
-        self.protocol: IProtocol | None = None
+    READ_SIZE = 256 * 1024
+    HIGH_WATER = 64 * 1024
+    LOW_WATER = 16 * 1024
+
+    __slots__ = ("_socket", "_peer", "_port", "_unsent", "_producer", "_streaming_producer",
+                 "_writing_paused", "_reading", "_write_closed", "_lost", "disconnecting", "protocol")
+
+    def __init__(self, sock: socket.socket, peer: Any, port: AsyncioPort) -> None:
+        self._socket = sock
+        self._peer = peer  # the address accept() gave: the socket cannot say it once closed
+        self._port = port
+        self._unsent: bytearray | None = None  # what the kernel has not taken yet
         self._producer: IProducer | None = None
         self._streaming_producer = True
         self._writing_paused = False
+        self._reading = False
+        self._write_closed = False
+        self._lost = False
         self.disconnecting = False
+        self.protocol: IProtocol | None = None
 
-    # asyncio.Protocol: events from the socket
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        self._family = sock.family if sock is not None else socket.AF_INET
-        protocol = self._factory.buildProtocol(self.getPeer())
-        if protocol is None:
-            transport.abort()
-            return
+    def connect(self, protocol: IProtocol) -> None:
+        """Start reading, and tell ``protocol`` it is connected."""
         self.protocol = protocol
-        protocol.makeConnection(self)
+        self.resumeProducing()
+        try:
+            protocol.makeConnection(self)
+        except Exception:
+            log.failure("Unhandled error in {protocol!r} when connected", protocol=protocol)
+            self.abortConnection()
 
-    def data_received(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)  # type: ignore[union-attr]
+    # Events from the selector
 
-    def eof_received(self) -> bool:
-        return False  # half-closed peers are closed, as Twisted does without IHalfCloseableProtocol
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.protocol is None:
+    def _read(self) -> None:
+        try:
+            data = self._socket.recv(self.READ_SIZE)
+        except (BlockingIOError, InterruptedError):
             return
-        reason = Failure(ConnectionDone()) if exc is None else Failure(ConnectionLost(str(exc)))
-        if self._producer is not None:
-            self._producer.stopProducing()
-            self._producer = None
-        self.protocol.connectionLost(reason)
+        except OSError as error:
+            self._lose(ConnectionLost(str(error)))
+            return
+        if not data:  # the peer closed: as Twisted does without IHalfCloseableProtocol, so do we
+            self.loseConnection()
+            return
+        try:
+            self.protocol.dataReceived(data)  # type: ignore[union-attr]
+        except Exception:
+            log.failure("Unhandled error in {protocol!r}; connection aborted", protocol=self.protocol)
+            self.abortConnection()
 
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-        if self._producer is not None and self._streaming_producer:
-            self._producer.pauseProducing()  # type: ignore[attr-defined]
+    def _flush(self) -> None:
+        unsent = self._unsent
+        assert unsent is not None
+        try:
+            sent = self._socket.send(unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._lose(ConnectionLost(str(error)))
+            return
+        del unsent[:sent]
+        if len(unsent) <= self.LOW_WATER:
+            self._resume_producer()  # it may write, or close: look again after
+        if not unsent and not self._lost:
+            self._unsent = None
+            self._port.loop.remove_writer(self._socket.fileno())
+            self._flushed()
 
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._producer is not None:
-            self._producer.resumeProducing()
+    def _flushed(self) -> None:
+        if self.disconnecting:
+            self._lose(ConnectionDone())
+        elif self._write_closed:
+            self._shutdown_write()
 
     # ITransport
 
     def write(self, data: bytes) -> None:
-        self._transport.write(data)
+        if self._lost or self._write_closed or not data:
+            return
+        unsent = self._unsent
+        if unsent is None:
+            try:
+                sent = self._socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as error:
+                self._lose(ConnectionLost(str(error)))
+                return
+            if sent < len(data):
+                self._unsent = bytearray(memoryview(data)[sent:])
+                self._port.loop.add_writer(self._socket.fileno(), self._flush)
+                self._check_unsent()
+        else:
+            unsent += data
+            self._check_unsent()
         if self._producer is not None and not self._streaming_producer:
-            self._loop.call_soon(self._pull)
+            self._port.loop.call_soon(self._pull)
+
+    def _check_unsent(self) -> None:
+        if len(self._unsent) > self.HIGH_WATER and not self._writing_paused:  # type: ignore[arg-type]
+            self._writing_paused = True
+            if self._producer is not None and self._streaming_producer:
+                self._producer.pauseProducing()  # type: ignore[attr-defined]
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
-        self._transport.writelines(data)
+        self.write(b"".join(data))
 
     def loseConnection(self) -> None:
+        """Close once everything written has been sent."""
+        if self.disconnecting or self._lost:
+            return
         self.disconnecting = True
-        self._transport.close()
+        self.pauseProducing()
+        if self._unsent is None:
+            self._lose(ConnectionDone())
 
     def abortConnection(self) -> None:
+        """Close now, dropping what has not been sent."""
         self.disconnecting = True
-        self._transport.abort()
+        self._lose(ConnectionAborted())
+
+    def _lose(self, reason: Exception) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self.pauseProducing()
+        if self._unsent is not None:
+            self._unsent = None
+            self._port.loop.remove_writer(self._socket.fileno())
+        # Later, as Twisted does: the protocol is not told it is gone in the middle of a call.
+        self._port.loop.call_soon(self._connection_lost, reason)
+
+    def _connection_lost(self, reason: Exception) -> None:
+        self._socket.close()
+        producer, self._producer = self._producer, None
+        try:
+            if producer is not None:
+                producer.stopProducing()
+            self.protocol.connectionLost(Failure(reason))  # type: ignore[union-attr]
+        except Exception:
+            log.failure("Unhandled error in {protocol!r} when disconnected", protocol=self.protocol)
 
     # Made on each call, as Twisted's own TCP transport does: an idle connection then holds
-    # only asyncio's address tuples, not two address objects as well.
+    # only the peer's address tuple, not two address objects as well.
 
     def getPeer(self) -> Address:
-        return twisted_address(self._transport.get_extra_info("peername"), self._family)
+        return twisted_address(self._peer, self._socket.family)
 
     def getHost(self) -> Address:
-        return twisted_address(self._transport.get_extra_info("sockname"), self._family)
+        try:
+            return twisted_address(self._socket.getsockname(), self._socket.family)
+        except OSError:  # closed: the listening address is the best left to say
+            return self._port.getHost()
+
+    def getHandle(self) -> socket.socket:
+        return self._socket
 
     # ITCPTransport
 
     def loseWriteConnection(self) -> None:
-        self._transport.write_eof()
+        """Send FIN once everything written has been sent; read on."""
+        if self._write_closed or self._lost:
+            return
+        self._write_closed = True
+        if self._unsent is None:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self._socket.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            self._lose(ConnectionLost(str(error)))
 
     def getTcpNoDelay(self) -> bool:
-        return bool(self._socket_option(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return bool(self._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        self._socket_option(socket.IPPROTO_TCP, socket.TCP_NODELAY, enabled)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(enabled))
 
     def getTcpKeepAlive(self) -> bool:
-        return bool(self._socket_option(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+        return bool(self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
 
     def setTcpKeepAlive(self, enabled: bool) -> None:
-        self._socket_option(socket.SOL_SOCKET, socket.SO_KEEPALIVE, enabled)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(enabled))
 
-    def _socket_option(self, level: int, option: int, value: bool | None = None) -> int:
-        sock = self._transport.get_extra_info("socket")
-        if value is None:
-            return sock.getsockopt(level, option)  # type: ignore[no-any-return]
-        sock.setsockopt(level, option, int(value))
-        return int(value)
-
-    # IConsumer: the protocol's producer is paused while asyncio's write buffer is full
+    # IConsumer: the protocol's producer is paused while the unsent bytes are many
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         if self._producer is not None:
@@ -163,10 +256,16 @@ class AsyncioTransport(asyncio.Protocol):
         if streaming and self._writing_paused:
             producer.pauseProducing()  # type: ignore[attr-defined]
         elif not streaming:
-            self._loop.call_soon(self._pull)
+            self._port.loop.call_soon(self._pull)
 
     def unregisterProducer(self) -> None:
         self._producer = None
+
+    def _resume_producer(self) -> None:
+        if self._writing_paused:
+            self._writing_paused = False
+            if self._producer is not None:
+                self._producer.resumeProducing()
 
     def _pull(self) -> None:
         if self._producer is not None and not self._streaming_producer and not self._writing_paused:
@@ -175,11 +274,14 @@ class AsyncioTransport(asyncio.Protocol):
     # IPushProducer: the protocol pauses reading from the socket
 
     def pauseProducing(self) -> None:
-        self._transport.pause_reading()
+        if self._reading:
+            self._reading = False
+            self._port.loop.remove_reader(self._socket.fileno())
 
     def resumeProducing(self) -> None:
-        if not self._transport.is_closing():
-            self._transport.resume_reading()
+        if not self._reading and not self.disconnecting and not self._lost:
+            self._reading = True
+            self._port.loop.add_reader(self._socket.fileno(), self._read)
 
     def stopProducing(self) -> None:
         self.loseConnection()
@@ -187,7 +289,7 @@ class AsyncioTransport(asyncio.Protocol):
 
 @implementer(IListeningPort)
 class AsyncioPort:
-    """A listening socket whose connections get asyncio transports, as Twisted's ``IListeningPort``.
+    """A listening socket whose connections get a ``SocketTransport``, as Twisted's ``IListeningPort``.
 
     It accepts by itself rather than through ``asyncio.Server``: out of file descriptors
     (EMFILE), Python 3.11's server schedules a retry for every failed accept in a batch,
@@ -201,19 +303,19 @@ class AsyncioPort:
     def __init__(self, sock: socket.socket, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop):
         self._socket = sock
         self._factory = factory
-        self._loop = loop
+        self.loop = loop
         self._listening = False
         self._retry: asyncio.TimerHandle | None = None
 
     def startListening(self) -> None:
         self._factory.doStart()
         self._listening = True
-        self._loop.add_reader(self._socket.fileno(), self._accept)
+        self.loop.add_reader(self._socket.fileno(), self._accept)
 
     def _accept(self) -> None:
         for _ in range(self.ACCEPTS_PER_TURN):
             try:
-                connection, _ = self._socket.accept()
+                connection, address = self._socket.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as error:
@@ -221,19 +323,26 @@ class AsyncioPort:
                     raise
                 log.warn("Cannot accept connections ({error}); trying again in {delay} s",
                          error=os.strerror(error.errno), delay=self.RETRY_AFTER)
-                self._loop.remove_reader(self._socket.fileno())
-                self._retry = self._loop.call_later(self.RETRY_AFTER, self._resume)
+                self.loop.remove_reader(self._socket.fileno())
+                self._retry = self.loop.call_later(self.RETRY_AFTER, self._resume)
                 return
             connection.setblocking(False)
-            self._loop.create_task(self._loop.connect_accepted_socket(self._protocol, connection))
-
-    def _protocol(self) -> AsyncioTransport:
-        return AsyncioTransport(self._factory, self._loop)
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            transport = SocketTransport(connection, address, self)
+            try:
+                protocol = self._factory.buildProtocol(transport.getPeer())
+            except Exception:
+                log.failure("Unhandled error in {factory!r} building a protocol", factory=self._factory)
+                protocol = None
+            if protocol is None:
+                connection.close()
+            else:
+                transport.connect(protocol)
 
     def _resume(self) -> None:
         self._retry = None
         if self._listening:
-            self._loop.add_reader(self._socket.fileno(), self._accept)
+            self.loop.add_reader(self._socket.fileno(), self._accept)
 
     def stopListening(self) -> Deferred[None]:
         if not self._listening:
@@ -241,7 +350,7 @@ class AsyncioPort:
         self._listening = False
         if self._retry is not None:
             self._retry.cancel()
-        self._loop.remove_reader(self._socket.fileno())
+        self.loop.remove_reader(self._socket.fileno())
         self._socket.close()
         self._factory.doStop()
         return succeed(None)
