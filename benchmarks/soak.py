@@ -146,6 +146,7 @@ def main() -> None:
     from hello_asgi import ASGIService, Config
     from hello_asgi.stream import HTTPStream
     from hello_asgi.websocket_session import WebSocketSession
+    from hello_asgi.transport import SocketTransport
 
     app = App()
     service = ASGIService(app, Config(listen=["tcp:0:interface=127.0.0.1"], access_log=None,
@@ -161,6 +162,8 @@ def main() -> None:
             "pending_deferreds": sum(1 for thing in things if isinstance(thing, Deferred) and not thing.called),
             "http_streams": sum(1 for thing in things if isinstance(thing, HTTPStream)),
             "websocket_sessions": sum(1 for thing in things if isinstance(thing, WebSocketSession)),
+            "socket_transports": sum(1 for thing in things if isinstance(thing, SocketTransport)),
+            "selector_registrations": len(asyncio.get_running_loop()._selector.get_map()),  # type: ignore[attr-defined]
         }
 
     async def soak() -> None:

@@ -1,0 +1,232 @@
+"""``SocketTransport``: the Twisted transport of every TCP connection on the asyncio reactor.
+
+The rest of the suite runs HTTP and WebSockets over it; these tests hold it to the parts of
+Twisted's transport contract that a plain protocol sees: every byte written arrives, in
+order, before the close; producers are paused and resumed; errors end one connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from hello_asgi.testing import asyncio_test
+from hello_asgi.transport import AsyncioPort, FastListeningReactor, SocketTransport
+
+from .support import TIMEOUT, connect
+
+CHUNK = b"0123456789abcdef" * 4096  # 64 KiB
+
+
+@implementer(IPushProducer)
+class Recorder(Protocol):
+    """Says what happened to it through Deferreds; ``on_connect`` and ``on_data`` act for a test."""
+
+    def __init__(self) -> None:
+        self.made: Deferred[None] = Deferred()
+        self.lost: Deferred[BaseException] = Deferred()  # with the reason
+        self.paused: Deferred[None] = Deferred()
+        self.resumed: Deferred[None] = Deferred()
+        self.received = b""
+        self._awaited: tuple[int, Deferred[None]] | None = None
+
+    def arrived(self, size: int) -> Deferred[None]:
+        """Fires once ``size`` bytes in all have been received."""
+        self._awaited = size, Deferred()
+        self.dataReceived(b"")
+        return self._awaited[1]
+
+    def connectionMade(self) -> None:
+        self.made.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self._awaited is not None and len(self.received) >= self._awaited[0]:
+            self._awaited[1].callback(None)
+            self._awaited = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(reason.value)
+
+    def pauseProducing(self) -> None:
+        if not self.paused.called:
+            self.paused.callback(None)
+
+    def resumeProducing(self) -> None:
+        if not self.resumed.called:
+            self.resumed.callback(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class TransportTests(unittest.TestCase):
+    def listen(self, protocol: type[Protocol] = Recorder) -> tuple[AsyncioPort, list[Protocol]]:
+        """A port whose connections get ``protocol``; the list fills as they are accepted."""
+        built: list[Protocol] = []
+
+        def build() -> Protocol:
+            built.append(protocol())
+            return built[-1]
+
+        port = FastListeningReactor(reactor, reactor._asyncioEventloop).listenTCP(  # type: ignore[attr-defined]
+            0, Factory.forProtocol(build), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port, built
+
+    async def wait(self, deferred: Deferred) -> object:  # type: ignore[type-arg]
+        return await asyncio.wait_for(deferred.asFuture(asyncio.get_running_loop()), TIMEOUT)
+
+    async def accepted(self, port: AsyncioPort, built: list[Protocol]) -> tuple[Recorder, asyncio.StreamReader,
+                                                                                 asyncio.StreamWriter]:
+        reader, writer = await connect(port.getHost().port)
+        self.addCleanup(writer.close)
+        while not built:
+            await asyncio.sleep(0)  # accepted on the loop's next turn
+        protocol = built[-1]
+        assert isinstance(protocol, Recorder)
+        await self.wait(protocol.made)
+        return protocol, reader, writer
+
+    @asyncio_test
+    async def test_everything_written_arrives_before_the_close_while_the_producer_is_paused(self) -> None:
+        port, built = self.listen()
+        protocol, reader, writer = await self.accepted(port, built)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        transport.registerProducer(protocol, True)
+        for _ in range(64):  # 4 MiB, far more than the kernel takes while the client reads nothing
+            transport.write(CHUNK)
+        transport.loseConnection()
+        await self.wait(protocol.paused)
+        self.assertFalse(protocol.lost.called)  # the unsent bytes hold the connection open
+        received = await asyncio.wait_for(reader.read(), TIMEOUT)
+        self.assertEqual(received, CHUNK * 64)
+        await self.wait(protocol.resumed)
+        self.assertIsInstance(await self.wait(protocol.lost), ConnectionDone)
+
+    @asyncio_test
+    async def test_a_pull_producer_is_asked_again_until_it_is_done(self) -> None:
+        @implementer(IPullProducer)
+        class Counting:
+            def __init__(self, transport: SocketTransport) -> None:
+                self.transport = transport
+                self.left = 100
+
+            def resumeProducing(self) -> None:
+                self.left -= 1
+                self.transport.write(CHUNK)
+                if not self.left:
+                    self.transport.unregisterProducer()
+                    self.transport.loseConnection()
+
+            def stopProducing(self) -> None:
+                pass
+
+        port, built = self.listen()
+        protocol, reader, writer = await self.accepted(port, built)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        transport.registerProducer(Counting(transport), False)
+        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), CHUNK * 100)
+
+    @asyncio_test
+    async def test_a_protocol_that_raises_loses_its_connection_and_no_other(self) -> None:
+        class Failing(Recorder):
+            def dataReceived(self, data: bytes) -> None:
+                if data == b"raise":
+                    raise ZeroDivisionError("the protocol's own fault")
+                self.transport.write(data)  # type: ignore[union-attr]
+
+        port, built = self.listen(Failing)
+        failing, failing_reader, failing_writer = await self.accepted(port, built)
+        fine, fine_reader, fine_writer = await self.accepted(port, built)
+        failing_writer.write(b"raise")
+        self.assertEqual(await asyncio.wait_for(failing_reader.read(), TIMEOUT), b"")
+        await self.wait(failing.lost)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        fine_writer.write(b"echo")
+        self.assertEqual(await asyncio.wait_for(fine_reader.readexactly(4), TIMEOUT), b"echo")
+        self.assertFalse(fine.lost.called)
+
+    @asyncio_test
+    async def test_a_reset_is_a_lost_connection_and_a_close_is_a_done_one(self) -> None:
+        port, built = self.listen()
+        reset, _, reset_writer = await self.accepted(port, built)
+        closed, _, closed_writer = await self.accepted(port, built)
+        sock = reset_writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset_writer.close()
+        closed_writer.write(b"last words")
+        closed_writer.close()
+        self.assertIsInstance(await self.wait(reset.lost), ConnectionLost)
+        self.assertIsInstance(await self.wait(closed.lost), ConnectionDone)
+        self.assertEqual(closed.received, b"last words")
+
+    @asyncio_test
+    async def test_half_close_sends_fin_and_reads_on(self) -> None:
+        port, built = self.listen()
+        protocol, reader, writer = await self.accepted(port, built)
+        protocol.transport.write(b"bye")  # type: ignore[union-attr]
+        protocol.transport.loseWriteConnection()  # type: ignore[union-attr]
+        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), b"bye")
+        writer.write(b"still heard")
+        await self.wait(protocol.arrived(11))
+        self.assertEqual(protocol.received, b"still heard")
+        self.assertFalse(protocol.lost.called)
+
+    @asyncio_test
+    async def test_reading_stops_while_paused(self) -> None:
+        port, built = self.listen()
+        protocol, reader, writer = await self.accepted(port, built)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        transport.pauseProducing()
+        writer.write(b"held")
+        await writer.drain()
+        # The bytes are in the server's socket: a read now would find them at once.
+        server_side = transport.getHandle()
+        self.assertEqual(server_side.recv(4, socket.MSG_PEEK), b"held")
+        for _ in range(10):
+            await asyncio.sleep(0)  # turns of the loop in which a reader would have run
+        self.assertEqual(protocol.received, b"")
+        transport.resumeProducing()
+        await self.wait(protocol.arrived(4))
+        self.assertEqual(protocol.received, b"held")
+
+    @asyncio_test
+    async def test_addresses_outlive_the_connection(self) -> None:
+        port, built = self.listen()
+        protocol, reader, writer = await self.accepted(port, built)
+        client_host, client_port = writer.get_extra_info("sockname")
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        self.assertEqual((transport.getPeer().host, transport.getPeer().port), (client_host, client_port))
+        self.assertEqual(transport.getHost(), port.getHost())
+        transport.loseConnection()
+        await self.wait(protocol.lost)
+        self.assertEqual((transport.getPeer().host, transport.getPeer().port), (client_host, client_port))
+        self.assertEqual(transport.getHost(), port.getHost())
+
+    @asyncio_test
+    async def test_a_connection_the_factory_refuses_is_closed(self) -> None:
+        class Refusing(Factory):
+            def buildProtocol(self, addr: object) -> None:
+                return None
+
+        refusing = FastListeningReactor(reactor, reactor._asyncioEventloop).listenTCP(  # type: ignore[attr-defined]
+            0, Refusing(), interface="127.0.0.1")
+        self.addCleanup(refusing.stopListening)
+        reader, writer = await connect(refusing.getHost().port)
+        self.addCleanup(writer.close)
+        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), b"")
