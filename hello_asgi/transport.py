@@ -12,16 +12,17 @@ every other endpoint still works through Twisted itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
+import struct
 from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError, ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.logger import Logger
 from twisted.internet.interfaces import (
     IConsumer,
     IListeningPort,
@@ -32,12 +33,15 @@ from twisted.internet.interfaces import (
     ISystemHandle,
     ITCPTransport,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 Address = IPv4Address | IPv6Address | UNIXAddress
 
 log = Logger(namespace="hello_asgi.transport")
+
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() sends RST
 
 
 def twisted_address(sockaddr: Any, family: int) -> Address:
@@ -65,16 +69,19 @@ class SocketTransport:
     HIGH_WATER = 64 * 1024
     LOW_WATER = 16 * 1024
 
-    __slots__ = ("_socket", "_peer", "_port", "_unsent", "_producer", "_streaming_producer",
-                 "_writing_paused", "_reading", "_write_closed", "_lost", "disconnecting", "protocol")
+    __slots__ = ("_host", "_lost", "_peer", "_port", "_producer", "_pull_due", "_reading", "_socket",
+                 "_streaming_producer", "_unsent", "_write_closed", "_writing_paused", "disconnecting",
+                 "protocol")
 
-    def __init__(self, sock: socket.socket, peer: Any, port: AsyncioPort) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, host: Any, port: AsyncioPort) -> None:
         self._socket = sock
-        self._peer = peer  # the address accept() gave: the socket cannot say it once closed
+        self._peer = peer  # the addresses, kept: a closed socket cannot say them
+        self._host = host
         self._port = port
         self._unsent: bytearray | None = None  # what the kernel has not taken yet
         self._producer: IProducer | None = None
         self._streaming_producer = True
+        self._pull_due = False  # a pull producer's resumeProducing is scheduled
         self._writing_paused = False
         self._reading = False
         self._write_closed = False
@@ -102,7 +109,7 @@ class SocketTransport:
         except OSError as error:
             self._lose(ConnectionLost(str(error)))
             return
-        if not data:  # the peer closed: as Twisted does without IHalfCloseableProtocol, so do we
+        if not data:  # the peer closed: as asyncio does, close once what was written is sent
             self.loseConnection()
             return
         try:
@@ -122,14 +129,17 @@ class SocketTransport:
             self._lose(ConnectionLost(str(error)))
             return
         del unsent[:sent]
-        if len(unsent) <= self.LOW_WATER:
-            self._resume_producer()  # it may write, or close: look again after
+        if len(unsent) <= self.LOW_WATER and self._writing_paused:
+            self._writing_paused = False
+            self._tell_producer("resumeProducing")  # it may write, or close: look again after
         if not unsent and not self._lost:
             self._unsent = None
             self._port.loop.remove_writer(self._socket.fileno())
-            self._flushed()
+            self._close_if_sent()
 
-    def _flushed(self) -> None:
+    def _close_if_sent(self) -> None:
+        if self._unsent is not None:
+            return  # _flush comes back once it is sent
         if self.disconnecting:
             self._lose(ConnectionDone())
         elif self._write_closed:
@@ -156,7 +166,8 @@ class SocketTransport:
         else:
             unsent += data
             self._check_unsent()
-        if self._producer is not None and not self._streaming_producer:
+        if self._producer is not None and not self._streaming_producer and not self._pull_due:
+            self._pull_due = True
             self._port.loop.call_soon(self._pull)
 
     def _check_unsent(self) -> None:
@@ -169,16 +180,16 @@ class SocketTransport:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
-        """Close once everything written has been sent."""
+        """Close once everything written has been sent, this turn's writes too (as Twisted does)."""
         if self.disconnecting or self._lost:
             return
         self.disconnecting = True
         self.pauseProducing()
         if self._unsent is None:
-            self._lose(ConnectionDone())
+            self._port.loop.call_soon(self._close_if_sent)
 
     def abortConnection(self) -> None:
-        """Close now, dropping what has not been sent."""
+        """Close now with a reset, dropping what has not been sent, as Twisted does."""
         self.disconnecting = True
         self._lose(ConnectionAborted())
 
@@ -194,26 +205,27 @@ class SocketTransport:
         self._port.loop.call_soon(self._connection_lost, reason)
 
     def _connection_lost(self, reason: Exception) -> None:
+        if isinstance(reason, ConnectionAborted):  # a reset, so a cut response is not taken as whole
+            with contextlib.suppress(OSError):  # the peer's reset may have come first
+                self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self._socket.close()
-        producer, self._producer = self._producer, None
+        if self._producer is not None:
+            self._tell_producer("stopProducing")
+            self._producer = None
+        protocol, self.protocol = self.protocol, None  # no cycle left for the collector to find
         try:
-            if producer is not None:
-                producer.stopProducing()
-            self.protocol.connectionLost(Failure(reason))  # type: ignore[union-attr]
+            protocol.connectionLost(Failure(reason))  # type: ignore[union-attr]
         except Exception:
-            log.failure("Unhandled error in {protocol!r} when disconnected", protocol=self.protocol)
+            log.failure("Unhandled error in {protocol!r} when disconnected", protocol=protocol)
 
     # Made on each call, as Twisted's own TCP transport does: an idle connection then holds
-    # only the peer's address tuple, not two address objects as well.
+    # only address tuples (its host's shared with every connection to that address).
 
     def getPeer(self) -> Address:
         return twisted_address(self._peer, self._socket.family)
 
     def getHost(self) -> Address:
-        try:
-            return twisted_address(self._socket.getsockname(), self._socket.family)
-        except OSError:  # closed: the listening address is the best left to say
-            return self._port.getHost()
+        return twisted_address(self._host, self._socket.family)
 
     def getHandle(self) -> socket.socket:
         return self._socket
@@ -251,25 +263,36 @@ class SocketTransport:
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         if self._producer is not None:
             raise RuntimeError(f"cannot register {producer!r}: {self._producer!r} is registered")
+        if self._lost:
+            producer.stopProducing()  # as Twisted does: there is nothing left to produce for
+            return
         self._producer = producer
         self._streaming_producer = streaming
         if streaming and self._writing_paused:
             producer.pauseProducing()  # type: ignore[attr-defined]
-        elif not streaming:
+        elif not streaming and not self._pull_due:
+            self._pull_due = True
             self._port.loop.call_soon(self._pull)
 
     def unregisterProducer(self) -> None:
         self._producer = None
 
-    def _resume_producer(self) -> None:
-        if self._writing_paused:
-            self._writing_paused = False
-            if self._producer is not None:
-                self._producer.resumeProducing()
-
     def _pull(self) -> None:
-        if self._producer is not None and not self._streaming_producer and not self._writing_paused:
-            self._producer.resumeProducing()
+        """Ask a pull producer for more: once per turn at most, however many writes it made."""
+        self._pull_due = False
+        if not self._streaming_producer and not self._writing_paused:
+            self._tell_producer("resumeProducing")
+
+    def _tell_producer(self, call: str) -> None:
+        """Call the producer from the loop; its error is logged and aborts the connection."""
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            getattr(producer, call)()
+        except Exception:
+            log.failure("Unhandled error in {producer!r}.{call}(); connection aborted", producer=producer, call=call)
+            self.abortConnection()
 
     # IPushProducer: the protocol pauses reading from the socket
 
@@ -306,6 +329,7 @@ class AsyncioPort:
         self.loop = loop
         self._listening = False
         self._retry: asyncio.TimerHandle | None = None
+        self._local_addresses: dict[Any, Any] = {}
 
     def startListening(self) -> None:
         self._factory.doStart()
@@ -328,7 +352,7 @@ class AsyncioPort:
                 return
             connection.setblocking(False)
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport = SocketTransport(connection, address, self)
+            transport = SocketTransport(connection, address, self._local(connection), self)
             try:
                 protocol = self._factory.buildProtocol(transport.getPeer())
             except Exception:
@@ -338,6 +362,11 @@ class AsyncioPort:
                 connection.close()
             else:
                 transport.connect(protocol)
+
+    def _local(self, connection: socket.socket) -> Any:
+        """The connection's local address, one tuple shared by all connections to it."""
+        address = connection.getsockname()
+        return self._local_addresses.setdefault(address, address)
 
     def _resume(self) -> None:
         self._retry = None

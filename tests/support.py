@@ -27,6 +27,28 @@ async def exchange(port: int, data: bytes, until: bytes | None = None) -> bytes:
         writer.close()
 
 
+async def until_closed(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+    """Everything read until the server closes, and whether it closed with a reset: an
+    aborted connection is reset (SO_LINGER 0), as Twisted's transports do."""
+    data = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), TIMEOUT):
+            data += chunk
+    except ConnectionResetError:
+        return data, True
+    return data, False
+
+
+async def cut_off(port: int, data: bytes) -> tuple[bytes, bool]:
+    """Send raw bytes, then ``until_closed``."""
+    reader, writer = await connect(port)
+    writer.write(data)
+    try:
+        return await until_closed(reader)
+    finally:
+        writer.close()
+
+
 def parse_responses(data: bytes, methods: list[bytes] | None = None) -> list[tuple[h11.Response, bytes]]:
     """Parse the responses in ``data`` with h11 (a second, independent HTTP parser)."""
     methods = methods or [b"GET"]

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from hello_asgi import ASGIService, Config
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import TIMEOUT, HeldApp, connect, exchange, hello_app
+from .support import TIMEOUT, HeldApp, connect, exchange, hello_app, until_closed
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -139,5 +139,5 @@ class GracefulShutdownTests(unittest.TestCase):
         while not server.service.factory.connections:
             await asyncio.sleep(0.01)
         await asyncio.wait_for(server.service.stopService().asFuture(asyncio.get_running_loop()), TIMEOUT)
-        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), b"")
+        self.assertEqual(await until_closed(reader), (b"", True))  # cut: reset
         writer.close()

@@ -13,7 +13,7 @@ import struct
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -23,7 +23,7 @@ from zope.interface import implementer
 from hello_asgi.testing import asyncio_test
 from hello_asgi.transport import AsyncioPort, FastListeningReactor, SocketTransport
 
-from .support import TIMEOUT, connect
+from .support import TIMEOUT, connect, until_closed
 
 CHUNK = b"0123456789abcdef" * 4096  # 64 KiB
 
@@ -71,7 +71,8 @@ class Recorder(Protocol):
 
 
 class TransportTests(unittest.TestCase):
-    def listen(self, protocol: type[Protocol] = Recorder) -> tuple[AsyncioPort, list[Protocol]]:
+    def listen(self, protocol: type[Protocol] = Recorder, interface: str = "127.0.0.1",
+               ) -> tuple[AsyncioPort, list[Protocol]]:
         """A port whose connections get ``protocol``; the list fills as they are accepted."""
         built: list[Protocol] = []
 
@@ -80,7 +81,7 @@ class TransportTests(unittest.TestCase):
             return built[-1]
 
         port = FastListeningReactor(reactor, reactor._asyncioEventloop).listenTCP(  # type: ignore[attr-defined]
-            0, Factory.forProtocol(build), interface="127.0.0.1")
+            0, Factory.forProtocol(build), interface=interface)
         self.addCleanup(port.stopListening)
         return port, built
 
@@ -101,7 +102,7 @@ class TransportTests(unittest.TestCase):
     @asyncio_test
     async def test_everything_written_arrives_before_the_close_while_the_producer_is_paused(self) -> None:
         port, built = self.listen()
-        protocol, reader, writer = await self.accepted(port, built)
+        protocol, reader, _ = await self.accepted(port, built)
         transport = protocol.transport
         assert isinstance(transport, SocketTransport)
         transport.registerProducer(protocol, True)
@@ -134,7 +135,7 @@ class TransportTests(unittest.TestCase):
                 pass
 
         port, built = self.listen()
-        protocol, reader, writer = await self.accepted(port, built)
+        protocol, reader, _ = await self.accepted(port, built)
         transport = protocol.transport
         assert isinstance(transport, SocketTransport)
         transport.registerProducer(Counting(transport), False)
@@ -152,7 +153,7 @@ class TransportTests(unittest.TestCase):
         failing, failing_reader, failing_writer = await self.accepted(port, built)
         fine, fine_reader, fine_writer = await self.accepted(port, built)
         failing_writer.write(b"raise")
-        self.assertEqual(await asyncio.wait_for(failing_reader.read(), TIMEOUT), b"")
+        self.assertEqual(await until_closed(failing_reader), (b"", True))  # aborted: reset
         await self.wait(failing.lost)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         fine_writer.write(b"echo")
@@ -188,7 +189,7 @@ class TransportTests(unittest.TestCase):
     @asyncio_test
     async def test_reading_stops_while_paused(self) -> None:
         port, built = self.listen()
-        protocol, reader, writer = await self.accepted(port, built)
+        protocol, _, writer = await self.accepted(port, built)
         transport = protocol.transport
         assert isinstance(transport, SocketTransport)
         transport.pauseProducing()
@@ -206,17 +207,17 @@ class TransportTests(unittest.TestCase):
 
     @asyncio_test
     async def test_addresses_outlive_the_connection(self) -> None:
-        port, built = self.listen()
-        protocol, reader, writer = await self.accepted(port, built)
-        client_host, client_port = writer.get_extra_info("sockname")
+        port, built = self.listen(interface="0.0.0.0")  # so the host is not the port's address
+        protocol, _, writer = await self.accepted(port, built)
+        peer = writer.get_extra_info("sockname")
+        host = writer.get_extra_info("peername")
         transport = protocol.transport
         assert isinstance(transport, SocketTransport)
-        self.assertEqual((transport.getPeer().host, transport.getPeer().port), (client_host, client_port))
-        self.assertEqual(transport.getHost(), port.getHost())
-        transport.loseConnection()
-        await self.wait(protocol.lost)
-        self.assertEqual((transport.getPeer().host, transport.getPeer().port), (client_host, client_port))
-        self.assertEqual(transport.getHost(), port.getHost())
+        for _ in range(2):  # connected, then closed
+            self.assertEqual((transport.getPeer().host, transport.getPeer().port), peer)
+            self.assertEqual((transport.getHost().host, transport.getHost().port), host)
+            transport.loseConnection()
+            await self.wait(protocol.lost)
 
     @asyncio_test
     async def test_a_connection_the_factory_refuses_is_closed(self) -> None:
@@ -230,3 +231,103 @@ class TransportTests(unittest.TestCase):
         reader, writer = await connect(refusing.getHost().port)
         self.addCleanup(writer.close)
         self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), b"")
+
+    @asyncio_test
+    async def test_abort_drops_what_is_unsent_and_resets(self) -> None:
+        port, built = self.listen()
+        protocol, reader, _ = await self.accepted(port, built)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        for _ in range(64):
+            transport.write(CHUNK)
+        transport.abortConnection()
+        self.assertIsInstance(await self.wait(protocol.lost), ConnectionAborted)
+        received, reset = await until_closed(reader)
+        self.assertTrue(reset)
+        self.assertLess(len(received), len(CHUNK) * 64)
+
+    @asyncio_test
+    async def test_a_write_just_after_lose_connection_is_sent(self) -> None:
+        port, built = self.listen()
+        protocol, reader, _ = await self.accepted(port, built)
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
+        protocol.transport.write(b"last")  # type: ignore[union-attr]
+        self.assertEqual(await until_closed(reader), (b"last", False))
+
+    @asyncio_test
+    async def test_a_producer_registered_once_lost_is_stopped(self) -> None:
+        port, built = self.listen()
+        protocol, _, writer = await self.accepted(port, built)
+        writer.close()
+        await self.wait(protocol.lost)
+        stopped: list[bool] = []
+
+        @implementer(IPushProducer)
+        class Late:
+            def stopProducing(self) -> None:
+                stopped.append(True)
+
+        protocol.transport.registerProducer(Late(), True)  # type: ignore[union-attr]
+        self.assertEqual(stopped, [True])
+
+    @asyncio_test
+    async def test_a_producer_that_raises_on_stop_does_not_keep_connection_lost_from_the_protocol(self) -> None:
+        port, built = self.listen()
+        protocol, _, writer = await self.accepted(port, built)
+
+        @implementer(IPushProducer)
+        class Failing:
+            def stopProducing(self) -> None:
+                raise ZeroDivisionError("the producer's own fault")
+
+        protocol.transport.registerProducer(Failing(), True)  # type: ignore[union-attr]
+        writer.close()
+        self.assertIsInstance(await self.wait(protocol.lost), ConnectionDone)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    @asyncio_test
+    async def test_a_pull_producer_is_asked_once_a_turn_however_often_it_writes(self) -> None:
+        turns = 0
+        asks_at: list[int] = []  # the loop turn of each resumeProducing
+
+        @implementer(IPullProducer)
+        class Chatty:
+            def __init__(self, transport: SocketTransport) -> None:
+                self.transport = transport
+
+            def resumeProducing(self) -> None:
+                asks_at.append(turns)
+                for _ in range(3):
+                    self.transport.write(b"x")
+                if len(asks_at) == 50:
+                    self.transport.unregisterProducer()
+                    self.transport.loseConnection()
+
+            def stopProducing(self) -> None:
+                pass
+
+        port, built = self.listen()
+        protocol, reader, _ = await self.accepted(port, built)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        transport.registerProducer(Chatty(transport), False)
+        reading = asyncio.ensure_future(until_closed(reader))
+        while not reading.done():
+            await asyncio.sleep(0)
+            turns += 1
+        self.assertEqual(reading.result(), (b"x" * 150, False))
+        self.assertEqual(len(asks_at), len(set(asks_at)))  # never twice in one turn
+
+    @asyncio_test
+    async def test_half_close_waits_for_the_unsent_bytes(self) -> None:
+        port, built = self.listen()
+        protocol, reader, writer = await self.accepted(port, built)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        for _ in range(64):
+            transport.write(CHUNK)
+        transport.loseWriteConnection()
+        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), CHUNK * 64)
+        writer.write(b"still heard")
+        await self.wait(protocol.arrived(11))
+        self.assertFalse(protocol.lost.called)

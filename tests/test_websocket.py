@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import exchange
+from .support import cut_off, exchange, until_closed
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
 HANDSHAKE = (b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -188,7 +188,8 @@ class HandshakeTests(unittest.TestCase):
                 await send({"type": "websocket.close"})
 
         server = await serve(self, both)
-        data = await exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + HANDSHAKE + b"\r\n")
+        data = await exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + HANDSHAKE + b"\r\n",
+                              until=b"\x88\x02\x03\xe8")
         self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data)
         self.assertIn(b"first", data.split(b"HTTP/1.1 101")[0])
         self.assertIn(b"HTTP/1.1 101 Switching Protocols\r\n", data)
@@ -339,8 +340,9 @@ class LimitTests(unittest.TestCase):
         server = await serve(self, app, ws_ping_interval=0.1, ws_ping_timeout=0.1)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(HANDSHAKE + b"\r\n")
-        data = await asyncio.wait_for(reader.read(), 10)  # a client that reads but never pongs
+        data, reset = await until_closed(reader)  # a client that reads but never pongs
         writer.close()
+        self.assertTrue(reset)
         self.assertIn(b"\x89", data.partition(b"\r\n\r\n")[2][:1])  # the ping it ignored
         await app.done
         self.assertEqual(app.received[-1], {"type": "websocket.disconnect", "code": 1006, "reason": ""})
@@ -355,8 +357,7 @@ class LimitTests(unittest.TestCase):
                 disconnects.append(await receive())
 
         server = await serve(self, undecided, ws_handshake_timeout=0.1)
-        data = await exchange(server.port, HANDSHAKE + b"\r\n")
-        self.assertEqual(data, b"")
+        self.assertEqual(await cut_off(server.port, HANDSHAKE + b"\r\n"), (b"", True))
         await asyncio.sleep(0)
         self.assertEqual(disconnects, [{"type": "websocket.disconnect", "code": 1006, "reason": ""}])
 
