@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -30,7 +31,7 @@ CHUNK = b"0123456789abcdef" * 4096  # 64 KiB
 
 @implementer(IPushProducer)
 class Recorder(Protocol):
-    """Says what happened to it through Deferreds; ``on_connect`` and ``on_data`` act for a test."""
+    """A protocol that says through Deferreds what happened to it, and pauses nothing."""
 
     def __init__(self) -> None:
         self.made: Deferred[None] = Deferred()
@@ -70,6 +71,38 @@ class Recorder(Protocol):
         pass
 
 
+@implementer(IPullProducer)
+class Pulled:
+    """A pull producer: each time it is asked, ``per_ask`` writes of ``piece``; after ``asks``
+    times, it unregisters and closes the connection."""
+
+    def __init__(self, transport: SocketTransport, piece: bytes, per_ask: int, asks: int,
+                 asked: Callable[[], None]) -> None:
+        self.transport = transport
+        self.piece = piece
+        self.per_ask = per_ask
+        self.left = asks
+        self.asked = asked
+
+    def resumeProducing(self) -> None:
+        self.asked()
+        for _ in range(self.per_ask):
+            self.transport.write(self.piece)
+        self.left -= 1
+        if not self.left:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def fill(transport: SocketTransport) -> None:
+    """Write 4 MiB: far more than the kernel takes while the client reads nothing."""
+    for _ in range(64):
+        transport.write(CHUNK)
+
+
 class TransportTests(unittest.TestCase):
     def listen(self, protocol: type[Protocol] = Recorder, interface: str = "127.0.0.1",
                ) -> tuple[AsyncioPort, list[Protocol]]:
@@ -99,15 +132,19 @@ class TransportTests(unittest.TestCase):
         await self.wait(protocol.made)
         return protocol, reader, writer
 
-    @asyncio_test
-    async def test_everything_written_arrives_before_the_close_while_the_producer_is_paused(self) -> None:
+    async def connection(self) -> tuple[Recorder, SocketTransport, asyncio.StreamReader, asyncio.StreamWriter]:
+        """One connection to a fresh port: its protocol, its transport and the client's ends."""
         port, built = self.listen()
-        protocol, reader, _ = await self.accepted(port, built)
+        protocol, reader, writer = await self.accepted(port, built)
         transport = protocol.transport
         assert isinstance(transport, SocketTransport)
+        return protocol, transport, reader, writer
+
+    @asyncio_test
+    async def test_everything_written_arrives_before_the_close_while_the_producer_is_paused(self) -> None:
+        protocol, transport, reader, _ = await self.connection()
         transport.registerProducer(protocol, True)
-        for _ in range(64):  # 4 MiB, far more than the kernel takes while the client reads nothing
-            transport.write(CHUNK)
+        fill(transport)
         transport.loseConnection()
         await self.wait(protocol.paused)
         self.assertFalse(protocol.lost.called)  # the unsent bytes hold the connection open
@@ -115,31 +152,6 @@ class TransportTests(unittest.TestCase):
         self.assertEqual(received, CHUNK * 64)
         await self.wait(protocol.resumed)
         self.assertIsInstance(await self.wait(protocol.lost), ConnectionDone)
-
-    @asyncio_test
-    async def test_a_pull_producer_is_asked_again_until_it_is_done(self) -> None:
-        @implementer(IPullProducer)
-        class Counting:
-            def __init__(self, transport: SocketTransport) -> None:
-                self.transport = transport
-                self.left = 100
-
-            def resumeProducing(self) -> None:
-                self.left -= 1
-                self.transport.write(CHUNK)
-                if not self.left:
-                    self.transport.unregisterProducer()
-                    self.transport.loseConnection()
-
-            def stopProducing(self) -> None:
-                pass
-
-        port, built = self.listen()
-        protocol, reader, _ = await self.accepted(port, built)
-        transport = protocol.transport
-        assert isinstance(transport, SocketTransport)
-        transport.registerProducer(Counting(transport), False)
-        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), CHUNK * 100)
 
     @asyncio_test
     async def test_a_protocol_that_raises_loses_its_connection_and_no_other(self) -> None:
@@ -188,10 +200,7 @@ class TransportTests(unittest.TestCase):
 
     @asyncio_test
     async def test_reading_stops_while_paused(self) -> None:
-        port, built = self.listen()
-        protocol, _, writer = await self.accepted(port, built)
-        transport = protocol.transport
-        assert isinstance(transport, SocketTransport)
+        protocol, transport, _, writer = await self.connection()
         transport.pauseProducing()
         writer.write(b"held")
         await writer.drain()
@@ -234,12 +243,8 @@ class TransportTests(unittest.TestCase):
 
     @asyncio_test
     async def test_abort_drops_what_is_unsent_and_resets(self) -> None:
-        port, built = self.listen()
-        protocol, reader, _ = await self.accepted(port, built)
-        transport = protocol.transport
-        assert isinstance(transport, SocketTransport)
-        for _ in range(64):
-            transport.write(CHUNK)
+        protocol, transport, reader, _ = await self.connection()
+        fill(transport)
         transport.abortConnection()
         self.assertIsInstance(await self.wait(protocol.lost), ConnectionAborted)
         received, reset = await until_closed(reader)
@@ -285,47 +290,43 @@ class TransportTests(unittest.TestCase):
         self.assertIsInstance(await self.wait(protocol.lost), ConnectionDone)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    async def pulled(self, piece: bytes, per_ask: int, asks: int, asked: Callable[[], None]) -> bytes:
+        """What the client reads from a ``Pulled`` producer with these settings."""
+        protocol, transport, reader, _ = await self.connection()
+        transport.registerProducer(Pulled(transport, piece, per_ask, asks, asked), False)
+        received, reset = await until_closed(reader)
+        self.assertFalse(reset)
+        return received
+
+    @asyncio_test
+    async def test_a_pull_producer_is_asked_again_until_it_is_done(self) -> None:
+        received = await self.pulled(CHUNK, 1, 100, lambda: None)  # 6.4 MiB: the kernel makes it wait
+        self.assertEqual(received, CHUNK * 100)
+
     @asyncio_test
     async def test_a_pull_producer_is_asked_once_a_turn_however_often_it_writes(self) -> None:
         turns = 0
         asks_at: list[int] = []  # the loop turn of each resumeProducing
 
-        @implementer(IPullProducer)
-        class Chatty:
-            def __init__(self, transport: SocketTransport) -> None:
-                self.transport = transport
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
 
-            def resumeProducing(self) -> None:
-                asks_at.append(turns)
-                for _ in range(3):
-                    self.transport.write(b"x")
-                if len(asks_at) == 50:
-                    self.transport.unregisterProducer()
-                    self.transport.loseConnection()
-
-            def stopProducing(self) -> None:
-                pass
-
-        port, built = self.listen()
-        protocol, reader, _ = await self.accepted(port, built)
-        transport = protocol.transport
-        assert isinstance(transport, SocketTransport)
-        transport.registerProducer(Chatty(transport), False)
-        reading = asyncio.ensure_future(until_closed(reader))
-        while not reading.done():
-            await asyncio.sleep(0)
-            turns += 1
-        self.assertEqual(reading.result(), (b"x" * 150, False))
+        counting = asyncio.ensure_future(count_turns())
+        try:
+            received = await self.pulled(b"x", 3, 50, lambda: asks_at.append(turns))
+        finally:
+            counting.cancel()
+        self.assertEqual(received, b"x" * 150)
+        self.assertEqual(len(asks_at), 50)
         self.assertEqual(len(asks_at), len(set(asks_at)))  # never twice in one turn
 
     @asyncio_test
     async def test_half_close_waits_for_the_unsent_bytes(self) -> None:
-        port, built = self.listen()
-        protocol, reader, writer = await self.accepted(port, built)
-        transport = protocol.transport
-        assert isinstance(transport, SocketTransport)
-        for _ in range(64):
-            transport.write(CHUNK)
+        protocol, transport, reader, writer = await self.connection()
+        fill(transport)
         transport.loseWriteConnection()
         self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), CHUNK * 64)
         writer.write(b"still heard")
