@@ -1,6 +1,6 @@
 """hello-asgi against its peers, in one run, on one machine: a table of figures and ratios.
 
-    python3 benchmarks/run.py [--scenario http1|h2c|h2-tls|ws-echo|ws-large|ws-idle]
+    python3 benchmarks/run.py [--scenario http1|http1-unix|h2c|h2-tls|ws-echo|ws-large|ws-idle|http-idle]
                               [--duration 10] [--connections N] [--servers a,b]
 
 Each server runs one process pinned to CPU 0; the load generator (wrk, h2load, or
@@ -37,6 +37,7 @@ class Server:
     name: str
     command: Callable[[int, "TLS | None"], list[str]]
     protocols: tuple[str, ...]
+    unix: Callable[[str], list[str]] | None = None  # the command serving HTTP on a UNIX socket at a path
 
 
 @dataclass
@@ -49,7 +50,9 @@ SERVERS = [
     Server("hello-asgi", lambda port, tls: [
         str(BIN / "twist"), "hello-asgi", "--app", "app:app", "--app-dir", str(HERE), "--port", str(port),
         "--no-access-log", "--limit-concurrency", "20000", "--timeout-keep-alive", "300",
-        *(["--cert", tls.cert, "--key", tls.key] if tls else [])], (*HTTP, *WS, "http-idle")),
+        *(["--cert", tls.cert, "--key", tls.key] if tls else [])], (*HTTP, *WS, "http-idle", "http1-unix"),
+        lambda path: [str(BIN / "twist"), "hello-asgi", "--app", "app:app", "--app-dir", str(HERE),
+                      "--listen", f"unix:{path}", "--no-access-log"]),
     Server("hello-asgi --reactor=epoll (apps in a thread)", lambda port, tls: [
         str(BIN / "twist"), "--reactor=epoll", "hello-asgi", "--app", "app:app", "--app-dir", str(HERE),
         "--port", str(port), "--no-access-log", "--limit-concurrency", "20000"], ("http1", "h2c", "ws-echo")),
@@ -61,14 +64,18 @@ SERVERS = [
         "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "300"], ("http1",)),
     Server("uvicorn-httptools-uvloop", lambda port, tls: [
         str(BIN / "uvicorn"), "app:app", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-        "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "300"], ("http1", *WS, "http-idle")),
+        "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "300"], ("http1", *WS, "http-idle", "http1-unix"),
+        lambda path: [str(BIN / "uvicorn"), "app:app", "--uds", path, "--http", "httptools", "--loop", "uvloop",
+                      "--no-access-log", "--log-level", "warning"]),
     Server("hypercorn", lambda port, tls: [
         str(BIN / "hypercorn"), "app:app", "-b", f"127.0.0.1:{port}", "--keep-alive", "300",
-        *(["--certfile", tls.cert, "--keyfile", tls.key] if tls else [])], (*HTTP, *WS, "http-idle")),
+        *(["--certfile", tls.cert, "--keyfile", tls.key] if tls else [])], (*HTTP, *WS, "http-idle", "http1-unix"),
+        lambda path: [str(BIN / "hypercorn"), "app:app", "-b", f"unix:{path}"]),
     Server("daphne", lambda port, tls: [
         str(BIN / "daphne"), "-v", "0",
         *(["-e", f"ssl:{port}:interface=127.0.0.1:privateKey={tls.key}:certKey={tls.cert}"] if tls
-          else ["-b", "127.0.0.1", "-p", str(port)]), "app:app"], ("http1", "h2-tls", *WS, "http-idle")),
+          else ["-b", "127.0.0.1", "-p", str(port)]), "app:app"], ("http1", "h2-tls", *WS, "http-idle", "http1-unix"),
+        lambda path: [str(BIN / "daphne"), "-v", "0", "-u", path, "app:app"]),
     Server("granian", lambda port, tls: [
         str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1", "--runtime-threads", "1", "--no-access-log",
@@ -105,6 +112,50 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("did not listen within 20 s")
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+user root;
+error_log {dir}/nginx-error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    upstream app {{ server unix:{socket}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_in_front(port: int, path: str, server: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """nginx on CPU 1 (beside the load), listening on ``port`` and passing to the server's
+    UNIX socket at ``path`` over keep-alive connections, as it would in production."""
+    deadline = time.monotonic() + 20
+    while True:  # the server is up once its socket accepts
+        if server.poll() is not None:
+            raise RuntimeError(f"exited with {server.returncode}")
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(path)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("did not listen within 20 s") from None
+            time.sleep(0.1)
+    conf = VENV / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=VENV, socket=path, port=port))
+    return subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", str(conf), "-p", str(VENV)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
@@ -196,7 +247,7 @@ def idle_memory(url: str, session: int, connections: int) -> dict[str, float]:
     return {"rps": (after - before) / connections, "p99_ms": 0.0, "errors": connections - still_open}
 
 
-SCENARIOS = {"http1": ("http", wrk), "h2c": ("http", h2load), "h2-tls": ("https", h2load),
+SCENARIOS = {"http1": ("http", wrk), "http1-unix": ("http", wrk), "h2c": ("http", h2load), "h2-tls": ("https", h2load),
              "ws-echo": ("ws", ws_load("echo")), "ws-large": ("ws", ws_load("large")), "ws-idle": ("ws", None),
              "http-idle": ("http", None)}
 UNITS = {"ws-echo": "round trips/s", "ws-large": "MiB/s", "ws-idle": "KiB per idle connection",
@@ -206,10 +257,19 @@ UNITS = {"ws-echo": "round trips/s", "ws-large": "MiB/s", "ws-idle": "KiB per id
 def measure(server: Server, scenario: str, duration: int, connections: int, tls: TLS | None) -> dict[str, object]:
     scheme, load = SCENARIOS[scenario]
     port = free_port()
-    process = subprocess.Popen(["taskset", "-c", "0", *server.command(port, tls)], cwd=HERE,
+    path = str(VENV / "server.sock")  # http1-unix: the server's socket, with nginx on port
+    if os.path.exists(path):
+        os.unlink(path)
+    command = server.unix(path) if scenario == "http1-unix" and server.unix else server.command(port, tls)
+    process = subprocess.Popen(["taskset", "-c", "0", *command], cwd=HERE,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proxy = None
     try:
-        wait_until_up(port, process)
+        if scenario == "http1-unix":
+            proxy = nginx_in_front(port, path, process)
+            wait_until_up(port, proxy)
+        else:
+            wait_until_up(port, process)
         url = f"{scheme}://127.0.0.1:{port}/"
         if load is None:
             return {"server": server.name, **idle_memory(url, process.pid, connections)}
@@ -222,6 +282,9 @@ def measure(server: Server, scenario: str, duration: int, connections: int, tls:
     except Exception as error:  # a peer that fails is a row in the table, not the end of the run
         return {"server": server.name, "failed": str(error)}
     finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(5)
@@ -244,10 +307,10 @@ def main() -> None:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="http1")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int,
-                        help="default: 50 for HTTP/1.1, 10 for HTTP/2 and ws-echo, 1 for ws-large, 10000 for ws-idle and http-idle")
+                        help="default: 50 for HTTP/1.1 (http1, http1-unix), 10 for HTTP/2 and ws-echo, 1 for ws-large, 10000 for ws-idle and http-idle")
     parser.add_argument("--servers", help="comma-separated names; default: all that speak the scenario")
     args = parser.parse_args()
-    connections = args.connections or {"http1": 50, "ws-large": 1, "ws-idle": 10000,
+    connections = args.connections or {"http1": 50, "http1-unix": 50, "ws-large": 1, "ws-idle": 10000,
                                        "http-idle": 10000}.get(args.scenario, 10)
     install()
     tls = make_tls() if args.scenario == "h2-tls" else None

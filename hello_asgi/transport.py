@@ -1,11 +1,11 @@
 """Twisted protocols on sockets read and written from asyncio's selector: the fast path for
-TCP listeners.
+TCP and UNIX-socket listeners.
 
-On the asyncio reactor, Twisted's TCP transports cost a selector registration per write.
+On the asyncio reactor, Twisted's own transports cost a selector registration per write.
 ``SocketTransport`` writes straight to the socket, as asyncio's transports do, and is small
 enough that ten thousand idle connections cost little. Any Twisted protocol (ours, or TLS
 wrapped around ours) runs on it unchanged. ``FastListeningReactor`` hands that path to
-Twisted's endpoint parser, so ``tcp:``/``tcp6:`` endpoint strings keep their meaning and
+Twisted's endpoint parser, so ``tcp:``/``tcp6:``/``unix:`` endpoint strings keep their meaning and
 every other endpoint still works through Twisted itself.
 """
 
@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import socket
+import stat
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -35,6 +36,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.lockfile import FilesystemLock
 from zope.interface import implementer
 
 Address = IPv4Address | IPv6Address | UNIXAddress
@@ -323,10 +325,14 @@ class AsyncioPort:
     ACCEPTS_PER_TURN = 64  # then let the loop serve the connections it has
     RETRY_AFTER = 1.0  # seconds without accepting, once the process is out of descriptors
 
-    def __init__(self, sock: socket.socket, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop):
+    def __init__(self, sock: socket.socket, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop,
+                 path: str | None = None, lock: FilesystemLock | None = None) -> None:
         self._socket = sock
         self._factory = factory
         self.loop = loop
+        self._tcp = sock.family != socket.AF_UNIX
+        self._path = path  # the UNIX socket's file, removed once the port stops, as Twisted does
+        self._lock = lock  # and its lock file, released then
         self._listening = False
         self._retry: asyncio.TimerHandle | None = None
         self._local_addresses: dict[Any, Any] = {}
@@ -351,7 +357,8 @@ class AsyncioPort:
                 self._retry = self.loop.call_later(self.RETRY_AFTER, self._resume)
                 return
             connection.setblocking(False)
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tcp:
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport = SocketTransport(connection, address, self._local(connection), self)
             try:
                 protocol = self._factory.buildProtocol(transport.getPeer())
@@ -381,6 +388,11 @@ class AsyncioPort:
             self._retry.cancel()
         self.loop.remove_reader(self._socket.fileno())
         self._socket.close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+        if self._lock is not None:
+            self._lock.unlock()
         self._factory.doStop()
         return succeed(None)
 
@@ -391,10 +403,10 @@ class AsyncioPort:
 
 
 class FastListeningReactor:
-    """The reactor, but ``listenTCP`` serves connections on asyncio transports.
+    """The reactor, but ``listenTCP`` and ``listenUNIX`` serve connections on ``SocketTransport``.
 
     Give it to ``serverFromString`` in place of the reactor: Twisted parses the endpoint
-    string as usual, and TCP listeners come out fast.
+    string as usual, and TCP and UNIX listeners come out fast.
     """
 
     def __init__(self, reactor: Any, loop: asyncio.AbstractEventLoop) -> None:
@@ -418,6 +430,40 @@ class FastListeningReactor:
             sock.close()
             raise CannotListenError(interface, port, error) from error
         listening = AsyncioPort(sock, factory, self._loop)
+        listening.startListening()
+        return listening
+
+    def listenUNIX(self, address: str, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666,
+                   wantPID: int = 0) -> AsyncioPort:
+        """A UNIX socket (behind nginx, say), served as TCP ones are.
+
+        As Twisted's port does: the file gets ``mode`` and is removed when the port stops;
+        with ``wantPID`` (the endpoint's ``lockfile=1``, its default) a lock file beside it
+        says which process listens, and a socket file left by a dead one is removed first.
+        """
+        in_filesystem = address[:1] not in ("\0", b"\0")  # not Linux's abstract namespace
+        lock = None
+        if wantPID and in_filesystem:
+            lock = FilesystemLock(f"{address}.lock")
+            if not lock.lock():
+                raise CannotListenError(None, address, "another process listens (its lock file is held)")
+            if not lock.clean:
+                with contextlib.suppress(OSError):
+                    if stat.S_ISSOCK(os.stat(address).st_mode):  # never a file mistyped as the path
+                        os.remove(address)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address)
+            if in_filesystem:
+                os.chmod(address, mode)
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError as error:
+            sock.close()
+            if lock is not None:
+                lock.unlock()
+            raise CannotListenError(None, address, error) from error
+        listening = AsyncioPort(sock, factory, self._loop, path=address if in_filesystem else None, lock=lock)
         listening.startListening()
         return listening
 

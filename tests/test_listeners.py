@@ -15,16 +15,18 @@ from typing import Any
 
 import httpx
 from twisted.internet import reactor
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
 from twisted.trial import unittest
 
 from hello_asgi import ASGIService, Config
 from hello_asgi.service import server_endpoint
 from hello_asgi.testing import asyncio_test
 from hello_asgi.tls import development_certificate
+from hello_asgi.transport import AsyncioPort
 
 from .test_cli import _Server
 from .test_proxy import where_app
-
 
 REPOSITORY = Path(__file__).resolve().parent.parent  # where the tests package is, for a server process
 
@@ -52,7 +54,26 @@ class ListenerTests(unittest.TestCase):
             over_tcp = (await client.get(f"http://127.0.0.1:{port}/")).json()
         self.assertEqual(over_tcp["server"], ["127.0.0.1", port])
         self.assertEqual(over_tcp["client"][0], "127.0.0.1")
+        # Both on hello-asgi's own transport, not Twisted's (a selector registration per write).
+        self.assertEqual([type(listening) for listening in service.ports], [AsyncioPort, AsyncioPort])
+        await service.stopService().asFuture(asyncio.get_running_loop())
+        self.assertFalse(os.path.exists(path))  # the socket file goes with the listener
 
+    @asyncio_test
+    async def test_a_unix_socket_left_by_a_dead_server_is_replaced_and_a_live_ones_is_not(self) -> None:
+        directory = tempfile.mkdtemp(dir="/tmp")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "app.sock")
+        os.symlink("999999999", path + ".lock")  # the lock of a process that is gone ...
+        socket.socket(socket.AF_UNIX).bind(path)  # ... and the socket file it left
+        service = await self.start(f"unix:{path}")
+        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path)) as client:
+            self.assertEqual((await client.get("http://app/")).json()["server"], [path, None])
+        self.assertEqual(os.readlink(path + ".lock"), str(os.getpid()))
+        with self.assertRaises(CannotListenError):  # this process holds the lock now
+            await server_endpoint(reactor, f"unix:{path}").listen(Factory()).asFuture(asyncio.get_running_loop())
+        await service.stopService().asFuture(asyncio.get_running_loop())
+        self.assertFalse(os.path.lexists(path + ".lock"))
 
     @asyncio_test
     async def test_tcp6(self) -> None:
