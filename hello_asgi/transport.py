@@ -23,7 +23,12 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError, ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.error import (
+    CannotListenError,
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+)
 from twisted.internet.interfaces import (
     IConsumer,
     IListeningPort,
@@ -433,7 +438,7 @@ class FastListeningReactor:
         listening.startListening()
         return listening
 
-    def listenUNIX(self, address: str, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666,
+    def listenUNIX(self, address: str | bytes, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666,
                    wantPID: int = 0) -> AsyncioPort:
         """A UNIX socket (behind nginx, say), served as TCP ones are.
 
@@ -441,7 +446,8 @@ class FastListeningReactor:
         with ``wantPID`` (the endpoint's ``lockfile=1``, its default) a lock file beside it
         says which process listens, and a socket file left by a dead one is removed first.
         """
-        in_filesystem = address[:1] not in ("\0", b"\0")  # not Linux's abstract namespace
+        address = os.fsdecode(address)
+        in_filesystem = address[:1] != "\0"  # not Linux's abstract namespace
         lock = None
         if wantPID and in_filesystem:
             lock = FilesystemLock(f"{address}.lock")

@@ -17,13 +17,14 @@ import httpx
 from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
+from twisted.protocols.wire import Echo
 from twisted.trial import unittest
 
 from hello_asgi import ASGIService, Config
 from hello_asgi.service import server_endpoint
 from hello_asgi.testing import asyncio_test
 from hello_asgi.tls import development_certificate
-from hello_asgi.transport import AsyncioPort
+from hello_asgi.transport import AsyncioPort, FastListeningReactor
 
 from .test_cli import _Server
 from .test_proxy import where_app
@@ -74,6 +75,19 @@ class ListenerTests(unittest.TestCase):
             await server_endpoint(reactor, f"unix:{path}").listen(Factory()).asFuture(asyncio.get_running_loop())
         await service.stopService().asFuture(asyncio.get_running_loop())
         self.assertFalse(os.path.lexists(path + ".lock"))
+
+    @asyncio_test
+    async def test_a_unix_socket_in_the_abstract_namespace_leaves_no_file(self) -> None:
+        name = f"\0hello-asgi-test-{os.getpid()}"
+        fast = FastListeningReactor(reactor, reactor._asyncioEventloop)  # type: ignore[attr-defined]
+        listening = fast.listenUNIX(name, Factory.forProtocol(Echo), wantPID=1)
+        self.addCleanup(listening.stopListening)
+        reader, writer = await asyncio.open_unix_connection(name)
+        writer.write(b"ping")
+        self.assertEqual(await asyncio.wait_for(reader.readexactly(4), 10), b"ping")
+        writer.close()
+        self.assertEqual(listening.getHost().name, name.encode())
+        self.assertFalse(os.path.lexists(name[1:] + ".lock"))
 
     @asyncio_test
     async def test_tcp6(self) -> None:
