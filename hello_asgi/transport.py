@@ -23,12 +23,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import (
-    CannotListenError,
-    ConnectionAborted,
-    ConnectionDone,
-    ConnectionLost,
-)
+from twisted.internet.error import CannotListenError, ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IConsumer,
     IListeningPort,
