@@ -11,6 +11,7 @@ ws_load.py on the websockets client) runs pinned to CPU 1. The peers are install
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -285,11 +286,13 @@ def measure(server: Server, scenario: str, duration: int, connections: int, tls:
         if proxy is not None:
             proxy.terminate()
             proxy.wait()
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a server that exited is a failed row, not the end
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(5)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 

@@ -248,11 +248,17 @@ class SocketTransport:
         except OSError as error:
             self._lose(ConnectionLost(str(error)))
 
+    # On a UNIX socket there is no Nagle to turn off: as Twisted's UNIX transport does, say
+    # so and ignore the call (twisted.web's HTTPChannel makes it on every connection).
+
     def getTcpNoDelay(self) -> bool:
+        if self._socket.family == socket.AF_UNIX:
+            return False
         return bool(self._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(enabled))
+        if self._socket.family != socket.AF_UNIX:
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(enabled))
 
     def getTcpKeepAlive(self) -> bool:
         return bool(self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
@@ -388,11 +394,14 @@ class AsyncioPort:
             self._retry.cancel()
         self.loop.remove_reader(self._socket.fileno())
         self._socket.close()
-        if self._path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path)
-        if self._lock is not None:
-            self._lock.unlock()
+        try:  # a file or lock someone else removed or took must not stop the shutdown here
+            if self._path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path)
+            if self._lock is not None:
+                self._lock.unlock()
+        except (OSError, ValueError) as error:
+            log.warn("Could not clean up after {path}: {error}", path=self._path, error=error)
         self._factory.doStop()
         return succeed(None)
 
@@ -453,14 +462,18 @@ class FastListeningReactor:
                     if stat.S_ISSOCK(os.stat(address).st_mode):  # never a file mistyped as the path
                         os.remove(address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound = False
         try:
             sock.bind(address)
+            bound = in_filesystem
             if in_filesystem:
                 os.chmod(address, mode)
             sock.listen(backlog)
             sock.setblocking(False)
         except OSError as error:
             sock.close()
+            if bound:  # not left to make the next start fail
+                os.unlink(address)
             if lock is not None:
                 lock.unlock()
             raise CannotListenError(None, address, error) from error
@@ -469,9 +482,11 @@ class FastListeningReactor:
         return listening
 
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory) -> Any:
-        """An inherited listening socket (systemd's, a supervisor's): TCP ones served the fast
-        way too. As Twisted's does, it works on a duplicate and leaves ``fileDescriptor`` open."""
-        if addressFamily not in (socket.AF_INET, socket.AF_INET6):
+        """An inherited listening socket (systemd's, a supervisor's), served the fast way too.
+        As Twisted's does, it works on a duplicate and leaves ``fileDescriptor`` open; unlike
+        Twisted's, it leaves a UNIX socket's file alone when it stops, since whoever made the
+        socket owns the file (a worker stopping must not take it from the supervisor)."""
+        if addressFamily not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
             return self._reactor.adoptStreamPort(fileDescriptor, addressFamily, factory)
         sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
         sock.setblocking(False)

@@ -32,6 +32,14 @@ from .test_proxy import where_app
 REPOSITORY = Path(__file__).resolve().parent.parent  # where the tests package is, for a server process
 
 
+class TwistedWebLike(Echo):
+    """An echo that, as twisted.web's HTTPChannel does, turns off Nagle on any ITCPTransport."""
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        assert self.transport.getTcpNoDelay() is False  # type: ignore[union-attr]  # a UNIX socket has none
+
+
 class ListenerTests(unittest.TestCase):
     async def start(self, *listen: str) -> ASGIService:
         service = ASGIService(where_app, Config(listen=list(listen), access_log=None))
@@ -80,7 +88,7 @@ class ListenerTests(unittest.TestCase):
     async def test_a_unix_socket_in_the_abstract_namespace_leaves_no_file(self) -> None:
         name = f"\0hello-asgi-test-{os.getpid()}"
         fast = FastListeningReactor(reactor, reactor._asyncioEventloop)  # type: ignore[attr-defined]
-        listening = fast.listenUNIX(name, Factory.forProtocol(Echo), wantPID=1)
+        listening = fast.listenUNIX(name, Factory.forProtocol(TwistedWebLike), wantPID=1)
         self.addCleanup(listening.stopListening)
         reader, writer = await asyncio.open_unix_connection(name)
         writer.write(b"ping")
@@ -88,6 +96,24 @@ class ListenerTests(unittest.TestCase):
         writer.close()
         self.assertEqual(listening.getHost().name, name.encode())
         self.assertFalse(os.path.lexists(name[1:] + ".lock"))
+
+    @asyncio_test
+    async def test_an_inherited_unix_socket_is_served_and_its_file_left_to_its_owner(self) -> None:
+        directory = tempfile.mkdtemp(dir="/tmp")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "app.sock")
+        owned = socket.socket(socket.AF_UNIX)  # as a supervisor makes it for its workers
+        owned.bind(path)
+        owned.listen()
+        endpoint = server_endpoint(reactor, f"fd:{owned.detach()}:domain=UNIX")  # the endpoint closes it
+        listening = await endpoint.listen(Factory.forProtocol(TwistedWebLike)).asFuture(asyncio.get_running_loop())
+        self.assertIsInstance(listening, AsyncioPort)
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"ping")
+        self.assertEqual(await asyncio.wait_for(reader.readexactly(4), 10), b"ping")
+        writer.close()
+        await listening.stopListening()
+        self.assertTrue(os.path.exists(path))  # still the supervisor's, for the next worker
 
     @asyncio_test
     async def test_tcp6(self) -> None:
