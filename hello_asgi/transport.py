@@ -47,7 +47,8 @@ _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() sends RST
 
 
 def twisted_address(sockaddr: Any, family: int) -> Address:
-    """An asyncio ``peername``/``sockname`` as the Twisted address object protocols expect."""
+    """A socket address (as ``accept()`` or ``getsockname()`` gives it) as the Twisted address
+    object protocols expect."""
     if family == socket.AF_INET6:
         host, port, flowinfo, scope_id = sockaddr
         return IPv6Address("TCP", host, port, flowinfo, scope_id)
@@ -168,9 +169,8 @@ class SocketTransport:
         else:
             unsent += data
             self._check_unsent()
-        if self._producer is not None and not self._streaming_producer and not self._pull_due:
-            self._pull_due = True
-            self._port.loop.call_soon(self._pull)
+        if self._producer is not None and not self._streaming_producer:
+            self._schedule_pull()
 
     def _check_unsent(self) -> None:
         if len(self._unsent) > self.HIGH_WATER and not self._writing_paused:  # type: ignore[arg-type]
@@ -278,12 +278,16 @@ class SocketTransport:
         self._streaming_producer = streaming
         if streaming and self._writing_paused:
             producer.pauseProducing()  # type: ignore[attr-defined]
-        elif not streaming and not self._pull_due:
-            self._pull_due = True
-            self._port.loop.call_soon(self._pull)
+        elif not streaming:
+            self._schedule_pull()
 
     def unregisterProducer(self) -> None:
         self._producer = None
+
+    def _schedule_pull(self) -> None:
+        if not self._pull_due:
+            self._pull_due = True
+            self._port.loop.call_soon(self._pull)
 
     def _pull(self) -> None:
         """Ask a pull producer for more: once per turn at most, however many writes it made."""
@@ -333,6 +337,7 @@ class AsyncioPort:
 
     def __init__(self, sock: socket.socket, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop,
                  path: str | None = None, lock: FilesystemLock | None = None) -> None:
+        sock.setblocking(False)
         self._socket = sock
         self._factory = factory
         self.loop = loop
@@ -434,13 +439,10 @@ class FastListeningReactor:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((interface or "0.0.0.0", port))
             sock.listen(backlog)
-            sock.setblocking(False)
         except OSError as error:
             sock.close()
             raise CannotListenError(interface, port, error) from error
-        listening = AsyncioPort(sock, factory, self._loop)
-        listening.startListening()
-        return listening
+        return self._serve(sock, factory)
 
     def listenUNIX(self, address: str | bytes, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666,
                    wantPID: int = 0) -> AsyncioPort:
@@ -469,7 +471,6 @@ class FastListeningReactor:
             if in_filesystem:
                 os.chmod(address, mode)
             sock.listen(backlog)
-            sock.setblocking(False)
         except OSError as error:
             sock.close()
             if bound:  # not left to make the next start fail
@@ -477,9 +478,7 @@ class FastListeningReactor:
             if lock is not None:
                 lock.unlock()
             raise CannotListenError(None, address, error) from error
-        listening = AsyncioPort(sock, factory, self._loop, path=address if in_filesystem else None, lock=lock)
-        listening.startListening()
-        return listening
+        return self._serve(sock, factory, path=address if in_filesystem else None, lock=lock)
 
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory) -> Any:
         """An inherited listening socket (systemd's, a supervisor's), served the fast way too.
@@ -488,8 +487,10 @@ class FastListeningReactor:
         socket owns the file (a worker stopping must not take it from the supervisor)."""
         if addressFamily not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
             return self._reactor.adoptStreamPort(fileDescriptor, addressFamily, factory)
-        sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
-        sock.setblocking(False)
-        listening = AsyncioPort(sock, factory, self._loop)
+        return self._serve(socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor)), factory)
+
+    def _serve(self, sock: socket.socket, factory: IProtocolFactory, path: str | None = None,
+               lock: FilesystemLock | None = None) -> AsyncioPort:
+        listening = AsyncioPort(sock, factory, self._loop, path=path, lock=lock)
         listening.startListening()
         return listening
