@@ -48,11 +48,22 @@ class ListenerTests(unittest.TestCase):
         await service.whenListening().asFuture(asyncio.get_running_loop())
         return service
 
-    @asyncio_test
-    async def test_unix_socket_and_tcp_together(self) -> None:
+    def socket_path(self) -> str:
+        """A path for a UNIX socket in a directory of its own, removed after the test."""
         directory = tempfile.mkdtemp(dir="/tmp")  # a UNIX socket's path must be short (108 bytes)
         self.addCleanup(shutil.rmtree, directory)
-        path = os.path.join(directory, "app.sock")
+        return os.path.join(directory, "app.sock")
+
+    async def assert_echoes(self, path: str) -> None:
+        """An echo over the UNIX socket at ``path`` answers."""
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"ping")
+        self.assertEqual(await asyncio.wait_for(reader.readexactly(4), 10), b"ping")
+        writer.close()
+
+    @asyncio_test
+    async def test_unix_socket_and_tcp_together(self) -> None:
+        path = self.socket_path()
         service = await self.start("tcp:0:interface=127.0.0.1", f"unix:{path}:mode=600")
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path)) as client:
@@ -70,9 +81,7 @@ class ListenerTests(unittest.TestCase):
 
     @asyncio_test
     async def test_a_unix_socket_left_by_a_dead_server_is_replaced_and_a_live_ones_is_not(self) -> None:
-        directory = tempfile.mkdtemp(dir="/tmp")
-        self.addCleanup(shutil.rmtree, directory)
-        path = os.path.join(directory, "app.sock")
+        path = self.socket_path()
         os.symlink("999999999", path + ".lock")  # the lock of a process that is gone ...
         socket.socket(socket.AF_UNIX).bind(path)  # ... and the socket file it left
         service = await self.start(f"unix:{path}")
@@ -90,28 +99,20 @@ class ListenerTests(unittest.TestCase):
         fast = FastListeningReactor(reactor, reactor._asyncioEventloop)  # type: ignore[attr-defined]
         listening = fast.listenUNIX(name, Factory.forProtocol(TwistedWebLike), wantPID=1)
         self.addCleanup(listening.stopListening)
-        reader, writer = await asyncio.open_unix_connection(name)
-        writer.write(b"ping")
-        self.assertEqual(await asyncio.wait_for(reader.readexactly(4), 10), b"ping")
-        writer.close()
+        await self.assert_echoes(name)
         self.assertEqual(listening.getHost().name, name.encode())
         self.assertFalse(os.path.lexists(name[1:] + ".lock"))
 
     @asyncio_test
     async def test_an_inherited_unix_socket_is_served_and_its_file_left_to_its_owner(self) -> None:
-        directory = tempfile.mkdtemp(dir="/tmp")
-        self.addCleanup(shutil.rmtree, directory)
-        path = os.path.join(directory, "app.sock")
+        path = self.socket_path()
         owned = socket.socket(socket.AF_UNIX)  # as a supervisor makes it for its workers
         owned.bind(path)
         owned.listen()
         endpoint = server_endpoint(reactor, f"fd:{owned.detach()}:domain=UNIX")  # the endpoint closes it
         listening = await endpoint.listen(Factory.forProtocol(TwistedWebLike)).asFuture(asyncio.get_running_loop())
         self.assertIsInstance(listening, AsyncioPort)
-        reader, writer = await asyncio.open_unix_connection(path)
-        writer.write(b"ping")
-        self.assertEqual(await asyncio.wait_for(reader.readexactly(4), 10), b"ping")
-        writer.close()
+        await self.assert_echoes(path)
         await listening.stopListening()
         self.assertTrue(os.path.exists(path))  # still the supervisor's, for the next worker
 
