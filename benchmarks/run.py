@@ -102,14 +102,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
+def wait_until_up(address: int | str, process: subprocess.Popen[bytes]) -> None:
+    """Until ``process`` accepts on ``address``: a port on 127.0.0.1, or a UNIX socket's path."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"exited with {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            if isinstance(address, int):
+                socket.create_connection(("127.0.0.1", address), timeout=0.5).close()
+            else:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(address)
+            return
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("did not listen within 20 s")
@@ -141,18 +146,7 @@ http {{
 def nginx_in_front(port: int, path: str, server: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
     """nginx on CPU 1 (beside the load), listening on ``port`` and passing to the server's
     UNIX socket at ``path`` over keep-alive connections, as it would in production."""
-    deadline = time.monotonic() + 20
-    while True:  # the server is up once its socket accepts
-        if server.poll() is not None:
-            raise RuntimeError(f"exited with {server.returncode}")
-        try:
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(path)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("did not listen within 20 s") from None
-            time.sleep(0.1)
+    wait_until_up(path, server)
     conf = VENV / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=VENV, socket=path, port=port))
     return subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", str(conf), "-p", str(VENV)],
