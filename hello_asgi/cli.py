@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import getpass
+import os
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.python import usage
 
+from . import logs, reload, sources
 from .bridge import install_asyncio_reactor
 from .config import Config
 from .loading import AppLoadError, load_app
@@ -27,12 +31,63 @@ def _fail(message: str) -> None:
     sys.exit(f"hello-asgi: {message}")
 
 
+# twist's own options, which go before "hello-asgi" on its command line.
+_TWIST_OPTIONS = ("reactor", "log-file")
+USAGE_STATUS = 2  # as argparse and click exit on a usage error
+
+
+def _command_name() -> str:
+    return "python -m hello_asgi" if sys.argv[0].endswith("__main__.py") else "twist hello-asgi"
+
+
+def _usage_fail(error: usage.UsageError) -> None:
+    """A usage error is its one line and where the help is, not 130 lines of help."""
+    message = str(error).replace("Parameter type enforcement failed: ", "")
+    for name in _TWIST_OPTIONS:
+        if f"No such option '{name}'" in message or f"option --{name} not recognized" in message:
+            message = (f"--{name} is an option of twist itself: put it before hello-asgi, "
+                       f"as in 'twist --{name}=... hello-asgi --app ...'")
+    sys.stderr.write(f"hello-asgi: {message}\nsee '{_command_name()} --help'\n")
+    sys.exit(USAGE_STATUS)
+
+
+def _named(coerce: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """``coerce``, failing with a message that names the option (``--port abc``)."""
+    words = {int: "a whole number", float: "a number"}
+
+    def coerced(value: str) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as error:
+            expected = words.get(coerce, str(error))
+            raise ValueError(f"--{name} expects {expected}, not {value!r}") from None
+
+    coerced.coerceDoc = getattr(coerce, "coerceDoc", "")  # type: ignore[attr-defined]
+    return coerced
+
+
+def _with_named_coercion(parameters: list[list[Any]]) -> list[list[Any]]:
+    return [[*entry[:4], _named(entry[4], entry[0])] if len(entry) > 4 else entry for entry in parameters]
+
+
+def version_line() -> str:
+    import platform
+
+    import twisted
+
+    from . import __version__
+
+    return f"hello-asgi {__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})"
+
+
 class Options(usage.Options):
     synopsis = "--app MODULE:ATTR [options]"
     longdesc = (
         "Serve an ASGI app (ASGI 3, or ASGI 2 double callables) over HTTP/1.1 and HTTP/2 "
-        "on the asyncio reactor (another --reactor runs apps on an asyncio loop in a thread). Twisted's own --log-level, --log-file, --log-format and --reactor go before "
-        "'hello-asgi' on the command line."
+        "on the asyncio reactor (another --reactor runs apps on an asyncio loop in a thread). "
+        "twist's own --reactor and --log-file go before 'hello-asgi' on the command line. Every option "
+        "can also be set as HELLO_ASGI_<OPTION> (HELLO_ASGI_TIMEOUT_KEEP_ALIVE=10) or in a --config "
+        "TOML file; the command line wins over the environment, the environment over the file."
     )
     optParameters = [
         ["app", "a", None, "The app: module:attribute, or module:factory() to call a factory."],
@@ -96,6 +151,17 @@ class Options(usage.Options):
         ["tls-ciphers", None, None, "OpenSSL cipher string for TLS 1.2 (default: Twisted's modern list)."],
         ["ca", None, None, "CA certificates (PEM) to verify client certificates with: asks for them "
                            "(mutual TLS)."],
+        # Operating the process: logs, where settings come from, more ways to listen.
+        ["log-format", None, None, "text (the default, on a terminal and under a pipe alike) or json "
+                                   "(one JSON object per line).", logs.format_named],
+        ["log-level", None, None, "Least severe level logged: debug, info (the default), warn, error or "
+                                  "critical.", logs.level_named],
+        ["config", "c", None, "A TOML file of settings, named as these options are (timeout_keep_alive = 10), "
+                              "or as Hypercorn names them (bind, keep_alive_timeout, certfile...)."],
+        ["env-file", None, None, "A .env file of variables for the app and HELLO_ASGI_* options "
+                                 "(python-dotenv; set variables are not overridden)."],
+        ["uds", None, None, "Listen on this UNIX socket path (unix:PATH), in place of --host/--port."],
+        ["fd", None, None, "Listen on this inherited listening socket (fd:N), in place of --host/--port.", int],
     ]
     optFlags = [
         ["no-access-log", None, "Log no line per request."],
@@ -111,28 +177,63 @@ class Options(usage.Options):
         ["require-client-cert", None, "With --ca: refuse clients without a valid certificate."],
         ["reload", None, "For development: restart the server when a Python file under --app-dir changes."],
         ["proxy-headers", None, "Take client, scheme and server from Forwarded / X-Forwarded-* headers "
-                                "sent by the proxies in --forwarded-allow-ips."],
+                                "sent by the proxies in --forwarded-allow-ips (the default)."],
+        ["no-proxy-headers", None, "Ignore Forwarded / X-Forwarded-* headers, whoever sends them."],
         ["proxy-protocol", None, "Every listener expects a PROXY protocol header (v1 or v2) from a load "
                                  "balancer first; connections without one are closed."],
+        ["no-stdlib-logging", None, "Leave the stdlib logging module alone: its records do not go to "
+                                    "hello-asgi's log, level and format."],
+        ["factory", None, "--app names a factory: call it, with no arguments, for the app."],
     ]
+    optParameters = _with_named_coercion(optParameters)
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["reload-dir"] = []
+        self["reload-include"] = []
+        self["reload-exclude"] = []
         self.arguments: list[str] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
-        self.arguments = list(sys.argv[1:] if options is None else options)  # a worker's command is made of them
-        super().parseOptions(options)
+        """The command line, with the environment's and the config file's options for what it
+        leaves unset; a usage error is one line."""
+        try:
+            # a worker's command is made of these: every source resolved, none read twice
+            self.arguments = sources.all_arguments(self, list(sys.argv[1:] if options is None else options),
+                                                   os.environ)
+            super().parseOptions(self.arguments)
+        except usage.UsageError as error:
+            _usage_fail(error)
+
+    def opt_version(self) -> None:
+        """Print hello-asgi's version (and Twisted's and Python's), and exit."""
+        print(version_line())
+        sys.exit(0)
 
     def opt_listen(self, description: str) -> None:
         """A Twisted server endpoint string to listen on, e.g. tcp:8000:interface=0.0.0.0
         or unix:/run/app.sock; repeat for more. Replaces --host/--port."""
         self["listen"].append(description)
 
+    def opt_reload_dir(self, directory: str) -> None:
+        """With --reload: a directory to watch (repeat for more; default: --app-dir)."""
+        self["reload-dir"].append(directory)
+
+    def opt_reload_include(self, pattern: str) -> None:
+        """With --reload: file names that count, as a glob (repeat for more; default: *.py)."""
+        self["reload-include"].append(pattern)
+
+    def opt_reload_exclude(self, pattern: str) -> None:
+        """With --reload: names of files or directories to ignore, as a glob, besides .venv,
+        venv, .git, __pycache__, node_modules, .tox and *.pyc (repeat for more)."""
+        self["reload-exclude"].append(pattern)
+
     def postOptions(self) -> None:
         if not self["app"]:
             raise usage.UsageError("--app is required, e.g. --app hello_asgi.demo:asgi")
+        if self["factory"] and not self["app"].endswith("()"):
+            self["app"] += "()"
         reactor = install_asyncio_reactor()
         if self["workers"] < 1:
             _fail("--workers must be at least 1")
@@ -174,8 +275,17 @@ class Options(usage.Options):
             return getpass.getpass(f"Password for {key_path}: ")
         return None
 
+    def listen(self) -> list[str]:
+        """--listen, --uds or --fd, else --host and --port."""
+        listen = list(self["listen"])
+        if self["uds"] is not None:
+            listen.append("unix:" + self["uds"].replace(":", "\\:"))
+        if self["fd"] is not None:
+            listen.append(f"fd:{self['fd']}:domain={_inherited_domain(self['fd'])}")
+        return listen or [tcp_description(self["host"], self["port"], self["backlog"])]
+
     def config(self) -> Config:
-        listen = self["listen"] or [tcp_description(self["host"], self["port"], self["backlog"])]
+        listen = self.listen()
         return Config(
             root_path=self["root-path"],
             interface=self["interface"],
@@ -209,7 +319,7 @@ class Options(usage.Options):
             ws_ping_timeout=self["ws-ping-timeout"],
             ws_handshake_timeout=self["ws-handshake-timeout"],
             ws_max_queue=self["ws-max-queue"],
-            proxy_headers=self["proxy-headers"],
+            proxy_headers=not self["no-proxy-headers"],
             forwarded_allow_ips=[entry.strip() for entry in self["forwarded-allow-ips"].split(",") if entry.strip()],
             proxy_protocol=self["proxy-protocol"],
             certfile=self["cert"],
@@ -222,9 +332,20 @@ class Options(usage.Options):
         )
 
 
+def _inherited_domain(fd: int) -> str:
+    """INET, INET6 or UNIX: the family of the listening socket inherited as ``fd``."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as inherited:
+            family = inherited.family
+    except OSError as error:
+        _fail(f"--fd {fd}: {error.strerror}")
+    return {socket.AF_INET6: "INET6", socket.AF_UNIX: "UNIX"}.get(family, "INET")
+
+
 # What only a supervisor acts on, and whether each takes a value: its workers get the rest.
 _SUPERVISOR_ONLY = {"--workers": True, "-w": True, "--reload": False, "--listen": True, "--host": True,
-                    "--port": True, "-p": True, "--backlog": True}
+                    "--port": True, "-p": True, "--backlog": True, "--uds": True, "--fd": True,
+                    "--reload-dir": True, "--reload-include": True, "--reload-exclude": True}
 
 
 def worker_command(arguments: list[str]) -> list[str]:
@@ -245,14 +366,48 @@ def worker_command(arguments: list[str]) -> list[str]:
     return [sys.executable, "-m", "twisted", *twist_options, "hello-asgi", *kept]
 
 
+def start_logging_as_asked(options: Options) -> None:
+    """Hand twist's runner hello-asgi's log format and level (it starts logging after
+    ``makeService``), and route stdlib logging into the same log."""
+    twist = getattr(options, "parent", None)
+    log_format = options["log-format"] or _twist_log_format() or "text"
+    level = options["log-level"]
+    if twist is not None:
+        twist["fileLogObserverFactory"] = logs.observer_factory(log_format)
+        if level is not None:
+            twist["logLevel"] = level
+        level = twist["logLevel"]
+    if not options["no-stdlib-logging"]:
+        logs.capture_stdlib_logging((level or logs.level_named("info")).name)
+
+
+def _twist_log_format() -> str | None:
+    """The --log-format given to twist itself, before hello-asgi."""
+    before = sys.argv[1 : sys.argv.index("hello-asgi")] if "hello-asgi" in sys.argv else []
+    for index, argument in enumerate(before):
+        if argument.startswith("--log-format="):
+            return argument.split("=", 1)[1]
+        if argument == "--log-format" and index + 1 < len(before):
+            return before[index + 1]
+    return None
+
+
+def _reload_watcher(options: Options, reactor: Any) -> Any:
+    directories = [Path(directory).resolve() for directory in options["reload-dir"] or [options["app-dir"]]]
+    files = reload.WatchedFiles(directories, options["reload-include"] or reload.DEFAULT_INCLUDES,
+                                [*reload.DEFAULT_EXCLUDES, *options["reload-exclude"]])
+    return reload.watcher(files, reactor)
+
+
 def makeService(options: Options) -> Any:
+    start_logging_as_asked(options)
     if "development_certificate" in options:
         cert, fingerprint = options["development_certificate"]
         log.warn("Serving with a development certificate, for development only: {path} "
                  "(SHA-256 {fingerprint})", path=str(cert), fingerprint=fingerprint)
     if options["workers"] > 1 or options["reload"]:
-        watch = Path(options["app-dir"]).resolve() if options["reload"] else None
+        watch = _reload_watcher(options, options["reactor"]) if options["reload"] else None
         return Supervisor(worker_command(options.arguments), options["config"].listen, options["workers"],
-                          options["reactor"], watch)
+                          options["reactor"], watch, sources.worker_environment(os.environ))
     return ASGIService(options["loaded_app"], options["config"], reactor=options["reactor"],
                        owns_process=True)

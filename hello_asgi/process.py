@@ -1,11 +1,18 @@
-"""The edges of a process hello-asgi owns: its exit status, and a worker's word to its supervisor."""
+"""The edges of a process hello-asgi owns: its signals, its exit status, and a worker's word
+to its supervisor."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
+
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
+
+log = Logger(namespace="hello_asgi.process")
 
 READY_FD_VARIABLE = "HELLO_ASGI_READY_FD"  # the pipe a worker says "serving" on
 
@@ -25,7 +32,14 @@ def exit_after_shutdown(reactor: Any, code: int) -> None:
 def stop_and_exit(reactor: Any, code: int) -> None:
     """Stop the reactor, then exit with ``code``: ``twist`` itself would always exit 0."""
     exit_after_shutdown(reactor, code)
-    reactor.stop()
+    _stop_reactor(reactor)
+
+
+def _stop_reactor(reactor: Any) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # already stopping, for another reason
 
 
 def worker_ready() -> None:
@@ -36,22 +50,52 @@ def worker_ready() -> None:
         os.close(int(descriptor))
 
 
-def stop_once_on_signals() -> None:
-    """Let the first SIGTERM or SIGINT stop the reactor, and a repeat only be noted.
+def is_worker() -> bool:
+    """Whether a supervisor started this process (until it has said it is ready)."""
+    return READY_FD_VARIABLE in os.environ
 
-    A supervisor and the signal of a whole process group (``timeout``, a shell's Ctrl-C,
-    systemd's control-group kill) both reach a worker; Twisted's own handler would answer
-    the second with a ReactorNotRunning traceback. Call it once the reactor runs, when
-    Twisted's handlers are in place."""
-    stopping = False
 
-    def handle(number: int, frame: Any, first: Any) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            first(number, frame)
+class ProcessSignals:
+    """SIGTERM and SIGINT (Ctrl-C) stop gracefully, once; SIGHUP calls ``hangup``.
 
-    for number in (signal.SIGTERM, signal.SIGINT):
-        first = signal.getsignal(number)
-        if callable(first):
-            signal.signal(number, lambda number, frame, first=first: handle(number, frame, first))
+    A supervisor and the signal of a whole process group (a terminal's Ctrl-C, ``timeout``,
+    systemd's control-group kill) both reach a worker, so a repeat during the stop is one
+    line and changes nothing: the graceful stop keeps its ``--timeout-graceful-shutdown``.
+    ``stopping`` runs inside the signal handler itself, before the reactor's next turn,
+    for a supervisor that must not replace workers the same signal is stopping.
+    """
+
+    def __init__(self, reactor: Any, hangup: Callable[[], None],
+                 stopping: Callable[[], None] = lambda: None) -> None:
+        self._reactor = reactor
+        self._hangup = hangup
+        self._stopping_now = stopping
+        self.stopping = False
+
+    def install(self) -> None:
+        """Install the handlers once the reactor runs: Twisted installs its own as it starts,
+        and keeps away from a SIGINT that is no longer Python's default."""
+        self._reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._hup)
+
+    def _stop(self, number: int, frame: Any) -> None:
+        name = signal.Signals(number).name
+        if self.stopping:  # log from the reactor, never from inside a handler that may interrupt a write
+            self._reactor.callFromThread(log.info, "Received {signal} while stopping; the graceful stop goes on",
+                                         signal=name)
+            return
+        self.stopping = True
+        self._stopping_now()
+        self._reactor.callFromThread(self._stop_gracefully, name)
+
+    def _stop_gracefully(self, name: str) -> None:
+        log.info("Received {signal}, shutting down.", signal=name)
+        _stop_reactor(self._reactor)
+
+    def _hup(self, number: int, frame: Any) -> None:
+        if not self.stopping:
+            self._reactor.callFromThread(self._hangup)

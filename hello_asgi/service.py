@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import signal
+import os
 import socket
 from typing import Any
 
@@ -18,7 +18,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
-from .process import exit_after_shutdown, stop_and_exit, stop_once_on_signals, worker_ready
+from .process import ProcessSignals, exit_after_shutdown, is_worker, stop_and_exit, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
 from .tls import ReloadableTLS, TLSConfigError
 from .transport import FastListeningReactor
@@ -59,6 +59,15 @@ def tcp_description(host: str, port: int, backlog: int) -> str:
     return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}:backlog={backlog}"
 
 
+def listening_url(scheme: str, address: Any) -> str:
+    """What a user can paste into a browser or curl: ``http://[::1]:8000``, or the socket's
+    path for a UNIX listener (``curl --unix-socket``)."""
+    if not hasattr(address, "port"):
+        return f"{scheme}://localhost (UNIX socket {os.fsdecode(address.name)})"
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{scheme}://{host}:{address.port}"
+
+
 class ASGIService(Service):
     """Serves ``app`` on ``config.listen``: lifespan startup, then listening; the reverse on stop.
 
@@ -95,9 +104,8 @@ class ASGIService(Service):
     def startService(self) -> None:
         super().startService()
         if self._owns_process:
-            stop_once_on_signals()
-        if self._owns_process and self.tls is not None:  # as nginx and HAProxy do
-            signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reloadTLS))
+            hangup = (lambda: None) if is_worker() else self._hangup  # a worker's SIGHUP is its supervisor's
+            ProcessSignals(self._reactor, hangup).install()
         self._listening = ensureDeferred(self._start())
         self._listening.addCallbacks(self._started, self._failed)
 
@@ -110,12 +118,9 @@ class ASGIService(Service):
         for description in descriptions:
             port = await server_endpoint(self._reactor, description).listen(self._listener_factory)
             self.ports.append(port)
-            address = port.getHost()
-            where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
             tls = self.config.certfile is not None or description.split(":", 1)[0] in ("ssl", "tls")
-            scheme = "https" if tls else self.factory.scheme
-            log.info("Serving {scheme}://{where} ({description})", scheme=scheme,
-                     where=where, description=description)
+            log.info("Serving {url} ({description})", url=listening_url("https" if tls else self.factory.scheme,
+                                                                        port.getHost()), description=description)
         return self.ports
 
     def _started(self, ports: list[IListeningPort]) -> None:
@@ -138,6 +143,13 @@ class ASGIService(Service):
             waiter.errback(failure)
         if self._owns_process:
             self._reactor.callLater(0, stop_and_exit, self._reactor, 1)
+
+    def _hangup(self) -> None:
+        """SIGHUP never ends the process: TLS files are read again, as nginx and HAProxy do."""
+        if self.tls is None:
+            log.info("Received SIGHUP: nothing to reload (no TLS; --workers restarts workers on SIGHUP)")
+        else:
+            self.reloadTLS()
 
     def reloadTLS(self) -> None:
         """Read the certificate and key files again for new connections (SIGHUP under ``twist``)."""

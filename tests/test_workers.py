@@ -55,6 +55,21 @@ async def get(port: int, path: str = "/") -> bytes:
     return body
 
 
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid``, from /proc (what is really running)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+
 class ProcessTests(unittest.TestCase):
     def start(self, *options: str, version: str = "one", delay: float = 0) -> tuple[_Server, int, Any, Path]:
         directory = Path(self.mktemp()).resolve()
@@ -194,6 +209,65 @@ class ProcessTests(unittest.TestCase):
         self.assertGreater(len(accepted), 100)
         self.assertEqual(accepted - completed, set(), "requests the app got whose clients got no whole response")
 
+    @asyncio_test
+    async def test_a_broken_edit_then_sighup_then_a_fix_leaves_exactly_the_workers_asked_for(self) -> None:
+        server, port, process, directory = self.start("--workers", "2")
+        await self.until_up(port)
+        first = set(self.worker_pids(server))
+        (directory / "app.py").write_text("VERSION = 'two'\nthis is not python\n")
+        process.signalProcess(signal.SIGHUP)
+        for attempt, delay in ((1, b"0.5"), (2, b"1.0"), (3, b"2.0")):  # one line an attempt, each pause doubled
+            failed: Deferred[None] = Deferred()
+            server.watch_for(b"failed to start (attempt %d); keeping worker" % attempt, failed)
+            await asyncio.wait_for(failed.asFuture(asyncio.get_running_loop()), 30)
+            self.assertIn(b"(attempt %d); keeping worker" % attempt, server.output)
+            self.assertIn(b"trying again in %s s" % delay, server.output)
+            self.assertEqual(children(process.pid), first)  # the old two serve on, and nothing else runs
+        self.assertTrue((await get(port)).startswith(b"one "))
+        restarted: Deferred[None] = Deferred()
+        server.watch_for(b"Restarted 2 worker(s)", restarted)
+        (directory / "app.py").write_text("VERSION = 'three'\n" + PID_APP)
+        await asyncio.wait_for(restarted.asFuture(asyncio.get_running_loop()), 30)
+        await asyncio.sleep(3)  # longer than the next pause would have been: no late spawn appears
+        workers = children(process.pid)
+        self.assertEqual(len(workers), 2, server.output)
+        self.assertFalse(workers & first)
+        for _ in range(10):
+            body = await get(port)
+            self.assertTrue(body.startswith(b"three "), body)
+            self.assertIn(int(body.split()[1]), workers)
+        self.assertEqual(await self.stop(server, process), (0, None), server.output)
+
+    @asyncio_test
+    async def test_reload_ignores_a_virtualenv_and_a_broken_edit_then_a_fix_leaves_one_worker(self) -> None:
+        server, port, process, directory = self.start("--reload")
+        await self.until_up(port)
+        await self.seen(server, b"Watching")
+        (directory / ".venv" / "lib").mkdir(parents=True)
+        (directory / ".venv" / "lib" / "site.py").write_text("x = 1\n")  # an install into the virtualenv
+        (directory / "notes.txt").write_text("not python\n")
+        failed: Deferred[None] = Deferred()
+        server.watch_for(b"failed to start (attempt 1)", failed)
+        (directory / "app.py").write_text("this is not python\n")
+        await asyncio.wait_for(failed.asFuture(asyncio.get_running_loop()), 30)
+        self.assertNotIn(b".venv", server.output)
+        self.assertNotIn(b"notes.txt", server.output)
+        restarted: Deferred[None] = Deferred()
+        server.watch_for(b"Restarted 1 worker(s)", restarted)
+        (directory / "app.py").write_text("VERSION = 'two'\n" + PID_APP)  # a change retries at once
+        await asyncio.wait_for(restarted.asFuture(asyncio.get_running_loop()), 30)
+        await asyncio.sleep(2)  # longer than the pause after the failure: no late spawn appears
+        self.assertEqual(len(children(process.pid)), 1, server.output)
+        self.assertTrue((await get(port)).startswith(b"two "))
+        self.assertEqual(server.output.count(b"Restarting 1 worker(s)"), 2, server.output)
+        self.assertEqual(await self.stop(server, process), (0, None), server.output)
+
+    async def seen(self, server: _Server, text: bytes) -> None:
+        if text not in server.output:
+            seen: Deferred[None] = Deferred()
+            server.watch_for(text, seen)
+            await asyncio.wait_for(seen.asFuture(asyncio.get_running_loop()), 30)
+
 
 class ShutdownRaceTests(unittest.TestCase):
     @asyncio_test
@@ -208,3 +282,4 @@ class ShutdownRaceTests(unittest.TestCase):
         writer.close()
         self.assertEqual((response.status_code, body), (200, b"hello /late "))
         self.assertEqual(header(response, b"connection"), b"close")
+

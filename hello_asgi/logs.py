@@ -1,0 +1,144 @@
+"""The log of a process hello-asgi runs: readable text or JSON lines, one level, stdlib
+``logging`` carried into it.
+
+``twist`` alone writes text on a terminal and RFC 7464 records elsewhere, so a first run
+piped into a file or journald showed machine records with no message. hello-asgi picks
+the format itself: text unless ``--log-format json`` asks for one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    Logger,
+    PredicateResult,
+    formatEvent,
+    textFileLogObserver,
+)
+
+FORMATS = ("text", "json")
+LEVELS = ("debug", "info", "warn", "error", "critical")
+
+# Twisted's ports say "<Factory> starting on <port>" and "(TCP Port N Closed)"; hello-asgi
+# says "Serving http://..." instead, and the supervisor's sockets never serve at all.
+_PORT_LINES = re.compile(r"^(\S+ starting on \S+|\(\S+ Port \S+ Closed\))$")
+_STDLIB_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+                  "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+def level_named(name: str) -> LogLevel:
+    """``--log-level``'s word as a Twisted level (``warning`` is taken for ``warn``)."""
+    name = name.lower()
+    name = "warn" if name == "warning" else name
+    if name not in LEVELS:
+        raise ValueError(f"expected one of {', '.join(LEVELS)}, not {name!r}")
+    return LogLevel.levelWithName(name)
+
+
+def format_named(name: str) -> str:
+    """``--log-format``'s word, checked."""
+    if name not in FORMATS:
+        raise ValueError(f"expected text or json, not {name!r}")
+    return name
+
+
+def json_line(event: dict[str, Any]) -> str:
+    """One event as one JSON object on one line: ``time`` (ISO 8601, UTC), ``level`` as a
+    word, ``namespace``, the rendered ``message``, the event's own fields, and ``traceback``
+    for a failure. A value JSON cannot hold is written as its ``repr``."""
+    record: dict[str, Any] = {
+        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(timespec="milliseconds"),
+        "level": event["log_level"].name if "log_level" in event else "info",
+        "namespace": event.get("log_namespace", "-"),
+        "message": formatEvent(event),
+    }
+    for key, value in event.items():
+        if not key.startswith("log_") and key not in record and key not in ("message", "format", "isError"):
+            record[key] = value
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    return json.dumps(record, default=repr, ensure_ascii=False) + "\n"
+
+
+def json_lines_observer(output: IO[str]) -> FileLogObserver:
+    return FileLogObserver(output, json_line)
+
+
+def _drop_port_lines(event: dict[str, Any]) -> PredicateResult:
+    message = event.get("message")
+    if event.get("log_namespace") == "log_legacy" and message and _PORT_LINES.match(str(message[0])):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
+def observer_factory(log_format: str) -> Callable[[IO[str]], ILogObserver]:
+    """What ``twist``'s runner calls with its log file: the format asked for, quietened."""
+    make = json_lines_observer if log_format == "json" else textFileLogObserver
+
+    def observer(output: IO[str]) -> ILogObserver:
+        return FilteringLogObserver(make(output), [_drop_port_lines])
+
+    return observer
+
+
+def level_filter(observer: ILogObserver, level: LogLevel) -> ILogObserver:
+    return FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
+
+
+class TwistedLogHandler(logging.Handler):
+    """Carries stdlib ``logging`` records (Django's, every framework's) into twisted.logger,
+    under the logger's name as namespace, so they get the same format, level and file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loggers: dict[str, Logger] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = self._loggers.get(record.name)
+        if logger is None:
+            logger = self._loggers[record.name] = Logger(namespace=record.name)
+        level = _twisted_level(record.levelno)
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad %-format in someone's call must not lose the line
+            text = f"{record.msg!r} {record.args!r}"
+        if record.exc_info and record.exc_info[1] is not None:
+            from twisted.python.failure import Failure
+
+            failure = Failure(record.exc_info[1], record.exc_info[0], record.exc_info[2])
+            logger.failure("{text}", failure=failure, level=level, text=text)
+        else:
+            logger.emit(level, "{text}", text=text)
+
+
+def _twisted_level(number: int) -> LogLevel:
+    if number >= logging.CRITICAL:
+        return LogLevel.critical
+    if number >= logging.ERROR:
+        return LogLevel.error
+    if number >= logging.WARNING:
+        return LogLevel.warn
+    return LogLevel.info if number >= logging.INFO else LogLevel.debug
+
+
+def capture_stdlib_logging(level: str) -> None:
+    """Route the root logger into twisted.logger at ``level``: one handler, replacing any
+    handler a previous call put there."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, TwistedLogHandler):
+            root.removeHandler(handler)
+    root.addHandler(TwistedLogHandler())
+    root.setLevel(_STDLIB_LEVELS[level_named(level).name])
