@@ -118,9 +118,9 @@ class TwistedLogHandler(logging.Handler):
             from twisted.python.failure import Failure
 
             failure = Failure(record.exc_info[1], record.exc_info[0], record.exc_info[2])
-            logger.failure("{text}", failure=failure, level=level, text=text)
+            logger.failure("{log_text}", failure=failure, level=level, log_text=text)
         else:
-            logger.emit(level, "{text}", text=text)
+            logger.emit(level, "{log_text}", log_text=text)
 
 
 def _twisted_level(number: int) -> LogLevel:

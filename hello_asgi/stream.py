@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.interfaces import INegotiated
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
@@ -314,6 +314,7 @@ class HTTPStream:
                     failure=Failure(error),
                     method=self.scope["method"],
                     path=self.scope["path"],
+                    level=LogLevel.error,
                 )
             self._fail()
             if isinstance(error, (KeyboardInterrupt, SystemExit)):

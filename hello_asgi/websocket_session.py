@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
@@ -120,7 +120,7 @@ class WebSocketSession:
         except BaseException as error:
             if not isinstance(error, WebSocketDisconnected):
                 log.failure("Exception in ASGI app for WebSocket {path}", failure=Failure(error),
-                            path=self.scope["path"])
+                            path=self.scope["path"], level=LogLevel.error)
             self._fail(1011)
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise
