@@ -8,6 +8,7 @@ from .config import Config
 from .factory import ASGIServerFactory
 from .loading import AppLoadError, load_app
 from .resource import ASGIResource
+from .runner import run
 from .service import ASGIService
 from .stream import ClientDisconnected
 from .websocket_session import WebSocketDisconnected
@@ -25,4 +26,5 @@ __all__ = [
     "as_deferred",
     "install_asyncio_reactor",
     "load_app",
+    "run",
 ]

@@ -37,7 +37,8 @@ USAGE_STATUS = 2  # as argparse and click exit on a usage error
 
 
 def _command_name() -> str:
-    return "python -m hello_asgi" if sys.argv[0].endswith("__main__.py") else "twist hello-asgi"
+    by_module = sys.argv[0].endswith(os.path.join("hello_asgi", "__main__.py"))
+    return "python -m hello_asgi" if by_module else "twist hello-asgi"
 
 
 def _usage_fail(error: usage.UsageError) -> None:

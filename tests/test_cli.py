@@ -197,3 +197,134 @@ class ServeTests(unittest.TestCase):
         self.assertIn(b"Received SIGTERM, shutting down.", server.output)
         self.assertIn(b'"GET /from-cli HTTP/1.1" 200', server.output)
         return server.output
+
+
+class UsageTests(unittest.TestCase):
+    async def usage_error(self, *args: str) -> str:
+        """Run ``twist hello-asgi ARGS``: a usage error is status 2, its line, and where help is."""
+        out, err, code = await twist("hello-asgi", *args).asFuture(asyncio.get_running_loop())
+        self.assertEqual(code, 2, err)
+        first, second = err.decode().splitlines()  # two lines, not the whole help
+        self.assertEqual(second, "see 'twist hello-asgi --help'")
+        return first
+
+    @asyncio_test
+    async def test_a_bad_value_names_its_option_in_one_line(self) -> None:
+        self.assertEqual(await self.usage_error("--app", "hello_asgi.demo:asgi", "--port", "abc"),
+                         "hello-asgi: --port expects a whole number, not 'abc'")
+        self.assertEqual(await self.usage_error("--app", "hello_asgi.demo:asgi", "--timeout-keep-alive", "soon"),
+                         "hello-asgi: --timeout-keep-alive expects a number, not 'soon'")
+        self.assertIn("--log-level", await self.usage_error("--app", "hello_asgi.demo:asgi", "--log-level", "loud"))
+
+    @asyncio_test
+    async def test_an_unknown_option_and_a_missing_app_are_one_line(self) -> None:
+        self.assertEqual(await self.usage_error("--app", "hello_asgi.demo:asgi", "--nope"),
+                         "hello-asgi: option --nope not recognized")
+        self.assertIn("--app is required", await self.usage_error())
+
+    @asyncio_test
+    async def test_twists_options_after_hello_asgi_get_a_hint(self) -> None:
+        line = await self.usage_error("--app", "hello_asgi.demo:asgi", "--reactor", "epoll")
+        self.assertIn("--reactor is an option of twist itself: put it before hello-asgi", line)
+
+    @asyncio_test
+    async def test_version_is_hello_asgis_and_twisteds(self) -> None:
+        import twisted
+
+        import hello_asgi
+
+        out, err, code = await twist("hello-asgi", "--version").asFuture(asyncio.get_running_loop())
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.decode().startswith(f"hello-asgi {hello_asgi.__version__} (Twisted {twisted.__version__}, "))
+
+
+class SettingsSourcesTests(unittest.TestCase):
+    """Command line over environment over config file, through the real parser."""
+
+    def parse(self, arguments: list[str], environment: dict[str, str] | None = None) -> Any:
+        from hello_asgi.cli import Options
+
+        self.patch(os, "environ", {**{k: v for k, v in os.environ.items() if not k.startswith("HELLO_ASGI_")},
+                                   **(environment or {})})
+        options = Options()
+        options.parseOptions(["--app", "hello_asgi.demo:asgi", *arguments])
+        return options
+
+    def config_file(self, text: str) -> str:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        return str(path)
+
+    def test_each_source_sets_what_the_ones_above_it_leave_unset(self) -> None:
+        path = self.config_file("timeout_keep_alive = 3\ntimeout_request_head = 4\nlimit_concurrency = 5\n"
+                                "no_date_header = true\n")
+        config = self.parse(["--config", path, "--timeout-keep-alive", "1"],
+                            {"HELLO_ASGI_TIMEOUT_KEEP_ALIVE": "2", "HELLO_ASGI_TIMEOUT_REQUEST_HEAD": "2"})["config"]
+        self.assertEqual((config.keep_alive_timeout, config.request_head_timeout, config.max_connections),
+                         (1.0, 2.0, 5))  # command line, environment, file
+        self.assertFalse(config.date_header)
+
+    def test_the_config_file_can_be_named_by_the_environment(self) -> None:
+        path = self.config_file("limit_concurrency = 7\n")
+        self.assertEqual(self.parse([], {"HELLO_ASGI_CONFIG": path})["config"].max_connections, 7)
+
+    def test_where_to_listen_is_one_choice(self) -> None:
+        options = self.parse(["--port", "9001"], {"HELLO_ASGI_LISTEN": "tcp:9002 unix:/tmp/never.sock"})
+        self.assertEqual(options["config"].listen, ["tcp:9001:interface=127.0.0.1:backlog=2048"])
+        options = self.parse([], {"HELLO_ASGI_LISTEN": "tcp:9002 tcp:9003"})
+        self.assertEqual(options["config"].listen, ["tcp:9002", "tcp:9003"])
+
+    def test_flags_from_the_environment(self) -> None:
+        self.assertFalse(self.parse([], {"HELLO_ASGI_NO_DATE_HEADER": "yes"})["config"].date_header)
+        self.assertTrue(self.parse([], {"HELLO_ASGI_NO_DATE_HEADER": "0"})["config"].date_header)
+
+    def test_hypercorn_names_in_the_config_file(self) -> None:
+        path = self.config_file('bind = ["127.0.0.1:9004", "[::1]:9005"]\nkeep_alive_timeout = 9\n'
+                                "graceful_timeout = 8\nworkers = 3\n")
+        options = self.parse(["--config", path])
+        config = options["config"]
+        self.assertEqual(config.listen, ["tcp:9004:interface=127.0.0.1", "tcp:9005:interface=\\:\\:1"])
+        self.assertEqual((config.keep_alive_timeout, config.graceful_timeout, options["workers"]), (9.0, 8.0, 3))
+
+    def test_an_env_file_adds_to_the_environment_without_overriding_it(self) -> None:
+        path = self.config_file("HELLO_ASGI_LIMIT_CONCURRENCY=11\nHELLO_ASGI_TIMEOUT_KEEP_ALIVE=12\nFOR_THE_APP=yes\n")
+        options = self.parse(["--env-file", path], {"HELLO_ASGI_TIMEOUT_KEEP_ALIVE": "13"})
+        self.assertEqual((options["config"].max_connections, options["config"].keep_alive_timeout), (11, 13.0))
+        self.assertEqual(os.environ["FOR_THE_APP"], "yes")
+        self.assertNotIn("--env-file", options.arguments)  # read once, never again by a worker
+
+    def test_mistakes_in_a_source_are_usage_errors_naming_it(self) -> None:
+        for arguments, environment, expected in (
+            ([], {"HELLO_ASGI_PROT": "1"}, "HELLO_ASGI_PROT is not an option's variable"),
+            ([], {"HELLO_ASGI_NO_DATE_HEADER": "maybe"}, "HELLO_ASGI_NO_DATE_HEADER is a flag"),
+            (["--config", self.config_file("prot = 1\n")], {}, "'prot' is not a setting"),
+            (["--config", self.config_file("port = \n")], {}, "--config"),
+            ([], {"HELLO_ASGI_PORT": "abc"}, "--port expects a whole number, not 'abc'"),
+        ):
+            errors: list[str] = []
+            self.patch(sys, "stderr", type("Capture", (), {"write": lambda _, text: errors.append(text)})())
+            with self.assertRaises(SystemExit):
+                self.parse(arguments, environment)
+            self.assertIn(expected, "".join(errors))
+
+    @asyncio_test
+    async def test_workers_do_not_read_the_supervisors_options_again(self) -> None:
+        """HELLO_ASGI_WORKERS=2 must make 2 workers, not 2 supervisors of 2 workers each."""
+        from .test_workers import children
+
+        port = free_port()
+        server = _Server()
+        environment = {**os.environ, "HELLO_ASGI_WORKERS": "2", "HELLO_ASGI_PORT": str(port),
+                       "HELLO_ASGI_APP": "hello_asgi.demo:asgi"}
+        process = reactor.spawnProcess(server, TWIST[0], [*TWIST, "hello-asgi"], env=environment)
+        try:
+            await get_when_up(f"http://127.0.0.1:{port}/")
+            while server.output.count(b"Serving http") < 2:
+                await asyncio.sleep(0.05)  # the second worker is still starting
+            workers = children(process.pid)
+            self.assertEqual(len(workers), 2)
+            self.assertEqual([children(pid) for pid in workers], [set(), set()])
+        finally:
+            process.signalProcess(signal.SIGTERM)
+            code = await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        self.assertEqual(code, (0, None), server.output)

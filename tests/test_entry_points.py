@@ -1,0 +1,149 @@
+"""``python -m hello_asgi``, ``hello_asgi.run()``, and the Uvicorn habits: --uds, --fd,
+--factory, proxy headers trusted from loopback by default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from hello_asgi.testing import asyncio_test
+
+from .support import get_when_up, parse_responses
+from .test_cli import TWIST, _Server, free_port
+from .test_workers import PID_APP
+
+
+class EntryPointTests(unittest.TestCase):
+    def directory(self) -> Path:
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        (directory / "app.py").write_text("VERSION = 'one'\n" + PID_APP + "\ndef create():\n    return app\n")
+        return directory
+
+    def spawn(self, args: list[str], directory: Path, childFDs: dict[int, Any] | None = None) -> tuple[_Server, Any]:
+        server = _Server()
+        process = reactor.spawnProcess(server, args[0], args, env=os.environ, path=str(directory),
+                                       childFDs=childFDs)
+        self.addCleanup(lambda: None if server.ended.called else (process.signalProcess("KILL"), server.ended)[1])
+        return server, process
+
+    async def stop(self, server: _Server, process: Any, how: int = signal.SIGINT) -> None:
+        """Stop it by ``how``: a graceful stop, status 0, lifespan shutdown run."""
+        process.signalProcess(how)
+        code = await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        self.assertEqual(code, (0, None), server.output)
+        self.assertIn(b"lifespan shutdown", server.output)
+        self.assertNotIn(b"Traceback", server.output)
+
+    @asyncio_test
+    async def test_python_dash_m_hello_asgi_is_the_command(self) -> None:
+        directory = self.directory()
+        port = free_port()
+        server, process = self.spawn([sys.executable, "-m", "hello_asgi", "--app", "app:app", "--port", str(port)],
+                                     directory)
+        response = await get_when_up(f"http://127.0.0.1:{port}/m")
+        self.assertTrue(response.text.startswith("one "))
+        self.assertIn(b"[hello_asgi.service#info] Serving http://127.0.0.1:", server.output)
+        await self.stop(server, process)
+
+    @asyncio_test
+    async def test_run_serves_an_app_object_with_config_names(self) -> None:
+        directory = self.directory()
+        port = free_port()
+        (directory / "main.py").write_text(
+            "import hello_asgi\nfrom app import app\n\n"
+            "if __name__ == '__main__':\n"
+            f"    hello_asgi.run(app, host='127.0.0.1', port={port}, server_header=b'from-run', log_level='debug')\n")
+        server, process = self.spawn([sys.executable, "main.py"], directory)
+        response = await get_when_up(f"http://127.0.0.1:{port}/run")
+        self.assertEqual(response.headers["server"], "from-run")
+        self.assertIn(b"Serving http://127.0.0.1:%d" % port, server.output)
+        await self.stop(server, process)
+
+    @asyncio_test
+    async def test_run_takes_a_string_and_listen(self) -> None:
+        directory = self.directory()
+        port = free_port()
+        (directory / "main.py").write_text(
+            "import hello_asgi\n\n"
+            f"hello_asgi.run('app:app', listen=['tcp:{port}:interface=127.0.0.1'], log_format='json')\n")
+        server, process = self.spawn([sys.executable, "main.py"], directory)
+        await get_when_up(f"http://127.0.0.1:{port}/run")
+        await self.stop(server, process, signal.SIGTERM)
+        messages = [json.loads(line)["message"] for line in server.output.decode().splitlines()
+                    if line.startswith("{")]
+        self.assertIn("Received SIGTERM, shutting down.", messages)
+
+    def test_run_refuses_a_name_that_is_no_option(self) -> None:
+        from hello_asgi import run
+
+        with self.assertRaisesRegex(TypeError, "not Config fields: keepalive"):
+            run("hello_asgi.demo:asgi", keepalive=3)
+
+    @asyncio_test
+    async def test_uds_and_factory(self) -> None:
+        directory = self.directory()
+        sockets = tempfile.mkdtemp(prefix="ha-")  # a UNIX socket's path must stay under 108 bytes
+        self.addCleanup(shutil.rmtree, sockets, True)
+        path = os.path.join(sockets, "app.sock")
+        server, process = self.spawn([*TWIST, "hello-asgi", "--app", "app:create", "--factory", "--uds", path],
+                                     directory)
+        for _ in range(400):
+            if b"Serving" in server.output or server.ended.called:
+                break
+            await asyncio.sleep(0.05)  # starting
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"GET /uds HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        [(response, body)] = parse_responses(await asyncio.wait_for(reader.read(), 10))
+        writer.close()
+        self.assertEqual(response.status_code, 200)
+        self.assertTrue(body.startswith(b"one "))
+        self.assertIn(b"(UNIX socket " + path.encode(), server.output)
+        await self.stop(server, process)
+
+    @asyncio_test
+    async def test_fd_serves_an_inherited_socket(self) -> None:
+        directory = self.directory()
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        server, process = self.spawn([*TWIST, "hello-asgi", "--app", "app:app", "--fd", "3"], directory,
+                                     childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()})
+        response = await get_when_up(f"http://127.0.0.1:{port}/fd")
+        self.assertTrue(response.text.startswith("one "))
+        await self.stop(server, process)
+
+
+class ProxyHeaderDefaultTests(unittest.TestCase):
+    async def client_seen(self, *options: str) -> list[Any]:
+        port = free_port()
+        server = _Server()
+        args = [*TWIST, "hello-asgi", "--app", "hello_asgi.demo:asgi", "--port", str(port), *options]
+        process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ)
+        try:
+            await get_when_up(f"http://127.0.0.1:{port}/")
+            import httpx
+
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{port}/", headers={"x-forwarded-for": "203.0.113.7"})
+        finally:
+            process.signalProcess(signal.SIGTERM)
+            await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        return response.json()["client"]  # type: ignore[no-any-return]
+
+    @asyncio_test
+    async def test_a_local_proxy_is_trusted_by_default_and_can_be_ignored(self) -> None:
+        self.assertEqual((await self.client_seen())[0], "203.0.113.7")  # loopback is a trusted proxy
+        self.assertEqual((await self.client_seen("--no-proxy-headers"))[0], "127.0.0.1")
+        self.assertEqual((await self.client_seen("--forwarded-allow-ips", "10.0.0.1"))[0], "127.0.0.1")
