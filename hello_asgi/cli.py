@@ -17,6 +17,7 @@ from . import logs, reload, sources
 from .bridge import install_asyncio_reactor
 from .config import Config
 from .loading import AppLoadError, load_app
+from .process import is_worker
 from .service import ASGIService, server_endpoint, tcp_description
 from .supervisor import Supervisor
 from .tls import TLSConfigError, development_certificate, key_is_encrypted, options_for
@@ -163,6 +164,10 @@ class Options(usage.Options):
                                  "(python-dotenv; set variables are not overridden)."],
         ["uds", None, None, "Listen on this UNIX socket path (unix:PATH), in place of --host/--port."],
         ["fd", None, None, "Listen on this inherited listening socket (fd:N), in place of --host/--port.", int],
+        ["limit-max-requests", None, 0, "Replace a worker once it has served this many requests, for apps that "
+                                        "leak: its replacement serves before it stops (0: never).", int],
+        ["max-requests-jitter", None, 0, "Up to this many requests more per worker, at random, so workers are "
+                                         "not all replaced at once.", int],
     ]
     optFlags = [
         ["no-access-log", None, "Log no line per request."],
@@ -330,6 +335,8 @@ class Options(usage.Options):
             ca_certs=self["ca"],
             require_client_cert=self["require-client-cert"],
             listen=listen,
+            max_requests=self["limit-max-requests"],
+            max_requests_jitter=self["max-requests-jitter"],
         )
 
 
@@ -406,7 +413,7 @@ def makeService(options: Options) -> Any:
         cert, fingerprint = options["development_certificate"]
         log.warn("Serving with a development certificate, for development only: {path} "
                  "(SHA-256 {fingerprint})", path=str(cert), fingerprint=fingerprint)
-    if options["workers"] > 1 or options["reload"]:
+    if not is_worker() and (options["workers"] > 1 or options["reload"] or options["config"].max_requests):
         watch = _reload_watcher(options, options["reactor"]) if options["reload"] else None
         return Supervisor(worker_command(options.arguments), options["config"].listen, options["workers"],
                           options["reactor"], watch, sources.worker_environment(os.environ))

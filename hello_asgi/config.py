@@ -135,6 +135,15 @@ class Config:
     #: Listening endpoints, as Twisted endpoint strings.
     listen: list[str] = field(default_factory=list)
 
+    # -- Operating the process ---------------------------------------------------------
+    #: A worker that has served this many requests (HTTP requests and WebSocket sessions)
+    #: is replaced by a fresh one, for apps that leak (0: never). Under ``twist`` a
+    #: supervisor starts the replacement first; a process of its own stops gracefully.
+    max_requests: int = 0
+    #: Up to this many requests more, drawn at random per worker, so workers started
+    #: together are not all replaced at once.
+    max_requests_jitter: int = 0
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
         if self.interface not in ("auto", "asgi3", "asgi2"):
@@ -163,6 +172,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_requests < 0 or self.max_requests_jitter < 0:
+            raise ValueError("max_requests and max_requests_jitter must be 0 (off) or more")
         if self.max_requests_per_connection < 0:
             raise ValueError("max_requests_per_connection must be 0 (no limit) or more")
         if not 65535 <= self.h2_initial_window_size <= 2**31 - 1:

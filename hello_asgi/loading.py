@@ -85,8 +85,9 @@ class ASGI2Adapter:
 
 
 def asgi_version(app: ASGIApp) -> str:
-    """The ``scope["asgi"]["version"]`` to announce to ``app``, as returned by ``as_asgi3``."""
-    return "2.0" if isinstance(app, ASGI2Adapter) else "3.0"
+    """The ``scope["asgi"]["version"]`` to announce to ``app``, as returned by ``as_asgi3``
+    (and seen through a server-side wrapper that names it as ``__wrapped__``)."""
+    return "2.0" if isinstance(getattr(app, "__wrapped__", app), ASGI2Adapter) else "3.0"
 
 
 def _detect_interface(app: Any, name: str) -> str:

@@ -42,12 +42,25 @@ def _stop_reactor(reactor: Any) -> None:
         pass  # already stopping, for another reason
 
 
+_to_supervisor: int | None = None  # the pipe, kept after "ready" for "replace me"
+
+
 def worker_ready() -> None:
     """In a worker: tell the supervisor this process is serving (nothing if not a worker)."""
+    global _to_supervisor
     descriptor = os.environ.pop(READY_FD_VARIABLE, None)
     if descriptor is not None:
-        os.write(int(descriptor), b"ready\n")
-        os.close(int(descriptor))
+        _to_supervisor = int(descriptor)
+        os.write(_to_supervisor, b"ready\n")
+
+
+def ask_to_be_replaced() -> bool:
+    """In a worker: ask the supervisor for a replacement, which stops this one once it
+    serves. False when there is no supervisor to ask."""
+    if _to_supervisor is None:
+        return False
+    os.write(_to_supervisor, b"replace\n")
+    return True
 
 
 def is_worker() -> bool:

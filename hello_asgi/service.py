@@ -20,6 +20,7 @@ from .factory import ASGIServerFactory
 from .lifespan import Lifespan
 from .process import ProcessSignals, exit_after_shutdown, is_worker, stop_and_exit, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
+from .recycling import RequestBudget, replace_or_stop, share
 from .tls import ReloadableTLS, TLSConfigError
 from .transport import FastListeningReactor
 
@@ -83,6 +84,8 @@ class ASGIService(Service):
             from twisted.internet import reactor
         self.config = config = config or Config()
         self._reactor = reactor
+        if owns_process and config.max_requests:
+            app = RequestBudget(app, share(config.max_requests, config.max_requests_jitter), replace_or_stop(reactor))
         self.factory = ASGIServerFactory(
             app, config, reactor=reactor, access_observer=access_log_observer(config.access_log)
         )

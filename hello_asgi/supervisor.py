@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -44,10 +44,17 @@ class _Worker(ProcessProtocol):
         self.ready: Deferred[None] = Deferred()
         self.ended: Deferred[Any] = Deferred()
         self.pid = 0
+        self.retiring = False  # it asked to be replaced (--limit-max-requests)
+        self.asked_to_retire: Callable[[_Worker], None] = lambda worker: None
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == self._ready_fd and b"ready" in data and not self.ready.called:
+        if childFD != self._ready_fd:
+            return
+        if b"ready" in data and not self.ready.called:
             self.ready.callback(None)
+        if b"replace" in data and not self.retiring:
+            self.retiring = True
+            self.asked_to_retire(self)
 
     def processEnded(self, reason: Any) -> None:
         if not self.ready.called:
@@ -127,6 +134,7 @@ class Supervisor(Service):
         ready_fd = 3 + len(inherited)
         listeners = [argument for fd in inherited for argument in ("--listen", f"fd:{fd}:domain={self._domain(fd)}")]
         worker = _Worker(ready_fd, self._generation)
+        worker.asked_to_retire = self._retire
         environment = {**self._environment, READY_FD_VARIABLE: str(ready_fd)}
         process = self._reactor.spawnProcess(
             worker, self._command[0], [*self._command, *listeners], env=environment,
@@ -149,6 +157,11 @@ class Supervisor(Service):
             if not self._stopping:
                 log.warn("Worker {pid} exited ({reason}); starting another", pid=worker.pid, reason=reason)
                 self._fill()
+
+    def _retire(self, worker: _Worker) -> None:
+        if worker in self._slots and not self._stopping:
+            log.info("Replacing worker {pid}, which has served its --limit-max-requests", pid=worker.pid)
+            self._fill()
 
     def restart(self, why: str) -> Deferred[None]:
         """Replace every worker, one at a time, each only once its replacement serves.
@@ -173,12 +186,13 @@ class Supervisor(Service):
         return waiter
 
     def _next_slot(self) -> int | None:
-        """An empty slot first, then one whose worker is older than the last restart."""
+        """An empty slot first, then one whose worker is older than the last restart or has
+        asked to be replaced."""
         for index, worker in enumerate(self._slots):
             if worker is None:
                 return index
         for index, worker in enumerate(self._slots):
-            if worker is not None and worker.generation < self._generation:
+            if worker is not None and (worker.generation < self._generation or worker.retiring):
                 return index
         return None
 

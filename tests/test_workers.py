@@ -262,6 +262,31 @@ class ProcessTests(unittest.TestCase):
         self.assertEqual(server.output.count(b"Restarting 1 worker(s)"), 2, server.output)
         self.assertEqual(await self.stop(server, process), (0, None), server.output)
 
+    @asyncio_test
+    async def test_a_worker_that_served_its_limit_is_replaced_refusing_nothing(self) -> None:
+        server, port, process, _ = self.start("--limit-max-requests", "20", "--max-requests-jitter", "5")
+        await self.until_up(port)
+        served: list[int] = []
+        failures: list[Exception] = []
+
+        async def keep_asking() -> None:
+            while len(set(served)) < 4:
+                try:
+                    served.append(int((await get(port)).split()[1]))
+                except OSError as error:
+                    failures.append(error)
+
+        await asyncio.wait_for(asyncio.gather(*(keep_asking() for _ in range(4))), 60)
+        self.assertEqual(failures, [])
+        pids = self.worker_pids(server)
+        self.assertLessEqual(set(served), set(pids))
+        self.assertEqual(server.output.count(b"asking for a fresh worker"), len(pids) - 1, server.output)
+        for count in (len([pid for pid in served if pid == worker]) for worker in pids[:2]):
+            self.assertGreaterEqual(count, 20)  # each replaced worker served at least its limit
+        while len(children(process.pid)) > 1:
+            await asyncio.sleep(0.05)  # the last replaced worker finishing its requests
+        self.assertEqual(await self.stop(server, process), (0, None), server.output)
+
     async def seen(self, server: _Server, text: bytes) -> None:
         if text not in server.output:
             seen: Deferred[None] = Deferred()
