@@ -123,6 +123,8 @@ class Config:
 
     #: Rewrite each request's ``client``, ``scheme`` and ``server`` from its ``Forwarded``
     #: or ``X-Forwarded-*`` headers, for connections from ``forwarded_allow_ips`` only.
+    #: ``twist hello-asgi`` and ``run()`` turn it on (``--no-proxy-headers`` turns it off);
+    #: an embedded server leaves it off unless asked.
     proxy_headers: bool = False
     #: The proxies trusted for those headers: addresses, networks (``10.0.0.0/8``), ``unix``
     #: for UNIX-socket peers, or ``*`` for every peer (Uvicorn's default: 127.0.0.1).
