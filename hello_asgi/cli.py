@@ -16,6 +16,7 @@ from twisted.python import usage
 from . import logs, reload, sources
 from .bridge import install_asyncio_reactor
 from .config import Config
+from .headers import parse_header
 from .loading import AppLoadError, load_app
 from .process import is_worker
 from .service import ASGIService, server_endpoint, tcp_description
@@ -199,6 +200,7 @@ class Options(usage.Options):
         self["reload-dir"] = []
         self["reload-include"] = []
         self["reload-exclude"] = []
+        self["header"] = []
         self.arguments: list[str] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -221,6 +223,14 @@ class Options(usage.Options):
         """A Twisted server endpoint string to listen on, e.g. tcp:8000:interface=0.0.0.0
         or unix:/run/app.sock; repeat for more. Replaces --host/--port."""
         self["listen"].append(description)
+
+    def opt_header(self, header: str) -> None:
+        """A response header for every HTTP response, NAME:VALUE (repeat for more); an app's
+        own header of that name wins."""
+        try:
+            self["header"].append(parse_header(header))
+        except ValueError as error:
+            raise usage.UsageError(f"--header {error}") from None
 
     def opt_reload_dir(self, directory: str) -> None:
         """With --reload: a directory to watch (repeat for more; default: --app-dir)."""
@@ -337,6 +347,7 @@ class Options(usage.Options):
             listen=listen,
             max_requests=self["limit-max-requests"],
             max_requests_jitter=self["max-requests-jitter"],
+            default_headers=self["header"],
         )
 
 

@@ -145,6 +145,9 @@ class Config:
     #: Up to this many requests more, drawn at random per worker, so workers started
     #: together are not all replaced at once.
     max_requests_jitter: int = 0
+    #: Response headers added to every HTTP response that does not set the same name
+    #: itself, as ``(name, value)`` byte pairs (``--header NAME:VALUE``).
+    default_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""

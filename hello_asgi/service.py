@@ -17,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .config import Config
 from .factory import ASGIServerFactory
+from .headers import DefaultHeaders
 from .lifespan import Lifespan
 from .process import ProcessSignals, exit_after_shutdown, is_worker, stop_and_exit, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
@@ -84,6 +85,8 @@ class ASGIService(Service):
             from twisted.internet import reactor
         self.config = config = config or Config()
         self._reactor = reactor
+        if config.default_headers:
+            app = DefaultHeaders(app, config.default_headers)
         if owns_process and config.max_requests:
             app = RequestBudget(app, share(config.max_requests, config.max_requests_jitter), replace_or_stop(reactor))
         self.factory = ASGIServerFactory(

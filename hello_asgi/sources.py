@@ -11,7 +11,6 @@ command line names any of them, lower sources' are left out.
 from __future__ import annotations
 
 import getopt
-import os
 from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from twisted.python import usage
 PREFIX = "HELLO_ASGI_"
 INTERNAL = {"HELLO_ASGI_READY_FD"}  # the supervisor's pipe to a worker, not an option
 CONSUMED = ("config", "env-file")  # read here, never handed on to workers
-REPEATABLE = ("listen", "reload-dir", "reload-include", "reload-exclude")
+REPEATABLE = ("listen", "reload-dir", "reload-include", "reload-exclude", "header")
 WHERE_TO_LISTEN = frozenset({"host", "port", "listen", "uds", "fd"})
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -82,8 +81,14 @@ def from_environment(table: Mapping[str, bool], environ: Mapping[str, str]) -> d
             raise usage.UsageError(f"{variable} is not an option's variable")
         if name in CONSUMED:
             continue
-        found[name] = value.split() if name in REPEATABLE else [_flag_or_value(variable, value, table[name])]
+        found[name] = _split(name, value) if name in REPEATABLE else [_flag_or_value(variable, value, table[name])]
     return found
+
+
+def _split(name: str, value: str) -> list[str]:
+    """A repeatable option's values in one variable: one header a line (values hold spaces),
+    anything else separated by white space."""
+    return [line.strip() for line in value.splitlines() if line.strip()] if name == "header" else value.split()
 
 
 def _flag_or_value(source: str, value: Any, takes_value: bool) -> str:

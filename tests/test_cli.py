@@ -145,18 +145,19 @@ class _Server(ProcessProtocol):
     def __init__(self) -> None:
         self.output = b""
         self.ended: Deferred[Any] = Deferred()
-        self._watches: list[tuple[bytes, Deferred[None]]] = []
+        self._watches: list[tuple[bytes, Deferred[None], int]] = []
 
     def watch_for(self, text: bytes, seen: Deferred[None]) -> None:
-        """Fire ``seen`` once ``text`` appears in output still to come."""
-        self._watches.append((text, seen))
+        """Fire ``seen`` once ``text`` appears in output still to come (even split across reads)."""
+        self._watches.append((text, seen, len(self.output)))
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
         for watch in list(self._watches):
-            if watch[0] in data:
+            text, seen, start = watch
+            if text in self.output[start:]:
                 self._watches.remove(watch)
-                watch[1].callback(None)
+                seen.callback(None)
 
     errReceived = outReceived
 

@@ -147,3 +147,44 @@ class ProxyHeaderDefaultTests(unittest.TestCase):
         self.assertEqual((await self.client_seen())[0], "203.0.113.7")  # loopback is a trusted proxy
         self.assertEqual((await self.client_seen("--no-proxy-headers"))[0], "127.0.0.1")
         self.assertEqual((await self.client_seen("--forwarded-allow-ips", "10.0.0.1"))[0], "127.0.0.1")
+
+
+class DefaultHeaderTests(unittest.TestCase):
+    @asyncio_test
+    async def test_header_adds_response_headers_an_app_did_not_set(self) -> None:
+        port = free_port()
+        server = _Server()
+        args = [*TWIST, "hello-asgi", "--app", "hello_asgi.demo:asgi", "--port", str(port),
+                "--header", "X-Frame-Options: DENY", "--header", "server:behind-the-curtain"]
+        environment = {**os.environ, "HELLO_ASGI_HEADER": "Cache-Control: no-store, max-age=0\nX-Two: 2"}
+        process = reactor.spawnProcess(server, TWIST[0], args, env=environment)
+        try:
+            response = await get_when_up(f"http://127.0.0.1:{port}/")
+        finally:
+            process.signalProcess(signal.SIGTERM)
+            await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        self.assertEqual(response.headers["x-frame-options"], "DENY")
+        self.assertEqual(response.headers.get_list("server"), ["behind-the-curtain"])  # replaces the default
+        self.assertNotIn("cache-control", response.headers)  # the command line's --header wins over the variable
+
+    def test_parse_header_refuses_what_is_no_header(self) -> None:
+        from hello_asgi.headers import parse_header
+
+        self.assertEqual(parse_header("X-A: b c"), (b"x-a", b"b c"))
+        for bad in ("no-colon", ": empty name", "X-A: b\r\nX-Injected: 1"):
+            with self.assertRaises(ValueError):
+                parse_header(bad)
+
+    @asyncio_test
+    async def test_headers_from_the_environment_one_a_line(self) -> None:
+        port = free_port()
+        server = _Server()
+        args = [*TWIST, "hello-asgi", "--app", "hello_asgi.demo:asgi", "--port", str(port)]
+        environment = {**os.environ, "HELLO_ASGI_HEADER": "Cache-Control: no-store, max-age=0\nX-Two: 2"}
+        process = reactor.spawnProcess(server, TWIST[0], args, env=environment)
+        try:
+            response = await get_when_up(f"http://127.0.0.1:{port}/")
+        finally:
+            process.signalProcess(signal.SIGTERM)
+            await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        self.assertEqual((response.headers["cache-control"], response.headers["x-two"]), ("no-store, max-age=0", "2"))

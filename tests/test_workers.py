@@ -213,13 +213,13 @@ class ProcessTests(unittest.TestCase):
     async def test_a_broken_edit_then_sighup_then_a_fix_leaves_exactly_the_workers_asked_for(self) -> None:
         server, port, process, directory = self.start("--workers", "2")
         await self.until_up(port)
+        while server.output.count(b"Serving http") < 2:
+            await asyncio.sleep(0.05)  # both have imported the app: the edit must not reach a first start
         first = set(self.worker_pids(server))
         (directory / "app.py").write_text("VERSION = 'two'\nthis is not python\n")
         process.signalProcess(signal.SIGHUP)
         for attempt, delay in ((1, b"0.5"), (2, b"1.0"), (3, b"2.0")):  # one line an attempt, each pause doubled
-            failed: Deferred[None] = Deferred()
-            server.watch_for(b"failed to start (attempt %d); keeping worker" % attempt, failed)
-            await asyncio.wait_for(failed.asFuture(asyncio.get_running_loop()), 30)
+            await self.seen(server, b"failed to start (attempt %d); keeping worker" % attempt)
             self.assertIn(b"(attempt %d); keeping worker" % attempt, server.output)
             self.assertIn(b"trying again in %s s" % delay, server.output)
             self.assertEqual(children(process.pid), first)  # the old two serve on, and nothing else runs
@@ -288,10 +288,14 @@ class ProcessTests(unittest.TestCase):
         self.assertEqual(await self.stop(server, process), (0, None), server.output)
 
     async def seen(self, server: _Server, text: bytes) -> None:
+        """Wait until ``text`` is in the output (failing with the output after 30 s)."""
         if text not in server.output:
             seen: Deferred[None] = Deferred()
             server.watch_for(text, seen)
-            await asyncio.wait_for(seen.asFuture(asyncio.get_running_loop()), 30)
+            try:
+                await asyncio.wait_for(seen.asFuture(asyncio.get_running_loop()), 30)
+            except asyncio.TimeoutError:
+                self.fail(f"no {text!r} in {server.output.decode(errors='replace')}")
 
 
 class ShutdownRaceTests(unittest.TestCase):
