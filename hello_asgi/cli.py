@@ -371,18 +371,7 @@ def worker_command(arguments: list[str]) -> list[str]:
     """``twist [its options] hello-asgi [arguments]`` again, for a worker: the supervisor
     hands it the listeners as ``--listen fd:N``."""
     twist_options = sys.argv[1 : sys.argv.index("hello-asgi")] if "hello-asgi" in sys.argv else []
-    kept: list[str] = []
-    skip = False
-    for argument in arguments:
-        if skip:
-            skip = False
-            continue
-        name = argument.split("=", 1)[0]
-        if name in _SUPERVISOR_ONLY:
-            skip = _SUPERVISOR_ONLY[name] and "=" not in argument
-        elif not (argument[:2] in ("-w", "-p") and len(argument) > 2):  # -w4, -p8000
-            kept.append(argument)
-    return [sys.executable, "-m", "twisted", *twist_options, "hello-asgi", *kept]
+    return [sys.executable, "-m", "twisted", *twist_options, "hello-asgi", *sources.without(arguments, _SUPERVISOR_ONLY)]
 
 
 def start_logging_as_asked(options: Options) -> None:

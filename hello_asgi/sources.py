@@ -20,6 +20,7 @@ from twisted.python import usage
 PREFIX = "HELLO_ASGI_"
 INTERNAL = {"HELLO_ASGI_READY_FD"}  # the supervisor's pipe to a worker, not an option
 CONSUMED = ("config", "env-file")  # read here, never handed on to workers
+_CONSUMED_ARGUMENTS = {"--config": True, "-c": True, "--env-file": True}
 REPEATABLE = ("listen", "reload-dir", "reload-include", "reload-exclude", "header")
 WHERE_TO_LISTEN = frozenset({"host", "port", "listen", "uds", "fd"})
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -172,21 +173,23 @@ def all_arguments(options: usage.Options, arguments: list[str], environ: Mutable
     environment = _unset(from_environment(table, environ), given)
     config_path = (given.get("config") or [environ.get(variable_name("config"), "")])[-1]
     from_file = _unset(load_config_file(config_path, table), [*given, *environment]) if config_path else {}
-    return [*as_arguments(from_file, table), *as_arguments(environment, table), *_without_consumed(options, arguments)]
+    return [*as_arguments(from_file, table), *as_arguments(environment, table), *without(arguments, _CONSUMED_ARGUMENTS)]
 
 
-def _without_consumed(options: usage.Options, arguments: list[str]) -> list[str]:
+def without(arguments: list[str], options: Mapping[str, bool]) -> list[str]:
+    """``arguments`` less the ``options`` named (``--workers``, ``-w``: whether each takes
+    a value) and their values, given as ``--name value``, ``--name=value`` or ``-w4``."""
     kept: list[str] = []
     skip = False
     for argument in arguments:
         if skip:
             skip = False
             continue
-        name = argument.split("=", 1)[0][2:] if argument.startswith("--") else None
-        if name in CONSUMED:
-            skip = "=" not in argument
-            continue
-        kept.append(argument)
+        name = argument.split("=", 1)[0]
+        if name in options:
+            skip = options[name] and "=" not in argument
+        elif not (argument[:1] == "-" and argument[1:2] != "-" and options.get(argument[:2])):  # -w4
+            kept.append(argument)
     return kept
 
 

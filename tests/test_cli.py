@@ -265,6 +265,12 @@ class SettingsSourcesTests(unittest.TestCase):
                          (1.0, 2.0, 5))  # command line, environment, file
         self.assertFalse(config.date_header)
 
+    def test_a_config_file_is_read_once_and_not_handed_to_workers(self) -> None:
+        options = self.parse(["-c", self.config_file("limit_concurrency = 6\n"), "--workers", "2"])
+        self.assertEqual(options["config"].max_connections, 6)
+        self.assertEqual(options.arguments[0], "--limit-concurrency=6")
+        self.assertNotIn("-c", options.arguments)
+
     def test_the_config_file_can_be_named_by_the_environment(self) -> None:
         path = self.config_file("limit_concurrency = 7\n")
         self.assertEqual(self.parse([], {"HELLO_ASGI_CONFIG": path})["config"].max_connections, 7)

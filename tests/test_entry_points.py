@@ -57,15 +57,19 @@ class EntryPointTests(unittest.TestCase):
         self.assertIn(b"[hello_asgi.service#info] Serving http://127.0.0.1:", server.output)
         await self.stop(server, process)
 
+    def run_script(self, source: str) -> tuple[_Server, Any]:
+        """``python main.py`` beside app.py, ``main.py`` being ``source``."""
+        directory = self.directory()
+        (directory / "main.py").write_text(source)
+        return self.spawn([sys.executable, "main.py"], directory)
+
     @asyncio_test
     async def test_run_serves_an_app_object_with_config_names(self) -> None:
-        directory = self.directory()
         port = free_port()
-        (directory / "main.py").write_text(
+        server, process = self.run_script(
             "import hello_asgi\nfrom app import app\n\n"
             "if __name__ == '__main__':\n"
             f"    hello_asgi.run(app, host='127.0.0.1', port={port}, server_header=b'from-run', log_level='debug')\n")
-        server, process = self.spawn([sys.executable, "main.py"], directory)
         response = await get_when_up(f"http://127.0.0.1:{port}/run")
         self.assertEqual(response.headers["server"], "from-run")
         self.assertIn(b"Serving http://127.0.0.1:%d" % port, server.output)
@@ -73,12 +77,10 @@ class EntryPointTests(unittest.TestCase):
 
     @asyncio_test
     async def test_run_takes_a_string_and_listen(self) -> None:
-        directory = self.directory()
         port = free_port()
-        (directory / "main.py").write_text(
+        server, process = self.run_script(
             "import hello_asgi\n\n"
             f"hello_asgi.run('app:app', listen=['tcp:{port}:interface=127.0.0.1'], log_format='json')\n")
-        server, process = self.spawn([sys.executable, "main.py"], directory)
         await get_when_up(f"http://127.0.0.1:{port}/run")
         await self.stop(server, process, signal.SIGTERM)
         messages = [json.loads(line)["message"] for line in server.output.decode().splitlines()
@@ -125,22 +127,28 @@ class EntryPointTests(unittest.TestCase):
         await self.stop(server, process)
 
 
-class ProxyHeaderDefaultTests(unittest.TestCase):
-    async def client_seen(self, *options: str) -> list[Any]:
-        port = free_port()
-        server = _Server()
-        args = [*TWIST, "hello-asgi", "--app", "hello_asgi.demo:asgi", "--port", str(port), *options]
-        process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ)
-        try:
-            await get_when_up(f"http://127.0.0.1:{port}/")
-            import httpx
+async def one_response(*options: str, environment: dict[str, str] | None = None,
+                       headers: dict[str, str] | None = None) -> Any:
+    """Serve the demo with ``options``, GET / once (with ``headers``), stop: the response."""
+    import httpx
 
-            async with httpx.AsyncClient() as client:
-                response = await client.get(f"http://127.0.0.1:{port}/", headers={"x-forwarded-for": "203.0.113.7"})
-        finally:
-            process.signalProcess(signal.SIGTERM)
-            await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
-        return response.json()["client"]  # type: ignore[no-any-return]
+    port = free_port()
+    server = _Server()
+    args = [*TWIST, "hello-asgi", "--app", "hello_asgi.demo:asgi", "--port", str(port), *options]
+    process = reactor.spawnProcess(server, TWIST[0], args, env={**os.environ, **(environment or {})})
+    try:
+        await get_when_up(f"http://127.0.0.1:{port}/")
+        async with httpx.AsyncClient() as client:
+            return await client.get(f"http://127.0.0.1:{port}/", headers=headers)
+    finally:
+        process.signalProcess(signal.SIGTERM)
+        await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+
+
+class ProxyHeaderDefaultTests(unittest.TestCase):
+    async def client_seen(self, *options: str) -> Any:
+        response = await one_response(*options, headers={"x-forwarded-for": "203.0.113.7"})
+        return response.json()["client"]
 
     @asyncio_test
     async def test_a_local_proxy_is_trusted_by_default_and_can_be_ignored(self) -> None:
@@ -149,20 +157,14 @@ class ProxyHeaderDefaultTests(unittest.TestCase):
         self.assertEqual((await self.client_seen("--forwarded-allow-ips", "10.0.0.1"))[0], "127.0.0.1")
 
 
+HEADERS_VARIABLE = {"HELLO_ASGI_HEADER": "Cache-Control: no-store, max-age=0\nX-Two: 2"}
+
+
 class DefaultHeaderTests(unittest.TestCase):
     @asyncio_test
     async def test_header_adds_response_headers_an_app_did_not_set(self) -> None:
-        port = free_port()
-        server = _Server()
-        args = [*TWIST, "hello-asgi", "--app", "hello_asgi.demo:asgi", "--port", str(port),
-                "--header", "X-Frame-Options: DENY", "--header", "server:behind-the-curtain"]
-        environment = {**os.environ, "HELLO_ASGI_HEADER": "Cache-Control: no-store, max-age=0\nX-Two: 2"}
-        process = reactor.spawnProcess(server, TWIST[0], args, env=environment)
-        try:
-            response = await get_when_up(f"http://127.0.0.1:{port}/")
-        finally:
-            process.signalProcess(signal.SIGTERM)
-            await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        response = await one_response("--header", "X-Frame-Options: DENY", "--header", "server:behind-the-curtain",
+                                      environment=HEADERS_VARIABLE)
         self.assertEqual(response.headers["x-frame-options"], "DENY")
         self.assertEqual(response.headers.get_list("server"), ["behind-the-curtain"])  # replaces the default
         self.assertNotIn("cache-control", response.headers)  # the command line's --header wins over the variable
@@ -177,14 +179,5 @@ class DefaultHeaderTests(unittest.TestCase):
 
     @asyncio_test
     async def test_headers_from_the_environment_one_a_line(self) -> None:
-        port = free_port()
-        server = _Server()
-        args = [*TWIST, "hello-asgi", "--app", "hello_asgi.demo:asgi", "--port", str(port)]
-        environment = {**os.environ, "HELLO_ASGI_HEADER": "Cache-Control: no-store, max-age=0\nX-Two: 2"}
-        process = reactor.spawnProcess(server, TWIST[0], args, env=environment)
-        try:
-            response = await get_when_up(f"http://127.0.0.1:{port}/")
-        finally:
-            process.signalProcess(signal.SIGTERM)
-            await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        response = await one_response(environment=HEADERS_VARIABLE)
         self.assertEqual((response.headers["cache-control"], response.headers["x-two"]), ("no-store, max-age=0", "2"))
