@@ -169,6 +169,8 @@ class Options(usage.Options):
                                         "leak: its replacement serves before it stops (0: never).", int],
         ["max-requests-jitter", None, 0, "Up to this many requests more per worker, at random, so workers are "
                                          "not all replaced at once.", int],
+        ["metrics-listen", None, None, "Serve Prometheus figures at /metrics on this endpoint (tcp:9100), the "
+                                       "sum of every worker's; needs prometheus_client."],
     ]
     optFlags = [
         ["no-access-log", None, "Log no line per request."],
@@ -348,6 +350,7 @@ class Options(usage.Options):
             max_requests=self["limit-max-requests"],
             max_requests_jitter=self["max-requests-jitter"],
             default_headers=self["header"],
+            metrics_listen=self["metrics-listen"],
         )
 
 
@@ -364,7 +367,8 @@ def _inherited_domain(fd: int) -> str:
 # What only a supervisor acts on, and whether each takes a value: its workers get the rest.
 _SUPERVISOR_ONLY = {"--workers": True, "-w": True, "--reload": False, "--listen": True, "--host": True,
                     "--port": True, "-p": True, "--backlog": True, "--uds": True, "--fd": True,
-                    "--reload-dir": True, "--reload-include": True, "--reload-exclude": True}
+                    "--reload-dir": True, "--reload-include": True, "--reload-exclude": True,
+                    "--metrics-listen": True}
 
 
 def worker_command(arguments: list[str]) -> list[str]:
@@ -416,6 +420,7 @@ def makeService(options: Options) -> Any:
     if not is_worker() and (options["workers"] > 1 or options["reload"] or options["config"].max_requests):
         watch = _reload_watcher(options, options["reactor"]) if options["reload"] else None
         return Supervisor(worker_command(options.arguments), options["config"].listen, options["workers"],
-                          options["reactor"], watch, sources.worker_environment(os.environ))
+                          options["reactor"], watch, sources.worker_environment(os.environ),
+                          metrics_listen=options["config"].metrics_listen)
     return ASGIService(options["loaded_app"], options["config"], reactor=options["reactor"],
                        owns_process=True)

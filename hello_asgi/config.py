@@ -148,6 +148,9 @@ class Config:
     #: Response headers added to every HTTP response that does not set the same name
     #: itself, as ``(name, value)`` byte pairs (``--header NAME:VALUE``).
     default_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: Serve Prometheus figures at ``/metrics`` on this endpoint string (``tcp:9100``), on a
+    #: listener of its own; needs prometheus_client (``hello-asgi[metrics]``).
+    metrics_listen: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""

@@ -57,9 +57,14 @@ def worker_ready() -> None:
 def ask_to_be_replaced() -> bool:
     """In a worker: ask the supervisor for a replacement, which stops this one once it
     serves. False when there is no supervisor to ask."""
+    return tell_supervisor(b"replace")
+
+
+def tell_supervisor(line: bytes) -> bool:
+    """In a worker that has said it is ready: one line to the supervisor. False if none."""
     if _to_supervisor is None:
         return False
-    os.write(_to_supervisor, b"replace\n")
+    os.write(_to_supervisor, line + b"\n")
     return True
 
 

@@ -19,6 +19,7 @@ from .config import Config
 from .factory import ASGIServerFactory
 from .headers import DefaultHeaders
 from .lifespan import Lifespan
+from .metrics import REPORT_VARIABLE, ServerMetrics
 from .process import ProcessSignals, exit_after_shutdown, is_worker, stop_and_exit, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
 from .recycling import RequestBudget, replace_or_stop, share
@@ -70,6 +71,16 @@ def listening_url(scheme: str, address: Any) -> str:
     return f"{scheme}://{host}:{address.port}"
 
 
+def _with_server_wrappers(app: Any, config: Config, reactor: Any, owns_process: bool) -> Any:
+    """The app, behind what the settings put in front of it: each wrapper costs a call per
+    request, so there is none unless asked for."""
+    if config.default_headers:
+        app = DefaultHeaders(app, config.default_headers)
+    if owns_process and config.max_requests:
+        app = RequestBudget(app, share(config.max_requests, config.max_requests_jitter), replace_or_stop(reactor))
+    return app
+
+
 class ASGIService(Service):
     """Serves ``app`` on ``config.listen``: lifespan startup, then listening; the reverse on stop.
 
@@ -85,21 +96,21 @@ class ASGIService(Service):
             from twisted.internet import reactor
         self.config = config = config or Config()
         self._reactor = reactor
-        if config.default_headers:
-            app = DefaultHeaders(app, config.default_headers)
-        if owns_process and config.max_requests:
-            app = RequestBudget(app, share(config.max_requests, config.max_requests_jitter), replace_or_stop(reactor))
         self.factory = ASGIServerFactory(
-            app, config, reactor=reactor, access_observer=access_log_observer(config.access_log)
+            _with_server_wrappers(app, config, reactor, owns_process), config, reactor=reactor, access_observer=access_log_observer(config.access_log)
         )
         self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
                                   self.factory.state)
         self._owns_process = owns_process
-        self._listener_factory: Any = self.factory
+        self.metrics: ServerMetrics | None = None
+        reporting = owns_process and is_worker() and REPORT_VARIABLE in os.environ
+        if config.metrics_listen is not None or reporting:
+            self.metrics = ServerMetrics(self.factory, reactor, config.metrics_listen, reporting)
+        self._listener_factory: Any = self.factory if self.metrics is None else self.metrics.listener_factory
         self.tls: ReloadableTLS | None = None
         if config.certfile is not None and config.keyfile is not None:
             self.tls = ReloadableTLS(config)
-            self._listener_factory = TLSMemoryBIOFactory(self.tls, False, self.factory)
+            self._listener_factory = TLSMemoryBIOFactory(self.tls, False, self._listener_factory)
         if config.proxy_protocol:  # its header comes first, before any TLS
             self._listener_factory = PROXYProtocolFactory(self._listener_factory, reactor,
                                                           config.request_head_timeout)
@@ -127,6 +138,8 @@ class ASGIService(Service):
             tls = self.config.certfile is not None or description.split(":", 1)[0] in ("ssl", "tls")
             log.info("Serving {url} ({description})", url=listening_url("https" if tls else self.factory.scheme,
                                                                         port.getHost()), description=description)
+        if self.metrics is not None:
+            await self.metrics.start()
         return self.ports
 
     def _started(self, ports: list[IListeningPort]) -> None:
@@ -191,6 +204,8 @@ class ASGIService(Service):
             await app_loop.run(self._lifespan.shutdown())
         except Exception as error:
             log.error("{error}", error=error)
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self._owns_process:  # run by twist: this process is ours to end
             exit_after_shutdown(self._reactor, 0)  # last of the "after" triggers: added during shutdown
 

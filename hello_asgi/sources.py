@@ -18,7 +18,7 @@ from typing import Any
 from twisted.python import usage
 
 PREFIX = "HELLO_ASGI_"
-INTERNAL = {"HELLO_ASGI_READY_FD"}  # the supervisor's pipe to a worker, not an option
+INTERNAL = {"HELLO_ASGI_READY_FD", "HELLO_ASGI_METRICS_REPORT"}  # from a supervisor to its workers, not options
 CONSUMED = ("config", "env-file")  # read here, never handed on to workers
 _CONSUMED_ARGUMENTS = {"--config": True, "-c": True, "--env-file": True}
 REPEATABLE = ("listen", "reload-dir", "reload-include", "reload-exclude", "header")

@@ -26,6 +26,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
 
+from .metrics import REPORT_VARIABLE, Figures, serve_metrics
 from .process import READY_FD_VARIABLE, ProcessSignals, exit_after_shutdown, stop_and_exit
 
 log = Logger(namespace="hello_asgi.supervisor")
@@ -45,16 +46,26 @@ class _Worker(ProcessProtocol):
         self.ended: Deferred[Any] = Deferred()
         self.pid = 0
         self.retiring = False  # it asked to be replaced (--limit-max-requests)
+        self.figures: Figures | None = None  # its last report (--metrics-listen)
+        self._unread = b""
         self.asked_to_retire: Callable[[_Worker], None] = lambda worker: None
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """The worker's lines: ``ready``, ``replace``, ``metrics {...}``."""
         if childFD != self._ready_fd:
             return
-        if b"ready" in data and not self.ready.called:
+        *lines, self._unread = (self._unread + data).split(b"\n")
+        for line in lines:
+            self._heard(line)
+
+    def _heard(self, line: bytes) -> None:
+        if line == b"ready" and not self.ready.called:
             self.ready.callback(None)
-        if b"replace" in data and not self.retiring:
+        elif line == b"replace" and not self.retiring:
             self.retiring = True
             self.asked_to_retire(self)
+        elif line.startswith(b"metrics "):
+            self.figures = Figures.from_snapshot(line[8:].decode())
 
     def processEnded(self, reason: Any) -> None:
         if not self.ready.called:
@@ -83,9 +94,15 @@ class Supervisor(Service):
     """
 
     def __init__(self, command: list[str], listen: list[str], workers: int, reactor: Any,
-                 watch: Any = None, environment: dict[str, str] | None = None) -> None:
+                 watch: Any = None, environment: dict[str, str] | None = None,
+                 metrics_listen: str | None = None) -> None:
         self._command = command
         self._environment = dict(os.environ if environment is None else environment)
+        self._metrics_listen = metrics_listen
+        self._retired = Figures()  # the figures of workers gone, so counters never go back
+        self._metrics_port: list[Any] = []
+        if metrics_listen is not None:
+            self._environment[REPORT_VARIABLE] = "1"
         self._listen = listen
         self._reactor = reactor
         self._watch = watch
@@ -120,6 +137,8 @@ class Supervisor(Service):
             self._ports.append(port)
             log.info("Listening on {description} for {count} worker(s)", description=description,
                      count=len(self._slots))
+        if self._metrics_listen is not None:
+            self._metrics_port = [await serve_metrics(self._reactor, self._metrics_listen, self.figures)]
         for index in range(len(self._slots)):  # all at once: start-up is not a rolling restart
             self._slots[index] = self._spawn()
         if self._watch is not None:
@@ -150,8 +169,19 @@ class Supervisor(Service):
         family = self._ports[fd - 3].socket.family
         return {socket.AF_INET: "INET", socket.AF_INET6: "INET6"}.get(family, "UNIX")
 
+    def figures(self) -> Figures:
+        """Every worker's last report, and those of workers gone, summed."""
+        total = Figures()
+        total.add(self._retired)
+        for worker in self._processes:
+            if worker.figures is not None:
+                total.add(worker.figures)
+        return total
+
     def _ended(self, reason: Any, worker: _Worker) -> None:
         self._processes.discard(worker)
+        if worker.figures is not None:
+            self._retired.add(worker.figures, gauges=False)
         if worker in self._slots:
             self._slots[self._slots.index(worker)] = None
             if not self._stopping:
@@ -199,6 +229,7 @@ class Supervisor(Service):
     async def _fill_slots(self) -> None:
         while not self._stopping and (index := self._next_slot()) is not None:
             new = self._spawn()
+            self._retired.restarts += 1
             try:
                 await new.ready
             except Exception:
@@ -244,5 +275,5 @@ class Supervisor(Service):
         """Each worker stops gracefully on its SIGTERM; then the sockets close; then exit 0."""
         log.info("Stopping {count} worker(s)", count=len(self._processes))
         await DeferredList([worker.stop() for worker in list(self._processes)])
-        await DeferredList([port.stopListening() for port in self._ports])
+        await DeferredList([port.stopListening() for port in [*self._ports, *self._metrics_port]])
         exit_after_shutdown(self._reactor, 0)
