@@ -180,8 +180,7 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_requests < 0 or self.max_requests_jitter < 0:
-            raise ValueError("max_requests and max_requests_jitter must be 0 (off) or more")
+        self._validate_operations()
         if self.max_requests_per_connection < 0:
             raise ValueError("max_requests_per_connection must be 0 (no limit) or more")
         if not 65535 <= self.h2_initial_window_size <= 2**31 - 1:
@@ -201,3 +200,8 @@ class Config:
         TrustedProxies(self.forwarded_allow_ips)  # raises for an entry that is not one
         if self.max_request_line > self.max_head_size:
             raise ValueError("max_request_line cannot exceed max_head_size")
+
+    def _validate_operations(self) -> None:
+        """The settings of the process around the server (the block at the end)."""
+        if self.max_requests < 0 or self.max_requests_jitter < 0:
+            raise ValueError("max_requests and max_requests_jitter must be 0 (off) or more")

@@ -35,9 +35,9 @@ class Figures:
     """The counters of one process, or the sum of several, as plain numbers."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}  # (protocol, status) -> count
-        self.durations: dict[str, list[float]] = {}  # protocol -> bucket counts, then the sum
-        self.bytes_out: dict[str, int] = {}  # protocol -> response body bytes
+        # Keyed by the scope's HTTP version ("1.1"), named as a protocol only when exposed.
+        self.requests: dict[tuple[str, int], int] = {}  # (version, status) -> count
+        self.per_version: dict[str, list[float]] = {}  # version -> duration bucket counts, seconds, body bytes
         self.websockets: dict[str, int] = {}  # HTTP version of the handshake -> sessions ended
         self.refused = 0
         self.restarts = 0
@@ -45,7 +45,7 @@ class Figures:
 
     def snapshot(self) -> str:
         return json.dumps({"requests": [[*key, count] for key, count in self.requests.items()],
-                           "durations": self.durations, "bytes_out": self.bytes_out, "websockets": self.websockets,
+                           "per_version": self.per_version, "websockets": self.websockets,
                            "refused": self.refused, "open": self.open})
 
     @classmethod
@@ -53,18 +53,17 @@ class Figures:
         data = json.loads(text)
         figures = cls()
         figures.requests = {(protocol, status): count for protocol, status, count in data["requests"]}
-        figures.durations, figures.bytes_out = data["durations"], data["bytes_out"]
+        figures.per_version = data["per_version"]
         figures.websockets, figures.refused, figures.open = data["websockets"], data["refused"], data["open"]
         return figures
 
     def add(self, other: Figures, gauges: bool = True) -> None:
         for key, count in other.requests.items():
             self.requests[key] = self.requests.get(key, 0) + count
-        for protocol, buckets in other.durations.items():
-            mine = self.durations.setdefault(protocol, [0.0] * (len(BUCKETS) + 2))
-            for index, value in enumerate(buckets):
+        for version, values in other.per_version.items():
+            mine = self.per_version.setdefault(version, [0.0] * _PER_VERSION)
+            for index, value in enumerate(values):
                 mine[index] += value
-        _add_counts(self.bytes_out, other.bytes_out)
         _add_counts(self.websockets, other.websockets)
         self.refused += other.refused
         self.restarts += other.restarts
@@ -77,21 +76,25 @@ def _add_counts(mine: dict[str, int], other: dict[str, int]) -> None:
         mine[key] = mine.get(key, 0) + count
 
 
+_PER_VERSION = len(BUCKETS) + 3  # the buckets (with +Inf), the sum of seconds, body bytes
+
+
 def count_request(figures: Figures, fields: Any) -> None:
     """One access log line's fields (an HTTP request's or a WebSocket session's) into ``figures``."""
-    protocol = PROTOCOLS.get(fields["http_version"], fields["http_version"])
+    version = fields["http_version"]
     if "bytes_sent" not in fields:  # a WebSocket session's line
-        figures.websockets[protocol] = figures.websockets.get(protocol, 0) + 1
+        figures.websockets[version] = figures.websockets.get(version, 0) + 1
         return
-    key = (protocol, fields["status"])
-    figures.requests[key] = figures.requests.get(key, 0) + 1
-    figures.bytes_out[protocol] = figures.bytes_out.get(protocol, 0) + fields["bytes_sent"]
-    buckets = figures.durations.get(protocol)
-    if buckets is None:
-        buckets = figures.durations[protocol] = [0.0] * (len(BUCKETS) + 2)
+    key = (version, fields["status"])
+    requests = figures.requests
+    requests[key] = requests.get(key, 0) + 1
+    values = figures.per_version.get(version)
+    if values is None:
+        values = figures.per_version[version] = [0.0] * _PER_VERSION
     duration = fields["duration"]
-    buckets[bisect.bisect_left(BUCKETS, duration)] += 1
-    buckets[-1] += duration
+    values[bisect.bisect_left(BUCKETS, duration)] += 1
+    values[-2] += duration
+    values[-1] += fields["bytes_sent"]
 
 
 class MeteredAccessLog:
@@ -165,27 +168,34 @@ class Collector:
         figures: Figures = self._figures()
         requests = CounterMetricFamily("hello_asgi_requests", "HTTP requests answered, by protocol and status",
                                        labels=["protocol", "status"])
-        for (protocol, status), count in sorted(figures.requests.items()):
-            requests.add_metric([protocol, str(status)], count)
+        for (version, status), count in sorted(figures.requests.items()):
+            requests.add_metric([_protocol(version), str(status)], count)
         yield requests
         durations = HistogramMetricFamily("hello_asgi_request_duration_seconds",
                                           "From a request's head read to the app returning", labels=["protocol"])
-        for protocol, buckets in sorted(figures.durations.items()):
+        body_bytes = CounterMetricFamily("hello_asgi_response_body_bytes", "Response body bytes sent, by protocol",
+                                         labels=["protocol"])
+        for version, values in sorted(figures.per_version.items()):
             cumulative, total = [], 0.0
-            for bound, count in zip([*map(str, BUCKETS), "+Inf"], buckets[:-1]):
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], values[:-2]):
                 total += count
                 cumulative.append((bound, total))
-            durations.add_metric([protocol], cumulative, sum_value=buckets[-1])
+            durations.add_metric([_protocol(version)], cumulative, sum_value=values[-2])
+            body_bytes.add_metric([_protocol(version)], values[-1])
         yield durations
-        yield _labelled(CounterMetricFamily("hello_asgi_response_body_bytes", "Response body bytes sent, by protocol",
-                                            labels=["protocol"]), figures.bytes_out)
+        yield body_bytes
         yield _labelled(CounterMetricFamily("hello_asgi_websocket_sessions", "WebSocket sessions ended, by protocol",
-                                            labels=["protocol"]), figures.websockets)
+                                            labels=["protocol"]), {_protocol(version): count
+                                                                   for version, count in figures.websockets.items()})
         yield _labelled(GaugeMetricFamily("hello_asgi_open_connections", "Connections open now, by protocol",
                                           labels=["protocol"]), figures.open)
         yield CounterMetricFamily("hello_asgi_refused_connections", "Connections refused over --limit-concurrency",
                                   value=figures.refused)
         yield CounterMetricFamily("hello_asgi_worker_restarts", "Workers started to replace others", value=figures.restarts)
+
+
+def _protocol(version: str) -> str:
+    return PROTOCOLS.get(version, version)
 
 
 def _labelled(family: Any, counts: dict[str, int]) -> Any:
