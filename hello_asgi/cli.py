@@ -36,6 +36,7 @@ def _fail(message: str) -> None:
 # twist's own options, which go before "hello-asgi" on its command line.
 _TWIST_OPTIONS = ("reactor", "log-file")
 USAGE_STATUS = 2  # as argparse and click exit on a usage error
+INTERRUPTED_STATUS = 130  # a shell's status for a command SIGINT ended before it served
 
 
 def _command_name() -> str:
@@ -215,6 +216,9 @@ class Options(usage.Options):
             super().parseOptions(self.arguments)
         except usage.UsageError as error:
             _usage_fail(error)
+        except KeyboardInterrupt:  # Ctrl-C while the app imports: nothing to stop yet
+            sys.stderr.write("hello-asgi: interrupted while starting\n")
+            sys.exit(INTERRUPTED_STATUS)
 
     def opt_version(self) -> None:
         """Print hello-asgi's version (and Twisted's and Python's), and exit."""

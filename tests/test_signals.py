@@ -125,3 +125,18 @@ class SignalTests(unittest.TestCase):
         self.assertTrue((await get(port)).startswith(b"one "))
         process.signalProcess(signal.SIGTERM)
         self.assert_graceful(server, await self.ended(server))
+
+    @asyncio_test
+    async def test_ctrl_c_while_the_app_imports_is_one_line(self) -> None:
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        (directory / "slow.py").write_text("import time\nprint('importing', flush=True)\ntime.sleep(30)\nasgi = None\n")
+        server = _Server()
+        args = [*TWIST, "hello-asgi", "--app", "slow:asgi", "--port", str(free_port())]
+        process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ, path=str(directory), usePTY=True)
+        self.addCleanup(self._kill_leftovers, server, process)
+        await self.seen(server, b"importing")
+        process.write(b"\x03")
+        self.assertEqual(await self.ended(server), (130, None), server.output)
+        self.assertIn(b"hello-asgi: interrupted while starting", server.output)
+        self.assertNotIn(b"Traceback", server.output)
