@@ -168,8 +168,9 @@ def all_arguments(options: usage.Options, arguments: list[str], environ: Mutable
     for those options it does not set itself; ``--config`` and ``--env-file`` taken out."""
     table = options_table(options)
     given = given_on_command_line(options, arguments)
-    for path in given.get("env-file", []):
-        load_env_file(path, environ)
+    for path in given.get("env-file") or [environ.get(variable_name("env-file"), "")]:
+        if path:
+            load_env_file(path, environ)
     environment = _unset(from_environment(table, environ), given)
     config_path = (given.get("config") or [environ.get(variable_name("config"), "")])[-1]
     from_file = _unset(load_config_file(config_path, table), [*given, *environment]) if config_path else {}

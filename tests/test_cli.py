@@ -300,6 +300,10 @@ class SettingsSourcesTests(unittest.TestCase):
         self.assertEqual(os.environ["FOR_THE_APP"], "yes")
         self.assertNotIn("--env-file", options.arguments)  # read once, never again by a worker
 
+    def test_the_env_file_can_be_named_by_the_environment(self) -> None:
+        path = self.config_file("HELLO_ASGI_LIMIT_CONCURRENCY=14\n")
+        self.assertEqual(self.parse([], {"HELLO_ASGI_ENV_FILE": path})["config"].max_connections, 14)
+
     def test_mistakes_in_a_source_are_usage_errors_naming_it(self) -> None:
         for arguments, environment, expected in (
             ([], {"HELLO_ASGI_PROT": "1"}, "HELLO_ASGI_PROT is not an option's variable"),
