@@ -112,6 +112,17 @@ class MetricsTests(unittest.TestCase):
             await asyncio.sleep(0.05)
         self.assertEqual(requests(samples, "http/1.1"), 1.0)  # the plain GET; the handshakes are sessions
 
+    @asyncio_test
+    async def test_tls_still_offers_h2_by_alpn_when_metered(self) -> None:
+        import httpx
+
+        _, port, metrics_port, _ = self.start("--tls")
+        await scrape(metrics_port)  # listening: the metrics listener opens after the server's
+        async with httpx.AsyncClient(http2=True, verify=False) as client:
+            response = await client.get(f"https://localhost:{port}/")
+        self.assertEqual(response.http_version, "HTTP/2")
+        self.assertEqual(requests(await scrape(metrics_port), "h2"), 1.0)
+
 
 ECHO_APP = """
 async def app(scope, receive, send):
