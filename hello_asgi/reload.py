@@ -101,7 +101,7 @@ class InotifyWatcher:
     """Watches the app's directories through the kernel (Linux)."""
 
     def __init__(self, files: WatchedFiles, reactor: Any) -> None:
-        self._files = files
+        self.files = files
         self._reactor = reactor
         self._settling = _Settling(reactor)
         self._notifier: Any = None
@@ -113,11 +113,15 @@ class InotifyWatcher:
         self._settling.changed = changed
         self._notifier = inotify.INotify(self._reactor)
         self._notifier.startReading()
-        for top in self._files.directories:
-            for directory in self._files.walk_directories(top):
+        for top in self.files.directories:
+            for directory in self.files.walk_directories(top):
                 self._watch(directory)
         log.info("Watching {count} directories for changes to {includes}", count=self._watched,
-                 includes=", ".join(self._files.includes))
+                 includes=", ".join(self.files.includes))
+
+    @property
+    def directories_watched(self) -> int:
+        return self._watched
 
     def _watch(self, directory: Path) -> None:
         from twisted.internet import inotify
@@ -134,11 +138,11 @@ class InotifyWatcher:
 
         path = Path(os.fsdecode(filepath.path))
         if mask & inotify.IN_ISDIR:
-            if mask & (inotify.IN_CREATE | inotify.IN_MOVED_TO) and not self._files.excluded(path.name):
-                for directory in self._files.walk_directories(path):
+            if mask & (inotify.IN_CREATE | inotify.IN_MOVED_TO) and not self.files.excluded(path.name):
+                for directory in self.files.walk_directories(path):
                     self._watch(directory)
             return
-        if self._files.counts(path):
+        if self.files.counts(path):
             self._settling.saw(path)
 
     def stop(self) -> None:
@@ -151,7 +155,7 @@ class ScanningWatcher:
     """The same filters, scanned once a second, where the kernel gives no notifications."""
 
     def __init__(self, files: WatchedFiles, reactor: Any) -> None:
-        self._files = files
+        self.files = files
         self._reactor = reactor
         self._seen: dict[Path, float] = {}
         self._loop: Any = None
@@ -160,13 +164,13 @@ class ScanningWatcher:
         from twisted.internet.task import LoopingCall
 
         self._changed = changed
-        self._seen = self._files.snapshot()
+        self._seen = self.files.snapshot()
         self._loop = LoopingCall(self._scan)
         self._loop.clock = self._reactor
         self._loop.start(POLL_INTERVAL, now=False)
 
     def _scan(self) -> None:
-        now = self._files.snapshot()
+        now = self.files.snapshot()
         changed = sorted(path for path in now.keys() | self._seen.keys() if now.get(path) != self._seen.get(path))
         self._seen = now
         if changed:

@@ -48,7 +48,10 @@ class StartupErrorTests(unittest.TestCase):
         for option in (b"--app", b"--listen", b"--root-path", b"--interface", b"--lifespan",
                        b"--access-log", b"--no-access-log", b"--timeout-keep-alive",
                        b"--limit-concurrency", b"--limit-request-head", b"--ws-max-size", b"--ws-ping-interval",
-                       b"--no-websocket"):
+                       b"--no-websocket", b"--log-format", b"--log-level", b"--no-stdlib-logging", b"--config",
+                       b"--env-file", b"--uds", b"--fd", b"--factory", b"--header", b"--no-proxy-headers",
+                       b"--limit-max-requests", b"--max-requests-jitter", b"--reload-dir", b"--reload-include",
+                       b"--reload-exclude", b"--metrics-listen", b"--version", b"HELLO_ASGI_"):
             self.assertIn(option, out)
 
     def test_websocket_options_reach_the_config(self) -> None:
