@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 log = Logger(namespace="hello_asgi.process")
 
@@ -84,10 +84,11 @@ class ProcessSignals:
     """
 
     def __init__(self, reactor: Any, hangup: Callable[[], None],
-                 stopping: Callable[[], None] = lambda: None) -> None:
+                 stopping: Callable[[], None] = lambda: None, repeat_level: LogLevel = LogLevel.info) -> None:
         self._reactor = reactor
         self._hangup = hangup
         self._stopping_now = stopping
+        self._repeat_level = repeat_level  # a worker expects its supervisor's SIGTERM after a Ctrl-C
         self.stopping = False
 
     def install(self) -> None:
@@ -103,8 +104,8 @@ class ProcessSignals:
     def _stop(self, number: int, frame: Any) -> None:
         name = signal.Signals(number).name
         if self.stopping:  # log from the reactor, never from inside a handler that may interrupt a write
-            self._reactor.callFromThread(log.info, "Received {signal} while stopping; the graceful stop goes on",
-                                         signal=name)
+            self._reactor.callFromThread(log.emit, self._repeat_level,
+                                         "Received {signal} while stopping; the graceful stop goes on", signal=name)
             return
         self.stopping = True
         self._stopping_now()

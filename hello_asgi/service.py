@@ -12,7 +12,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.logger import ILogObserver, Logger, textFileLogObserver
+from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .config import Config
@@ -121,8 +121,10 @@ class ASGIService(Service):
     def startService(self) -> None:
         super().startService()
         if self._owns_process:
-            hangup = (lambda: None) if is_worker() else self._hangup  # a worker's SIGHUP is its supervisor's
-            ProcessSignals(self._reactor, hangup).install()
+            if is_worker():  # SIGHUP is its supervisor's to act on; a Ctrl-C reaches it twice
+                ProcessSignals(self._reactor, lambda: None, repeat_level=LogLevel.debug).install()
+            else:
+                ProcessSignals(self._reactor, self._hangup).install()
         self._listening = ensureDeferred(self._start())
         self._listening.addCallbacks(self._started, self._failed)
 

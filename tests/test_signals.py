@@ -88,6 +88,7 @@ class SignalTests(unittest.TestCase):
         self.assert_graceful(server, code)
         self.assertEqual(len(re.findall(rb"lifespan shutdown", server.output)), 2)
         self.assertNotIn(b"starting another", server.output)  # none replaced while the same Ctrl-C stops them
+        self.assertNotIn(b"while stopping", server.output)  # a worker's second signal, its supervisor's, is expected
 
     @asyncio_test
     async def test_a_second_ctrl_c_is_one_line_and_the_request_in_flight_is_answered(self) -> None:
