@@ -13,7 +13,6 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger, textFileLogObserver
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .config import Config
 from .factory import ASGIServerFactory
@@ -21,7 +20,7 @@ from .lifespan import Lifespan
 from .process import exit_after_shutdown, stop_and_exit, stop_once_on_signals, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
 from .tls import ReloadableTLS, TLSConfigError
-from .transport import FastListeningReactor
+from .transport import CLOSE_TIMEOUT, BoundedTLSFactory, FastListeningReactor
 
 log = Logger(namespace="hello_asgi.service")
 
@@ -33,13 +32,14 @@ def access_log_observer(target: str | None) -> ILogObserver | None:
     return textFileLogObserver(open(target, "a", encoding="utf-8"))
 
 
-def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+def server_endpoint(reactor: Any, description: str, close_timeout: float = CLOSE_TIMEOUT) -> IStreamServerEndpoint:
     """Parse a Twisted endpoint string, or ``fd:N[:domain=INET6]`` for a listening socket
     this process inherited as file descriptor N (from a supervisor, or any parent; systemd's
-    have their own ``systemd:`` strings). TCP ones are served on asyncio's faster transports."""
+    have their own ``systemd:`` strings). TCP ones are served on asyncio's faster transports,
+    whose connections close within ``close_timeout`` seconds whatever the peer does."""
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is not None:
-        reactor = FastListeningReactor(reactor, loop)
+        reactor = FastListeningReactor(reactor, loop, close_timeout)
     if description.startswith("fd:"):
         return _adopted_endpoint(reactor, description)
     return serverFromString(reactor, description)
@@ -84,7 +84,7 @@ class ASGIService(Service):
         self.tls: ReloadableTLS | None = None
         if config.certfile is not None and config.keyfile is not None:
             self.tls = ReloadableTLS(config)
-            self._listener_factory = TLSMemoryBIOFactory(self.tls, False, self.factory)
+            self._listener_factory = BoundedTLSFactory(self.tls, self.factory, config.close_timeout)
         if config.proxy_protocol:  # its header comes first, before any TLS
             self._listener_factory = PROXYProtocolFactory(self._listener_factory, reactor,
                                                           config.request_head_timeout)
@@ -108,7 +108,7 @@ class ASGIService(Service):
         await self.factory.app_loop.run(self._lifespan.startup())
         descriptions = self.config.listen or [tcp_description("127.0.0.1", 8000, self.config.backlog)]
         for description in descriptions:
-            port = await server_endpoint(self._reactor, description).listen(self._listener_factory)
+            port = await server_endpoint(self._reactor, description, self.config.close_timeout).listen(self._listener_factory)
             self.ports.append(port)
             address = port.getHost()
             where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import TIMEOUT, connect, exchange, hello_app
+from .support import TIMEOUT, connect, exchange, hello_app, released
 
 GOOD = b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -103,7 +103,7 @@ class SlowClientTests(unittest.TestCase):
         data = await asyncio.wait_for(reader.read(), TIMEOUT)
         writer.close()
         self.assertEqual(data, b"")  # closed without a response
-        self.assertEqual(len(server.service.factory.connections), 0)
+        await released(server)
 
     @asyncio_test
     async def test_idle_keep_alive_connection_is_closed(self) -> None:
