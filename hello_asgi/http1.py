@@ -199,18 +199,7 @@ class HTTP11Connection(Protocol):
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            rest = data[upgrade.args[0]:]
-            if self._upgrade is not None:
-                self._switch_pending = rest
-                if self._streams:
-                    self._pause_reading()  # the responses owed before the upgrade go first
-                else:
-                    self._switch_now()
-                return
-            # An upgrade not served here: the request is served as HTTP/1.1; parse on.
-            self._parser = _new_parser(self)
-            if rest:
-                self.dataReceived(rest)
+            self._upgrade_reached(data[upgrade.args[0]:])
             return
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
@@ -220,18 +209,7 @@ class HTTP11Connection(Protocol):
                 raise
             return
         except httptools.HttpParserError as error:
-            reason = str(error)
-            if reason.startswith("Data after `Connection: close`"):
-                self._pause_reading()  # the client said it was done; ignore what follows
-                return
-            if reason.startswith("Pause on PRI"):
-                self._reject(505, "HTTP/2 is not served on this listener")
-                return
-            if reason.startswith("Invalid method") and self._unknown_method(data):
-                self._reject(501, "the method is not implemented here")
-                return
-            status = 505 if reason.startswith("Invalid HTTP version") else 400
-            self._reject(status, reason)
+            self._unparsable(str(error), data)
             return
         if self._in_head:
             # An unfinished head: a read in which no request ended belongs to it whole. (In a
@@ -240,6 +218,31 @@ class HTTP11Connection(Protocol):
                 self._unfinished_head += len(data)
             if max(self._unfinished_head, self._head_size) > self.config.max_head_size:
                 self._reject(431, "request head too large")
+
+    def _upgrade_reached(self, rest: bytes) -> None:
+        """llhttp stopped at an Upgrade request's head; ``rest`` is what followed it."""
+        if self._upgrade is not None:
+            self._switch_pending = rest
+            if self._streams:
+                self._pause_reading()  # the responses owed before the upgrade go first
+            else:
+                self._switch_now()
+            return
+        # An upgrade not served here: the request is served as HTTP/1.1; parse on.
+        self._parser = _new_parser(self)
+        if rest:
+            self.dataReceived(rest)
+
+    def _unparsable(self, reason: str, data: bytes) -> None:
+        """llhttp refused the input, saying ``reason``: answer with the status it calls for."""
+        if reason.startswith("Data after `Connection: close`"):
+            self._pause_reading()  # the client said it was done; ignore what follows
+        elif reason.startswith("Pause on PRI"):
+            self._reject(505, "HTTP/2 is not served on this listener")
+        elif reason.startswith(("Invalid method", "Expected space after method")) and self._unknown_method(data):
+            self._reject(501, "the method is not implemented here")
+        else:
+            self._reject(505 if reason.startswith("Invalid HTTP version") else 400, reason)
 
     def _unknown_method(self, data: bytes) -> bool:
         """Whether the request llhttp refused for its method names a method llhttp does not
@@ -353,11 +356,7 @@ class HTTP11Connection(Protocol):
         OPTIONS only, and CONNECT (which this server, no proxy, does not serve) takes only
         an authority."""
         url = self._url
-        hosts = [value for name, value in self._headers if name == b"host"]
-        if (http_version == "1.1" and len(hosts) != 1) or len(hosts) > 1:
-            raise _BadRequest(400, "the request needs exactly one Host header")
-        if hosts and _is_host(hosts[0]) is None:
-            raise _BadRequest(400, "the Host header is not a host")
+        _check_host(self._headers, http_version)
         if b"#" in url:
             raise _BadRequest(400, "a request target has no fragment")
         if method == b"CONNECT":
@@ -369,15 +368,9 @@ class HTTP11Connection(Protocol):
             if method != b"OPTIONS":
                 raise _BadRequest(400, "only OPTIONS takes the target '*'")
             return url, b""
-        try:
-            parsed = httptools.parse_url(url)
-        except httptools.HttpParserInvalidURLError:
-            raise _BadRequest(400, "malformed request target") from None
-        if not parsed.host:
-            raise _BadRequest(400, "malformed request target")
-        authority = parsed.host if parsed.port is None else b"%s:%d" % (parsed.host, parsed.port)
+        authority, raw_path, query = _absolute_form(url)
         self._headers = [(b"host", authority), *(field for field in self._headers if field[0] != b"host")]
-        return parsed.path or b"/", parsed.query or b""
+        return raw_path, query
 
     def _wanted_upgrade(self, http_version: str) -> str | None:
         """``h2c`` or ``websocket`` if this request's upgrade is served here, else ``None``.
@@ -614,11 +607,18 @@ class HTTP11Connection(Protocol):
         self._maybe_resume_reading()
 
     def abort(self, stream: HTTPStream) -> None:
+        """Cut the response: a clean close where its framing (a length, chunks) shows the
+        client it is cut; a reset where only the close would end it, so it cannot pass
+        for a whole one."""
         if self._streams and self._streams[0] is stream:
             del self._streams[0]
         for waiting in self._streams:
             waiting.disconnect()
-        self._close()
+        if not self._chunked and stream.length_left is None and not self._no_body:
+            self._closing = True
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        else:
+            self._close()
 
     def finished(self, stream: HTTPStream) -> None:
         logger = self.factory.access_logger
@@ -645,3 +645,24 @@ def _decodable_settings(value: bytes | None) -> bool:
     except (binascii.Error, ValueError):
         return False
     return len(payload) % 6 == 0
+
+
+def _check_host(headers: Headers, http_version: str) -> None:
+    """One Host in an HTTP/1.1 request, at most one in an HTTP/1.0 one, and a host in it."""
+    hosts = [value for name, value in headers if name == b"host"]
+    if (http_version == "1.1" and len(hosts) != 1) or len(hosts) > 1:
+        raise _BadRequest(400, "the request needs exactly one Host header")
+    if hosts and _is_host(hosts[0]) is None:
+        raise _BadRequest(400, "the Host header is not a host")
+
+
+def _absolute_form(url: bytes) -> tuple[bytes, bytes, bytes]:
+    """An absolute-form target's authority, path and query."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise _BadRequest(400, "malformed request target") from None
+    if not parsed.host:
+        raise _BadRequest(400, "malformed request target")
+    authority = parsed.host if parsed.port is None else b"%s:%d" % (parsed.host, parsed.port)
+    return authority, parsed.path or b"/", parsed.query or b""

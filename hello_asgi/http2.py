@@ -296,23 +296,8 @@ class H2Connection(Protocol):
         self._open_stream(event.stream_id, event.headers, ended=event.stream_ended is not None)
 
     def _open_stream(self, stream_id: int, raw_headers: Headers, ended: bool) -> None:
-        method = path = protocol = b""
-        authority = None
-        headers: Headers = []
-        for name, value in raw_headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":protocol":
-                    protocol = value
-            elif name not in _HOP_BY_HOP:
-                headers.append((name, value))
-        if authority is not None:  # :authority is the host (RFC 9113 section 8.3.1)
-            headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
+        pseudo, headers = _split_fields(raw_headers)
+        method, path, protocol = pseudo.get(b":method", b""), pseudo.get(b":path", b""), pseudo.get(b":protocol", b"")
         raw_path, _, query = path.partition(b"?")
         if method == b"CONNECT":
             self._connect(stream_id, RequestHead(method, path, raw_path, query, headers), protocol)
@@ -644,6 +629,22 @@ class H2Connection(Protocol):
             else:
                 self._deadline.set(self.config.keep_alive_timeout)
 
+
+
+def _split_fields(raw_headers: Headers) -> tuple[dict[bytes, bytes], Headers]:
+    """A request's pseudo-header fields, and its other fields as the scope has them:
+    ``:authority`` as the host (RFC 9113 section 8.3.1), no HTTP/1.1 hop-by-hop fields."""
+    pseudo = {}
+    headers: Headers = []
+    for name, value in raw_headers:
+        if name[:1] == b":":
+            pseudo[name] = value
+        elif name not in _HOP_BY_HOP:
+            headers.append((name, value))
+    authority = pseudo.get(b":authority")
+    if authority is not None:
+        headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
+    return pseudo, headers
 
 
 @implementer(ITransport)

@@ -269,7 +269,7 @@ class HTTPStream:
     keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
     timed_out = False  # the app ran past the request timeout and was cancelled
 
-    _length_left: int | None = None  # body bytes the response's Content-Length still promises
+    length_left: int | None = None  # body bytes the response's Content-Length still promises, if it has one
 
     def __init__(self, scope: Scope, writer: ResponseWriter, body_complete: bool) -> None:
         self.scope = scope
@@ -422,7 +422,7 @@ class HTTPStream:
                 )
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            if self._length_left is not None:
+            if self.length_left is not None:
                 self._count_body(len(body), more)
             self._state = _STREAMING if more else _TRAILERS if self.trailers else _DONE
             end = self._state == _DONE
@@ -444,7 +444,7 @@ class HTTPStream:
             status = message["status"]
             self._headers, length = checked_response(status, message.get("headers", ()))
             if status not in NO_BODY_STATUSES and self.scope["method"] != "HEAD":
-                self._length_left = length
+                self.length_left = length
             self.status = status
             self.trailers = bool(message.get("trailers", False))
             self._state = _STARTED
@@ -473,13 +473,13 @@ class HTTPStream:
         """Hold the body to its Content-Length: an app that sends more, or ends with less,
         raises here before anything of this message is written (its error then becomes a
         500, or a cut response once the head is out: never a clean end on a wrong length)."""
-        left = self._length_left - size  # type: ignore[operator]
+        left = self.length_left - size  # type: ignore[operator]
         if left < 0 or (left and not more):
             raise RuntimeError(
                 f"the ASGI app sent {'more' if left < 0 else 'less'} body than its Content-Length "
                 f"promised ({'%d bytes over' % -left if left < 0 else '%d bytes short' % left})"
             )
-        self._length_left = left
+        self.length_left = left
 
     def log_access(self, logger: Logger) -> None:
         scope = self.scope
