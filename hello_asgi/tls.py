@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,26 @@ def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: 
     except ValueError as error:  # Twisted's word for a cipher string with nothing usable in it
         raise TLSConfigError(f"--tls-ciphers {ciphers!r}: {error}") from error
     try:
-        options.getContext()
+        context = options.getContext()  # made once, and kept by the options
     except SSL.Error as error:
         raise TLSConfigError(f"OpenSSL refused these TLS settings: {error}") from error
+    context.set_alpn_select_callback(_alpn_selector(ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:]))
     return options
+
+
+def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes | Any]:
+    """An ALPN choice that goes on without a protocol when the client shares none of ``ours``.
+
+    Twisted's own choice answers no overlap with an empty protocol, which OpenSSL turns
+    into a fatal ``internal_error`` alert: a client offering only ``http/1.0`` could not
+    connect at all. RFC 7301 section 3.2 lets the server go on instead, and a connection
+    without a negotiated protocol is served HTTP/1.1.
+    """
+
+    def select(connection: SSL.Connection, offered: list[bytes]) -> bytes | Any:
+        return next((protocol for protocol in ours if protocol in offered), SSL.NO_OVERLAPPING_PROTOCOLS)
+
+    return select
 
 
 def tls_extension(transport: Any) -> dict[str, Any] | None:
