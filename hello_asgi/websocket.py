@@ -34,7 +34,7 @@ from zope.interface import implementer
 from .config import Config
 from .stream import ConnectionScope, Headers, RequestHead, wake_all
 from .websocket_frames import simple_messages
-from .websocket_session import WebSocketDisconnected, WebSocketSession, subprotocols
+from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
 from .wire import field_lines, status_line
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ log = Logger(namespace="hello_asgi.websocket")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 _CONNECTING = WebSocketServerProtocol.STATE_CONNECTING
+# Close codes registered since autobahn's list was written: 1014 Bad Gateway (IANA registry).
+_REGISTERED_SINCE_AUTOBAHN = SENDABLE_CLOSE_CODES - set(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
 
 
 class _Timers:
@@ -339,6 +341,16 @@ class WebSocketConnection(WebSocketServerProtocol):
         self.message_data = None
 
     # autobahn's events.
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        """autobahn's answer to a close frame, for the codes registered since its list was
+        written too (it refuses 1014 with 1002): they are valid to receive, and the app is
+        told the peer's code."""
+        if code not in _REGISTERED_SINCE_AUTOBAHN:
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[no-any-return]
+        result = super().onCloseFrame(1000, reasonRaw)  # validated and answered as a normal close
+        self.remoteCloseCode = code  # onClose, later, reports it
+        return result  # type: ignore[no-any-return]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._deliver(payload if isBinary else payload.decode("utf-8"))  # autobahn checked the UTF-8

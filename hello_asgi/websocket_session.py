@@ -26,8 +26,9 @@ log = Logger(namespace="hello_asgi.app")
 _CONNECTING, _DENYING, _OPEN, _CLOSING, _CLOSED = range(5)
 
 _CONNECT: Message = {"type": "websocket.connect"}
-# Close codes an endpoint may send (RFC 6455 section 7.4; 1005, 1006 and 1015 are never sent).
-_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+# Close codes an endpoint may send, so may receive (RFC 6455 section 7.4 and the IANA registry;
+# 1004 is reserved, and 1005, 1006 and 1015 are never sent).
+SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
 class WebSocketDisconnected(OSError):
@@ -175,7 +176,7 @@ class WebSocketSession:
                     await waiting
             elif message_type == "websocket.close":
                 code = message.get("code") or 1000
-                if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+                if code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
                     raise ValueError(f"'websocket.close' code {code!r} cannot be sent (RFC 6455 section 7.4)")
                 self._state = _CLOSING
                 self._channel.close(code, message.get("reason") or "")
