@@ -147,7 +147,9 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     Backpressure both ways: ``send()`` waits while the transport's buffer is full (this
     is its producer), and reading stops while the app leaves ``ws_max_queue`` messages
-    untaken.
+    untaken, and while the peer does not read what is written to it: a client that pings
+    and never reads the pongs is owed one pong, the latest (RFC 6455 section 5.5.3),
+    not one a ping.
     """
 
     websocket_version = 13
@@ -162,8 +164,9 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._http_version = http_version
         self._handshake = handshake
         self._connection = connection
-        self._read_paused = False
+        self._reading_stopped: set[str] = set()  # why: "handshake", "queue", "writes"
         self._write_paused = False
+        self._pong_owed: bytes | None = None  # the latest ping's payload, while writes wait
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
 
@@ -189,7 +192,7 @@ class WebSocketConnection(WebSocketServerProtocol):
             except OSError:
                 pass  # not TCP: a UNIX socket
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self.transport.pauseProducing()  # type: ignore[union-attr]  # read no frames before the accept
+        self._stop_reading("handshake")  # read no frames before the accept
         if self._connection is None:
             self._connection = ConnectionScope.of(self.transport, self.server)
         request = self._request
@@ -252,7 +255,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         if self._shutting_down:
             self.close(1001, "server shutting down")
             return
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        self._read_again("handshake")
         if self.data:
             self.consumeData()
 
@@ -298,9 +301,8 @@ class WebSocketConnection(WebSocketServerProtocol):
         return waiter
 
     def message_taken(self) -> None:
-        if self._read_paused and self.session.queued < self.server.config.ws_max_queue:
-            self._read_paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+        if "queue" in self._reading_stopped and self.session.queued < self.server.config.ws_max_queue:
+            self._read_again("queue")
 
     def finished(self, session: WebSocketSession) -> None:
         logger = self.server.access_logger
@@ -342,6 +344,12 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     # autobahn's events.
 
+    def onPing(self, payload: bytes) -> None:
+        if self._write_paused:
+            self._pong_owed = payload  # answered once writes go on again, with the latest ping's
+        else:
+            self.sendPong(payload)
+
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
         """autobahn's answer to a close frame, for the codes registered since its list was
         written too (it refuses 1014 with 1002): they are valid to receive, and the app is
@@ -359,9 +367,8 @@ class WebSocketConnection(WebSocketServerProtocol):
         """Hand a message to the app; stop reading while it leaves too many untaken."""
         session = self.session
         session.message(message)
-        if session.queued >= self.server.config.ws_max_queue and not self._read_paused:
-            self._read_paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+        if session.queued >= self.server.config.ws_max_queue:
+            self._stop_reading("queue")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not wasClean:
@@ -380,10 +387,28 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     def pauseProducing(self) -> None:
         self._write_paused = True
+        self._stop_reading("writes")  # what it sends would only add to what it does not read
 
     def resumeProducing(self) -> None:
         self._write_paused = False
+        pong, self._pong_owed = self._pong_owed, None
+        if pong is not None:
+            self.sendPong(pong)
+        self._read_again("writes")
         wake_all(self._drain_waiters)
+
+    def _stop_reading(self, why: str) -> None:
+        if not self._reading_stopped:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._reading_stopped.add(why)
+
+    def _read_again(self, why: str) -> None:
+        """Read again once no other reason to stop holds."""
+        stopped = self._reading_stopped
+        if why in stopped:
+            stopped.discard(why)
+            if not stopped:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows

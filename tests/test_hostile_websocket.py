@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
+import tracemalloc
 
 from twisted.trial import unittest
 
@@ -106,3 +108,58 @@ class CloseCodeTests(unittest.TestCase):
         for code in (999, 1004, 1005, 1006, 1015, 1016, 2999, 5000):
             answer, _ = await self._close_with(code)
             self.assertEqual(answer, 1002, f"close code {code}")
+
+
+def numbered_ping(number: int) -> bytes:
+    """A 106-byte ping whose payload starts with ``number`` (masked with a zero key: quick)."""
+    return b"\x89\xe4\x00\x00\x00\x00" + number.to_bytes(8, "big") + b"p" * 92
+
+
+class PingFloodTests(unittest.TestCase):
+    """RFC 6455 section 5.5.3 lets an endpoint answer only the latest of many pings: a client
+    that pings without reading the pongs costs the server a bounded buffer, not a pong each."""
+
+    PINGS = 100_000
+    BATCH = 1000
+
+    async def _flood(self, client: RawWebSocket) -> int:
+        """Ping as fast as the server reads, reading nothing; the pings written before the
+        server stopped reading (all of them, if it never did)."""
+        for sent in range(0, self.PINGS, self.BATCH):
+            client.writer.write(b"".join(numbered_ping(sent + i) for i in range(self.BATCH)))
+            try:
+                await asyncio.wait_for(client.writer.drain(), 1)
+            except asyncio.TimeoutError:
+                return sent + self.BATCH  # the server stopped reading: this batch waits in the client
+        return self.PINGS
+
+    @asyncio_test
+    async def test_a_ping_flood_that_never_reads_costs_a_bounded_buffer(self) -> None:
+        server = await serve(self, websocket_echo, ws_per_message_deflate=False)
+        flooder = await RawWebSocket.open(server.port)
+        self.addCleanup(flooder.close)
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        started = time.monotonic()
+        sent = await self._flood(flooder)
+        grown = tracemalloc.get_traced_memory()[1] - before  # the peak, during the flood
+        tracemalloc.stop()
+        print(f"\n{sent} pings written in {time.monotonic() - started:.1f} s, {sent * 102} bytes of pongs owed; "
+              f"memory grew by {grown} bytes at its peak")
+        self.assertLess(grown, 2 * 1024 * 1024)  # 6.4 MB before, with pongs owed for 10 MB
+
+        other = await RawWebSocket.open(server.port)  # another client is served meanwhile
+        other.writer.write(client_frame(b"still there?"))
+        self.assertEqual(await other.frame(), (0x1, b"still there?"))
+        other.close()
+
+        # Reading at last, the flooder gets pongs in order, the last ping's among them.
+        answered = [-1]
+        while answered[-1] != sent - 1:
+            opcode, payload = await flooder.frame()
+            self.assertEqual(opcode, PONG)
+            answered.append(int.from_bytes(payload[:8], "big"))
+            self.assertGreater(answered[-1], answered[-2])
+        print(f"{len(answered) - 1} pongs for {sent} pings")
+        self.assertLess(len(answered) - 1, sent)
