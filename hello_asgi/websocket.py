@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autobahn.twisted.util import peer2str
@@ -150,6 +151,10 @@ class WebSocketConnection(WebSocketServerProtocol):
     untaken, and while the peer does not read what is written to it: a client that pings
     and never reads the pongs is owed one pong, the latest (RFC 6455 section 5.5.3),
     not one a ping.
+
+    A broken frame after valid messages fails the connection only once the app has
+    answered them (it waits for the next message), as it would have had it answered at
+    once; see ``_fail_after_answers``.
     """
 
     websocket_version = 13
@@ -164,9 +169,13 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._http_version = http_version
         self._handshake = handshake
         self._connection = connection
-        self._reading_stopped: set[str] = set()  # why: "handshake", "queue", "writes"
+        self._reading_stopped: set[str] = set()  # why: "handshake", "queue", "writes", "failure"
         self._write_paused = False
         self._pong_owed: bytes | None = None  # the latest ping's payload, while writes wait
+        self._failure_waits = False  # a protocol failure waits for the app's answers
+        self._failure_waited = False  # one did: the next is not held
+        self._failure_first: Callable[[], object] | None = None
+        self._failure_timeout: Any = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
 
@@ -292,6 +301,7 @@ class WebSocketConnection(WebSocketServerProtocol):
     def close(self, code: int, reason: str) -> None:
         if self.state == _OPEN:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+        self._fail_now()  # the app closed first: the broken frame, read now, ends the closing
 
     def drained(self) -> Awaitable[None] | None:
         if not self._write_paused or self.state != _OPEN:
@@ -303,6 +313,10 @@ class WebSocketConnection(WebSocketServerProtocol):
     def message_taken(self) -> None:
         if "queue" in self._reading_stopped and self.session.queued < self.server.config.ws_max_queue:
             self._read_again("queue")
+
+    def waiting(self) -> None:
+        if self._failure_waits:
+            self._fail_now()
 
     def finished(self, session: WebSocketSession) -> None:
         logger = self.server.access_logger
@@ -317,6 +331,9 @@ class WebSocketConnection(WebSocketServerProtocol):
     # halves the cost of an echo round trip again (the module says how it stays exact).
 
     def dataReceived(self, data: bytes) -> None:
+        if self._failure_waits:  # read after the reading stopped (TLS, an HTTP/2 window)
+            self.data += data
+            return
         if (self.state == _OPEN and self._perMessageCompress is None and not self.data
                 and self.current_frame is None and not self.inside_message):
             messages, taken = simple_messages(data, self._simple_limit)
@@ -350,6 +367,47 @@ class WebSocketConnection(WebSocketServerProtocol):
         else:
             self.sendPong(payload)
 
+    # autobahn's failures. Its own server answers each message before it reads the next
+    # frame; here the app answers later, on the loop. A failure found in the frames after
+    # a message the app has not answered yet would close the connection under it, and its
+    # answer be refused: so the failure waits, reading stopped at the broken frame, until
+    # the app waits for its next message, closes, or has had ``closeHandshakeTimeout``
+    # seconds; then autobahn reads on from that frame, and fails there.
+
+    def _protocol_violation(self, reason: str) -> bool:
+        return self._fail_after_answers(reason, super()._protocol_violation)
+
+    def _invalid_payload(self, reason: str) -> bool:
+        return self._fail_after_answers(reason, super()._invalid_payload)
+
+    def _fail_after_answers(self, reason: str, fail: Callable[[str], bool]) -> bool:
+        """Fail now, or hold the failure while the app owes answers; ``True``, that autobahn
+        stop reading, while it is held."""
+        frame = self.current_frame
+        if (self._failure_waited or self.state != _OPEN or self.session.idle
+                or (frame is not None and frame.opcode > 7)):  # a control frame's own checks go on
+            return fail(reason)
+        self._failure_waits = self._failure_waited = True
+        # A fault in a frame's header is found again when autobahn reads it again; one in
+        # its payload (bad UTF-8), read already, is reported first.
+        self._failure_first = None if frame is None else functools.partial(fail, reason)
+        self._stop_reading("failure")
+        self._failure_timeout = self.factory._batched_timer.call_later(self.closeHandshakeTimeout, self._fail_now)
+        return True
+
+    def _fail_now(self) -> None:
+        """Let autobahn read on from the broken frame, which fails the connection."""
+        if not self._failure_waits:
+            return
+        self._failure_waits = False
+        if self._failure_timeout.active():
+            self._failure_timeout.cancel()
+        first, self._failure_first = self._failure_first, None
+        if first is not None:
+            first()
+        self._read_again("failure")
+        self.consumeData()
+
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
         """autobahn's answer to a close frame, for the codes registered since its list was
         written too (it refuses 1014 with 1002): they are valid to receive, and the app is
@@ -377,6 +435,9 @@ class WebSocketConnection(WebSocketServerProtocol):
         wake_all(self._drain_waiters)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self._failure_waits = False
+        if self._failure_timeout is not None and self._failure_timeout.active():
+            self._failure_timeout.cancel()
         super().connectionLost(reason)  # type: ignore[arg-type]
         if self.closeHandshakeTimeoutCall is not None:  # autobahn leaves this one behind
             self.closeHandshakeTimeoutCall.cancel()

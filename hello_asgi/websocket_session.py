@@ -56,6 +56,9 @@ class WebSocketChannel(Protocol):
     def message_taken(self) -> None:
         """The app took a queued message: reading may resume."""
 
+    def waiting(self) -> None:
+        """The app waits for a message with none queued: it has answered those before."""
+
     def finished(self, session: WebSocketSession) -> None:
         """The app returned."""
 
@@ -80,6 +83,11 @@ class WebSocketSession:
     def queued(self) -> int:
         """Received messages the app has not taken yet."""
         return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        """Whether the app waits for a message with none queued, every one before answered."""
+        return self._waiter is not None and not self._queue
 
     @property
     def disconnected(self) -> bool:
@@ -156,6 +164,7 @@ class WebSocketSession:
             if self._disconnect is not None:
                 return self._disconnect
             waiter = self._waiter = asyncio.get_running_loop().create_future()
+            self._channel.waiting()  # what it calls (a message, the close) wakes the waiter
             await waiter
 
     async def send(self, message: Message) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import struct
 import time
 import tracemalloc
+from typing import Any
 
 from twisted.trial import unittest
 
@@ -108,6 +109,95 @@ class CloseCodeTests(unittest.TestCase):
         for code in (999, 1004, 1005, 1006, 1015, 1016, 2999, 5000):
             answer, _ = await self._close_with(code)
             self.assertEqual(answer, 1002, f"close code {code}")
+
+
+class ValidThenBrokenTests(unittest.TestCase):
+    """A valid message, then a broken frame in the same read: the app gets the message and
+    answers it, and only then does the connection fail (Autobahn|Testsuite 3.2-3.4,
+    4.1.3-4.1.5, 4.2.3-4.2.5 and 5.15, which an app answering at once passes strictly)."""
+
+    async def _answers(self, data: bytes) -> tuple[list[tuple[int, bytes]], int | None]:
+        """What an echo app's server sends back for ``data``, written at once, up to its close."""
+        server = await serve(self, websocket_echo, ws_per_message_deflate=False)
+        client = await RawWebSocket.open(server.port)
+        client.writer.write(data)
+        try:
+            return await client.frames_until_close()
+        finally:
+            client.close()
+
+    @asyncio_test
+    async def test_the_message_before_a_bad_frame_is_echoed_then_1002(self) -> None:
+        hello = client_frame(b"hello")
+        bad_frames = {
+            "RSV 2": client_frame(b"x", 0x81 | 0x20),
+            "RSV 7 on a ping": client_frame(b"x", 0x89 | 0x70),
+            "reserved data opcode 5": client_frame(b"x", 0x85),
+            "reserved control opcode 11": client_frame(b"x", 0x8B),
+            "continuation outside a message": client_frame(b"x", 0x80),
+            "unmasked": b"\x81\x01x",
+        }
+        for name, bad in bad_frames.items():
+            frames, code = await self._answers(hello + bad + client_frame(b"ping!", 0x89))
+            self.assertEqual((frames, code), ([(0x1, b"hello")], 1002), name)
+
+    @asyncio_test
+    async def test_fragments_then_a_stray_continuation(self) -> None:
+        # 5.15: a message in two fragments, a continuation with nothing to continue, a message
+        data = (client_frame(b"frag1", 0x01) + client_frame(b"frag2", 0x80)
+                + client_frame(b"frag3", 0x00) + client_frame(b"frag4", 0x80))
+        self.assertEqual(await self._answers(data), ([(0x1, b"frag1frag2")], 1002))
+
+    @asyncio_test
+    async def test_messages_before_invalid_utf_8_are_echoed_then_1007(self) -> None:
+        data = client_frame(b"one") + client_frame(b"\xff\xfe", 0x82) + client_frame(b"bad \xc3\x28")
+        self.assertEqual(await self._answers(data), ([(0x1, b"one"), (0x2, b"\xff\xfe")], 1007))
+
+    @asyncio_test
+    async def test_a_bad_frame_alone_still_fails_at_once(self) -> None:
+        self.assertEqual(await self._answers(client_frame(b"x", 0x85)), ([], 1002))
+
+
+class AnswerThenFailTests(unittest.TestCase):
+    """Where the app does not wait for its next message after the valid one, the failure
+    still comes: when the app closes, or after a bound."""
+
+    async def _after_one_message(self, then: Any) -> tuple[list[tuple[int, bytes]], int | None, float]:
+        """An app that takes one message and does ``then(send)``; a client that sends a valid
+        message and a broken frame at once: the frames it gets, the close code, the time."""
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await receive()
+            await then(send)
+
+        server = await serve(self, app)
+        client = await RawWebSocket.open(server.port)
+        started = time.monotonic()
+        client.writer.write(client_frame(b"hello") + client_frame(b"x", 0x85))
+        try:
+            frames, code = await client.frames_until_close()
+        finally:
+            client.close()
+        return frames, code, time.monotonic() - started
+
+    @asyncio_test
+    async def test_an_app_that_never_asks_again_sees_the_failure_after_the_bound(self) -> None:
+        busy = asyncio.Event()
+        self.addCleanup(busy.set)  # the app ends with the test
+        frames, code, took = await self._after_one_message(lambda send: busy.wait())
+        self.assertEqual((frames, code), ([], 1002))
+        self.assertGreater(took, 4.5)  # closeHandshakeTimeout, 5 s
+
+    @asyncio_test
+    async def test_an_app_that_closes_closes_with_its_own_code(self) -> None:
+        async def close(send: Any) -> None:
+            await send({"type": "websocket.close", "code": 4001})
+
+        frames, code, took = await self._after_one_message(close)
+        self.assertEqual((frames, code), ([], 4001))
+        self.assertLess(took, 4)
 
 
 def numbered_ping(number: int) -> bytes:
