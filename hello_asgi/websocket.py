@@ -148,9 +148,10 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     Backpressure both ways: ``send()`` waits while the transport's buffer is full (this
     is its producer), and reading stops while the app leaves ``ws_max_queue`` messages
-    untaken, and while the peer does not read what is written to it: a client that pings
-    and never reads the pongs is owed one pong, the latest (RFC 6455 section 5.5.3),
-    not one a ping.
+    untaken, and while a client that does not read what is written to it pings: it is owed
+    one pong, the latest (RFC 6455 section 5.5.3), not one a ping. (A client that sends
+    data while it does not read is read on, within ``ws_max_queue``: one that reads only
+    once it has sent would otherwise wait for the server as the server waits for it.)
 
     A broken frame after valid messages fails the connection only once the app has
     answered them (it waits for the next message), as it would have had it answered at
@@ -169,7 +170,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._http_version = http_version
         self._handshake = handshake
         self._connection = connection
-        self._reading_stopped: set[str] = set()  # why: "handshake", "queue", "writes", "failure"
+        self._reading_stopped: set[str] = set()  # why: "handshake", "queue", "pongs", "failure"
         self._write_paused = False
         self._pong_owed: bytes | None = None  # the latest ping's payload, while writes wait
         self._failure_waits = False  # a protocol failure waits for the app's answers
@@ -364,6 +365,7 @@ class WebSocketConnection(WebSocketServerProtocol):
     def onPing(self, payload: bytes) -> None:
         if self._write_paused:
             self._pong_owed = payload  # answered once writes go on again, with the latest ping's
+            self._stop_reading("pongs")  # till then, what it sends only adds to what it does not read
         else:
             self.sendPong(payload)
 
@@ -448,14 +450,13 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     def pauseProducing(self) -> None:
         self._write_paused = True
-        self._stop_reading("writes")  # what it sends would only add to what it does not read
 
     def resumeProducing(self) -> None:
         self._write_paused = False
         pong, self._pong_owed = self._pong_owed, None
         if pong is not None:
             self.sendPong(pong)
-        self._read_again("writes")
+        self._read_again("pongs")
         wake_all(self._drain_waiters)
 
     def _stop_reading(self, why: str) -> None:

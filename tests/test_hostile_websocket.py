@@ -11,6 +11,7 @@ import tracemalloc
 from typing import Any
 
 from twisted.trial import unittest
+from websockets.asyncio.client import connect
 
 from hello_asgi.testing import asyncio_test, serve
 
@@ -253,3 +254,35 @@ class PingFloodTests(unittest.TestCase):
             self.assertGreater(answered[-1], answered[-2])
         print(f"{len(answered) - 1} pongs for {sent} pings")
         self.assertLess(len(answered) - 1, sent)
+
+    @asyncio_test
+    async def test_a_client_that_sends_while_it_does_not_read_is_still_read(self) -> None:
+        """Only pings stop the reading while the client does not read: a client busy sending
+        data is read on (within ``ws_max_queue``), or a client that reads only once it has
+        sent would wait for the server as the server waits for it."""
+        received = 0
+
+        async def both_ways(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal received
+            await receive()
+            await send({"type": "websocket.accept"})
+
+            async def push() -> None:
+                for _ in range(32):
+                    await send({"type": "websocket.send", "bytes": b"s" * 1048576})
+
+            pushing = asyncio.ensure_future(push())
+            while (await receive())["type"] == "websocket.receive":
+                received += 1
+            pushing.cancel()
+
+        server = await serve(self, both_ways, ws_per_message_deflate=False)
+        async with connect(f"ws://127.0.0.1:{server.port}/", compression=None, max_size=None, max_queue=1) as ws:
+            async def upload() -> None:
+                for _ in range(32):
+                    await ws.send(b"c" * 1048576)
+
+            await asyncio.wait_for(upload(), TIMEOUT)  # 32 MiB, more than socket buffers hold
+            for _ in range(32):
+                self.assertEqual(len(await asyncio.wait_for(ws.recv(), TIMEOUT)), 1048576)
+        self.assertEqual(received, 32)
