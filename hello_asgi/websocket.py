@@ -374,7 +374,8 @@ class WebSocketConnection(WebSocketServerProtocol):
     # a message the app has not answered yet would close the connection under it, and its
     # answer be refused: so the failure waits, reading stopped at the broken frame, until
     # the app waits for its next message, closes, or has had ``closeHandshakeTimeout``
-    # seconds; then autobahn reads on from that frame, and fails there.
+    # seconds; then autobahn reads on from that frame, and fails there. With nothing to
+    # answer, it fails at once.
 
     def _protocol_violation(self, reason: str) -> bool:
         return self._fail_after_answers(reason, super()._protocol_violation)
@@ -386,7 +387,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         """Fail now, or hold the failure while the app owes answers; ``True``, that autobahn
         stop reading, while it is held."""
         frame = self.current_frame
-        if (self._failure_waited or self.state != _OPEN or self.session.idle
+        if (self._failure_waited or self.state != _OPEN or not self.session.owes_answers
                 or (frame is not None and frame.opcode > 7)):  # a control frame's own checks go on
             return fail(reason)
         self._failure_waits = self._failure_waited = True

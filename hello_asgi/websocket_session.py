@@ -76,6 +76,7 @@ class WebSocketSession:
         self._queue: deque[Message] = deque([_CONNECT])
         self._disconnect: Message | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._answering = False  # the app took a message and has not asked for the next yet
         self._denial: tuple[int, Headers, list[bytes]] | None = None
         self.started_at = time.monotonic()
 
@@ -85,9 +86,10 @@ class WebSocketSession:
         return len(self._queue)
 
     @property
-    def idle(self) -> bool:
-        """Whether the app waits for a message with none queued, every one before answered."""
-        return self._waiter is not None and not self._queue
+    def owes_answers(self) -> bool:
+        """Whether the app has messages to answer still: queued ones, or the last it took,
+        until it asks for the next."""
+        return self._answering or bool(self._queue)
 
     @property
     def disconnected(self) -> bool:
@@ -155,10 +157,12 @@ class WebSocketSession:
             self._channel.close(code, "")
 
     async def receive(self) -> Message:
+        self._answering = False
         while True:
             queue = self._queue
             if queue:
                 message = queue.popleft()
+                self._answering = message is not _CONNECT
                 self._channel.message_taken()
                 return message
             if self._disconnect is not None:

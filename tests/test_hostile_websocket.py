@@ -192,6 +192,26 @@ class AnswerThenFailTests(unittest.TestCase):
         self.assertGreater(took, 4.5)  # closeHandshakeTimeout, 5 s
 
     @asyncio_test
+    async def test_with_nothing_to_answer_a_busy_app_does_not_delay_the_failure(self) -> None:
+        busy = asyncio.Event()
+        self.addCleanup(busy.set)
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await busy.wait()  # and never asks for a message
+
+        server = await serve(self, app)
+        client = await RawWebSocket.open(server.port)
+        started = time.monotonic()
+        client.writer.write(client_frame(b"x", 0x85))
+        try:
+            self.assertEqual(await client.frames_until_close(), ([], 1002))
+        finally:
+            client.close()
+        self.assertLess(time.monotonic() - started, 4)
+
+    @asyncio_test
     async def test_an_app_that_closes_closes_with_its_own_code(self) -> None:
         async def close(send: Any) -> None:
             await send({"type": "websocket.close", "code": 4001})
