@@ -9,7 +9,6 @@ import hashlib
 import ipaddress
 import os
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +127,13 @@ def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: 
         context = options.getContext()  # made once, and kept by the options
     except SSL.Error as error:
         raise TLSConfigError(f"OpenSSL refused these TLS settings: {error}") from error
-    context.set_alpn_select_callback(_alpn_selector(ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:]))
+    choose_alpn(context, ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:])
     return options
 
 
-def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes | Any]:
-    """An ALPN choice that goes on without a protocol when the client shares none of ``ours``.
+def choose_alpn(context: SSL.Context, ours: list[bytes]) -> None:
+    """Make ``context`` choose the first of ``ours`` the client offers by ALPN, and go on
+    without a protocol when it offers none of them.
 
     Twisted's own choice answers no overlap with an empty protocol, which OpenSSL turns
     into a fatal ``internal_error`` alert: a client offering only ``http/1.0`` could not
@@ -144,7 +144,7 @@ def _alpn_selector(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]],
     def select(connection: SSL.Connection, offered: list[bytes]) -> bytes | Any:
         return next((protocol for protocol in ours if protocol in offered), SSL.NO_OVERLAPPING_PROTOCOLS)
 
-    return select
+    context.set_alpn_select_callback(select)
 
 
 def tls_extension(transport: Any) -> dict[str, Any] | None:
