@@ -185,6 +185,11 @@ class MalformedForwardedHeaderTests(unittest.TestCase):
              "[2001:db8::1]:8443": ["2001:db8::1", 8443], "192.0.2.1": ["192.0.2.1", 80]})
 
     @asyncio_test
+    async def test_x_forwarded_port_is_a_port(self) -> None:
+        await self.assert_checked("x-forwarded-port", "server", ["0", "65536", "http", "8o", "-1", "+80", "1e3"],
+                                  {"8443": ["127.0.0.1", 8443], "80": ["127.0.0.1", 80]})
+
+    @asyncio_test
     async def test_a_malformed_forwarded_header_counts_not_at_all(self) -> None:
         for value in ('for="1.2.3.4', 'for=1.2.3.4"', "for=<script>alert(1)</script>", 'for="<script>"',
                       "for=1.2.3.4 junk", "for=1.2.3.4;for=5.6.7.8", "for", "for=", "=1.2.3.4",
