@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger, textFileLogObserver
 
@@ -19,7 +19,7 @@ from .factory import ASGIServerFactory
 from .lifespan import Lifespan
 from .process import exit_after_shutdown, stop_and_exit, stop_once_on_signals, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
-from .tls import ReloadableTLS, TLSConfigError
+from .tls import ReloadableTLS, TLSConfigError, choose_alpn
 from .transport import CLOSE_TIMEOUT, BoundedTLSFactory, FastListeningReactor
 
 log = Logger(namespace="hello_asgi.service")
@@ -108,7 +108,11 @@ class ASGIService(Service):
         await self.factory.app_loop.run(self._lifespan.startup())
         descriptions = self.config.listen or [tcp_description("127.0.0.1", 8000, self.config.backlog)]
         for description in descriptions:
-            port = await server_endpoint(self._reactor, description, self.config.close_timeout).listen(self._listener_factory)
+            endpoint = server_endpoint(self._reactor, description, self.config.close_timeout)
+            if isinstance(endpoint, SSL4ServerEndpoint):  # an ssl: string: Twisted made its TLS context,
+                # whose ALPN would fail a client that offers none of ours rather than serve it HTTP/1.1
+                choose_alpn(endpoint._sslContextFactory.getContext(), self.factory.acceptableProtocols())
+            port = await endpoint.listen(self._listener_factory)
             self.ports.append(port)
             address = port.getHost()
             where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from hello_asgi.testing import asyncio_test, serve
+from hello_asgi import ASGIService, Config
+from hello_asgi.testing import TestServer, asyncio_test, serve
 from hello_asgi.tls import development_certificate
 
 from .support import TIMEOUT, hello_app, parse_responses
@@ -21,9 +22,16 @@ class ALPNWithoutOverlapTests(unittest.TestCase):
     def setUp(self) -> None:
         self.cert, self.key, _ = development_certificate(Path(self.mktemp()))
 
-    async def _get_offering(self, alpn: list[str]) -> tuple[str | None, bytes]:
-        """GET / over TLS from a client that offers ``alpn``: the protocol chosen, the answer."""
-        server = await serve(self, hello_app, certfile=str(self.cert), keyfile=str(self.key))
+    async def _get_offering(self, alpn: list[str], listener: str = "") -> tuple[str | None, bytes]:
+        """GET / over TLS from a client that offers ``alpn``: the protocol chosen, the answer.
+        With ``listener``, the server listens on that Twisted ``ssl:`` endpoint string instead."""
+        if listener:
+            service = ASGIService(hello_app, Config(listen=[listener]))
+            service.startService()
+            self.addCleanup(service.stopService)
+            server = await TestServer(service)
+        else:
+            server = await serve(self, hello_app, certfile=str(self.cert), keyfile=str(self.key))
         context = ssl.create_default_context(cafile=str(self.cert))
         context.set_alpn_protocols(alpn)
         reader, writer = await asyncio.wait_for(
@@ -53,3 +61,13 @@ class ALPNWithoutOverlapTests(unittest.TestCase):
         chosen, data = await self._get_offering(["http/1.0", "http/1.1"])
         self.assertEqual(chosen, "http/1.1")
         self.assertEqual(parse_responses(data)[0][0].status_code, 200)
+
+    @asyncio_test
+    async def test_an_ssl_endpoint_string_serves_http_1_0_clients_too(self) -> None:
+        """Twisted makes the TLS context of an ``ssl:`` listener, with its own ALPN choice."""
+        listener = f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.cert}"
+        chosen, data = await self._get_offering(["http/1.0"], listener)
+        self.assertIsNone(chosen)
+        self.assertEqual(parse_responses(data)[0][0].status_code, 200)
+        chosen, _ = await self._get_offering(["h2", "http/1.1"], listener)
+        self.assertEqual(chosen, "h2")
