@@ -205,7 +205,7 @@ class PipelineTests(Released):
         # Unbounded, the server answers them all in a few seconds (100 MB of responses).
         for _ in range(30):
             await asyncio.sleep(0.1)  # an observation window: nothing to wait for but time
-        self.assertLess(calls, requests // 4, "the server answered on while nobody read")
+        self.assertLess(calls, 10_000, "the server answered on while nobody read")  # before: 27,687 in 3 s, and on
         self.assertLess(_rss() - before, 40 * 1024 * 1024)
         connection = next(iter(server.service.factory.connections))
         unsent = connection.transport._unsent  # type: ignore[union-attr]
