@@ -63,28 +63,22 @@ class FrameBudget:
     def _count(self, kind: int, flags: int, length: int, output_waiting: bool) -> str | None:
         if kind == _PING or kind == _SETTINGS:
             if not flags & _ACK:
-                return self._spend_control()
+                return self._spend(control=True)
         elif not (kind > _LAST_KNOWN or kind == _PRIORITY or (kind == _WINDOW_UPDATE and not output_waiting)
                   or (kind == _DATA and not length and not flags & _END_STREAM)):
             return None
-        return self._spend_empty()
+        return self._spend(control=False)
 
-    def _new_window(self) -> None:
+    def _spend(self, control: bool) -> str | None:
+        """Count a frame of the control budget (``control``) or the empty one; past it, why."""
         now = self._now()
         if now - self._window_start > WINDOW:
             self._window_start = now
             self._control = self._empty = 0
-
-    def _spend_control(self) -> str | None:
-        self._new_window()
-        self._control += 1
-        if self._control > self._control_limit:
-            return f"more than {self._control_limit} PING and SETTINGS frames in {WINDOW:g} s"
-        return None
-
-    def _spend_empty(self) -> str | None:
-        self._new_window()
-        self._empty += 1
-        if self._empty > self._empty_limit:
-            return f"more than {self._empty_limit} frames that carry nothing in {WINDOW:g} s"
-        return None
+        if control:
+            self._control += 1
+            count, limit, what = self._control, self._control_limit, "PING and SETTINGS frames"
+        else:
+            self._empty += 1
+            count, limit, what = self._empty, self._empty_limit, "frames that carry nothing"
+        return f"more than {limit} {what} in {WINDOW:g} s" if count > limit else None

@@ -162,6 +162,8 @@ class HTTP11Connection(Protocol):
         and the client could lose the response it had not read yet. TLS lingers by
         itself, waiting for the client's close_notify (``transport.BoundedTLSProtocol``).
         """
+        if self._closing:
+            return  # closing already, or the transport handed on to another protocol
         self._closing = True
         wake_all(self._drain_waiters)  # an app waiting to send learns now, not at connectionLost
         transport = self.transport

@@ -26,10 +26,7 @@ class HostilePeerTests(unittest.TestCase):
         self.assertEqual(client.goaway.error_code, error_code)
 
     async def _still_serving(self, port: int) -> None:
-        other = await H2Client.open(port)
-        _, body = await other.response(other.request("/still"))
-        other.close()
-        self.assertEqual(body, b"hello /still ")
+        await still_serving(self, port)
 
     @asyncio_test
     async def test_rapid_reset_gets_enhance_your_calm(self) -> None:
