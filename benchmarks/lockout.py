@@ -92,11 +92,16 @@ async def large_upload(port: int, context: ssl.SSLContext) -> bytes:
 
 
 async def never_reads(port: int, context: ssl.SSLContext) -> bytes:
+    """Pipeline 20,000 requests and read nothing; meanwhile another client asks once: its answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 20000)
     await asyncio.sleep(0.5)
+    other_reader, other = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+    other.write(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = (await asyncio.wait_for(other_reader.read(), 10))[:12]
+    other.close()
     writer.transport.abort()
-    return b"HTTP/1.1 200"
+    return answer
 
 
 async def main(arguments: argparse.Namespace) -> dict[str, object]:
