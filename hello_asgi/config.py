@@ -39,6 +39,15 @@ class Config:
     request_head_timeout: float = 10.0
     #: On shutdown, in-flight requests get this long to finish before connections are cut.
     graceful_timeout: float = 30.0
+    #: A connection the server closes is gone within this long, whatever the peer does: the
+    #: close lingers (RFC 9112 section 9.6) and TLS waits for the peer's close_notify only
+    #: this long, then the connection is reset. A slow reader gets this long for the last
+    #: bytes of its response.
+    close_timeout: float = 10.0
+    #: A request body may pause this long between two reads before the request gets a 408
+    #: (or, once the response has begun, the connection is cut); the app not reading does
+    #: not count. nginx's ``client_body_timeout``: 60 s.
+    body_timeout: float = 30.0
 
     #: Longest request target (the URL in the request line); longer gets 414 (gunicorn: 8190).
     max_request_line: int = 8190
@@ -54,6 +63,10 @@ class Config:
     #: Request body bytes buffered for an app that is not calling ``receive()`` before the
     #: socket stops being read.
     body_buffer_size: int = 65536
+    #: HTTP/1.1: the request body bytes read and dropped, after a response sent before the
+    #: body ended, to keep the connection; a longer body closes it instead (the close lingers,
+    #: so the client still reads the response).
+    max_body_drain: int = 1024 * 1024
     #: Listen backlog for listeners the server creates (Uvicorn: 2048).
     backlog: int = 2048
 
@@ -78,6 +91,10 @@ class Config:
     #: PING and SETTINGS frames a client may send per 10 s, each of which makes the server
     #: answer (CVE-2019-9512, CVE-2019-9515).
     h2_max_control_frames: int = 100
+    #: Frames that carry nothing and ask for nothing (empty DATA, PRIORITY, WINDOW_UPDATE
+    #: while no response waits for window, unknown types) a client may send per 10 s, each
+    #: of which costs a parse (CVE-2019-9518).
+    h2_max_empty_frames: int = 1000
 
     #: Serve WebSockets (``Upgrade: websocket`` and, over HTTP/2, extended CONNECT); when
     #: off, such requests are served to the app as plain HTTP requests.
@@ -160,8 +177,8 @@ class Config:
             raise ValueError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one: {self.root_path!r}")
-        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "h2_stall_timeout",
-                     "ws_handshake_timeout"):
+        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "close_timeout",
+                     "body_timeout", "h2_stall_timeout", "ws_handshake_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in (
@@ -170,10 +187,12 @@ class Config:
             "max_header_count",
             "max_connections",
             "body_buffer_size",
+            "max_body_drain",
             "backlog",
             "h2_max_concurrent_streams",
             "h2_max_resets",
             "h2_max_control_frames",
+            "h2_max_empty_frames",
             "ws_max_message_size",
             "ws_max_frame_size",
             "ws_max_queue",

@@ -10,18 +10,21 @@ responses. The ASGI side of each request lives in ``stream.HTTPStream``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import re
 from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
+from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
 from .timeouts import Deadline
 from .wire import error_response, field_lines, status_line
 
@@ -30,17 +33,31 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="hello_asgi.http1")
 
-_NO_BODY_STATUSES = frozenset({204, 304})
 _LAST_CHUNK = b"0\r\n\r\n"
 _NO_HEADERS = cast("Headers", ())  # an idle connection's: shared, and a tuple so no one adds to it
+# A Host value: uri-host (a reg-name or an IP literal) and an optional port (RFC 9112 section 3.2).
+_is_host = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?").fullmatch
+_is_token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+
+
+def _new_parser(protocol: HTTP11Connection) -> httptools.HttpRequestParser:
+    """llhttp, strict but for whitespace before a chunk extension (``3 ;a=b``), which RFC 9112
+    section 7.1.1 allows and llhttp refuses unless told."""
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
+    return parser
 
 
 class _BadRequest(Exception):
-    """The request cannot be served; ``status`` says why (400, 414, 431, 505)."""
+    """The request cannot be served; ``status`` says why (400, 408, 414, 431, 501, 505)."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+
+
+class _Closed(Exception):
+    """Raised from a parser callback to stop parsing: the connection is closing."""
 
 
 @implementer(IPushProducer)
@@ -54,8 +71,8 @@ class HTTP11Connection(Protocol):
     # More than 30 attributes would turn every connection's compact attribute values into
     # a whole dict (CPython's shared-key limit): 1.7 KiB more for each idle connection.
     __slots__ = ("_chunked", "_closing", "_completed_in_read", "_connection", "_deadline", "_drain_waiters",
-                 "_head_size", "_headers", "_in_head", "_keep_alive", "_keep_alive_response", "_no_body",
-                 "_parser", "_parsing", "_read_paused", "_rejection", "_remaining", "_requests", "_streams",
+                 "_dropped", "_head_size", "_headers", "_in_head", "_keep_alive", "_keep_alive_response", "_no_body",
+                 "_parser", "_parsing", "_read_paused", "_rejection", "_requests", "_streams",
                  "_switch", "_switch_pending", "_unfinished_head", "_upgrade", "_upgrade_body", "_url",
                  "_write_paused", "config", "factory")
 
@@ -88,18 +105,18 @@ class HTTP11Connection(Protocol):
         # Framing of the response being written.
         self._chunked = False
         self._no_body = False
-        self._remaining: int | None = None
         self._keep_alive = True  # False once the connection is to close after this response
         self._keep_alive_response = True
         self._requests = 0
         self._rejection: bytes | None = None  # the error response owed once earlier ones are sent
+        self._dropped = 0  # body bytes read after their response was complete, to be dropped
 
     # Connection life.
 
     def connectionMade(self) -> None:
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = _new_parser(self)
         self._connection = ConnectionScope.of(transport, self.factory)
         self._deadline = Deadline(self.factory.ticks, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
@@ -126,16 +143,41 @@ class HTTP11Connection(Protocol):
         return cancel_apps(self._streams)
 
     def _timed_out(self) -> None:
+        """The one deadline ran out: for the request head, the request body, or keep-alive."""
         if self._in_head:
             log.info("Closing {client}: no complete request head within {timeout} s",
                      client=self._connection.client_text, timeout=self.config.request_head_timeout)
+        elif self._parsing is not None and not self._parsing.response_done:
+            self._reject(408, f"no request body bytes for {self.config.body_timeout} s")
+            return
         self._close()
 
     def _close(self) -> None:
-        """Close once written; unregistering first, since TLS waits for its producer to go."""
+        """Close once written; unregistering first, since TLS waits for its producer to go.
+
+        With input perhaps still coming (a request refused or answered before it was all
+        read, or pipelined after ``Connection: close``) the close lingers, as RFC 9112
+        section 9.6 asks: half-close, then read on and drop what comes until the client's
+        FIN, for ``close_timeout`` at most. Closing a socket with unread input resets it,
+        and the client could lose the response it had not read yet. TLS lingers by
+        itself, waiting for the client's close_notify (``transport.BoundedTLSProtocol``).
+        """
+        if self._closing:
+            return  # closing already, or the transport handed on to another protocol
         self._closing = True
-        self.transport.unregisterProducer()  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        wake_all(self._drain_waiters)  # an app waiting to send learns now, not at connectionLost
+        transport = self.transport
+        transport.unregisterProducer()  # type: ignore[union-attr]
+        if (self._read_paused or self._parsing is not None) and not ISSLTransport.providedBy(transport) \
+                and ITCPTransport.providedBy(transport):
+            self._deadline.cancel()
+            self._deadline = Deadline(self.factory.ticks, transport.abortConnection)  # type: ignore[union-attr]
+            self._deadline.set(self.config.close_timeout)
+            self._read_paused = False
+            transport.resumeProducing()  # type: ignore[union-attr]
+            transport.loseWriteConnection()  # type: ignore[union-attr]
+        else:
+            transport.loseConnection()  # type: ignore[union-attr]
 
     def shutdown(self) -> None:
         """Finish the response in progress, if any, then close: for graceful shutdown."""
@@ -155,40 +197,21 @@ class HTTP11Connection(Protocol):
         self._completed_in_read = False
         parser = self._parser
         if parser is None:
-            parser = self._parser = httptools.HttpRequestParser(self)
+            parser = self._parser = _new_parser(self)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            rest = data[upgrade.args[0]:]
-            if self._upgrade is not None:
-                self._switch_pending = rest
-                if self._streams:
-                    self._pause_reading()  # the responses owed before the upgrade go first
-                else:
-                    self._switch_now()
-                return
-            # An upgrade not served here: the request is served as HTTP/1.1; parse on.
-            self._parser = httptools.HttpRequestParser(self)
-            if rest:
-                self.dataReceived(rest)
+            self._upgrade_reached(data[upgrade.args[0]:])
             return
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
             if isinstance(cause, _BadRequest):
                 self._reject(cause.status, str(cause))
-            else:
+            elif not isinstance(cause, _Closed):
                 raise
             return
         except httptools.HttpParserError as error:
-            reason = str(error)
-            if reason.startswith("Data after `Connection: close`"):
-                self._pause_reading()  # the client said it was done; ignore what follows
-                return
-            if reason.startswith("Pause on PRI"):
-                self._reject(505, "HTTP/2 is not served on this listener")
-                return
-            status = 505 if reason.startswith("Invalid HTTP version") else 400
-            self._reject(status, reason)
+            self._unparsable(str(error), data)
             return
         if self._in_head:
             # An unfinished head: a read in which no request ended belongs to it whole. (In a
@@ -197,6 +220,38 @@ class HTTP11Connection(Protocol):
                 self._unfinished_head += len(data)
             if max(self._unfinished_head, self._head_size) > self.config.max_head_size:
                 self._reject(431, "request head too large")
+
+    def _upgrade_reached(self, rest: bytes) -> None:
+        """llhttp stopped at an Upgrade request's head; ``rest`` is what followed it."""
+        if self._upgrade is not None:
+            self._switch_pending = rest
+            if self._streams:
+                self._pause_reading()  # the responses owed before the upgrade go first
+            else:
+                self._switch_now()
+            return
+        # An upgrade not served here: the request is served as HTTP/1.1; parse on.
+        self._parser = _new_parser(self)
+        if rest:
+            self.dataReceived(rest)
+
+    def _unparsable(self, reason: str, data: bytes) -> None:
+        """llhttp refused the input, saying ``reason``: answer with the status it calls for."""
+        if reason.startswith("Data after `Connection: close`"):
+            self._pause_reading()  # the client said it was done; ignore what follows
+        elif reason.startswith("Pause on PRI"):
+            self._reject(505, "HTTP/2 is not served on this listener")
+        elif reason.startswith(("Invalid method", "Expected space after method")) and self._unknown_method(data):
+            self._reject(501, "the method is not implemented here")
+        else:
+            self._reject(505 if reason.startswith("Invalid HTTP version") else 400, reason)
+
+    def _unknown_method(self, data: bytes) -> bool:
+        """Whether the request llhttp refused for its method names a method llhttp does not
+        know (methods are extensible, RFC 9110 section 9.1: 501), not a malformed one (400).
+        Its request line starts this read when no request ended earlier in it."""
+        method = data.partition(b" ")[0]
+        return not self._completed_in_read and method != data and _is_token(method) is not None
 
     def _switch_now(self) -> None:
         kind, request = self._upgrade  # type: ignore[misc]
@@ -228,6 +283,8 @@ class HTTP11Connection(Protocol):
     # httptools callbacks.
 
     def on_message_begin(self) -> None:
+        if self._closing:
+            raise _Closed  # no request is started on a connection that is closing
         self._in_head = True
         self._url = b""
         self._headers = []
@@ -253,29 +310,19 @@ class HTTP11Connection(Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._deadline.set(None)
+        self._deadline.set(self.config.body_timeout)  # until the body ends (on_message_complete)
         parser = self._parser
         assert parser is not None  # it is calling us
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
             raise _BadRequest(505, f"HTTP/{http_version} is not served here")
-        if http_version == "1.1" and sum(1 for name, _ in self._headers if name == b"host") != 1:
-            raise _BadRequest(400, "the request needs exactly one Host header")  # RFC 9112 3.2
-        url = self._url
-        if url[:1] == b"/":
-            raw_path, _, query = url.partition(b"?")
-        elif url == b"*":
-            raw_path, query = url, b""
-        else:
-            try:
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                raise _BadRequest(400, "malformed request target") from None
-            raw_path, query = parsed.path or b"/", parsed.query or b""
+        method = parser.get_method()
+        raw_path, query = self._target(method, http_version)
+        _check_transfer_coding(self._headers)
         if parser.should_upgrade():
             kind = self._wanted_upgrade(http_version)
             if kind is not None:
-                self._upgrade = kind, RequestHead(parser.get_method(), url, raw_path, query, self._headers,
+                self._upgrade = kind, RequestHead(method, self._url, raw_path, query, self._headers,
                                                   dict(self._headers).get(b"http2-settings", b""))
                 return
             fields = dict(self._headers)
@@ -287,7 +334,7 @@ class HTTP11Connection(Protocol):
             extensions["http.response.early_hint"] = {}
             if wants_trailers(self._headers):
                 extensions["http.response.trailers"] = {}
-        scope = self._connection.http(parser.get_method().decode("ascii"), http_version, raw_path, query,
+        scope = self._connection.http(method.decode("ascii"), http_version, raw_path, query,
                                       self._headers, extensions)
         stream = HTTPStream(scope, self, body_complete=False)
         self._requests += 1
@@ -300,9 +347,32 @@ class HTTP11Connection(Protocol):
         self._parsing = stream
         self._streams.append(stream)
         if len(self._streams) == 1:
-            self._start(stream)
+            self._start_next()
         elif not self._read_paused:
             self._pause_reading()  # a pipelined request waits its turn: read no further ahead
+
+    def _target(self, method: bytes, http_version: str) -> tuple[bytes, bytes]:
+        """The request target's path and query, once it and Host are checked (RFC 9112 section 3).
+
+        An absolute-form target's authority replaces Host (section 3.2.2); ``*`` is for
+        OPTIONS only, and CONNECT (which this server, no proxy, does not serve) takes only
+        an authority."""
+        url = self._url
+        _check_host(self._headers, http_version)
+        if b"#" in url:
+            raise _BadRequest(400, "a request target has no fragment")
+        if method == b"CONNECT":
+            raise _BadRequest(405 if url[:1] != b"/" else 400, "this server is not a proxy")
+        if url[:1] == b"/":
+            raw_path, _, query = url.partition(b"?")
+            return raw_path, query
+        if url == b"*":
+            if method != b"OPTIONS":
+                raise _BadRequest(400, "only OPTIONS takes the target '*'")
+            return url, b""
+        authority, raw_path, query = _absolute_form(url)
+        self._headers = [(b"host", authority), *(field for field in self._headers if field[0] != b"host")]
+        return raw_path, query
 
     def _wanted_upgrade(self, http_version: str) -> str | None:
         """``h2c`` or ``websocket`` if this request's upgrade is served here, else ``None``.
@@ -317,16 +387,26 @@ class HTTP11Connection(Protocol):
         protocols = [token.strip().lower() for token in fields.get(b"upgrade", b"").split(b",")]
         if b"websocket" in protocols and self.config.websocket:
             return "websocket"
-        if protocols == [b"h2c"] and self.config.h2c_upgrade and b"http2-settings" in fields and not self._streams:
+        if protocols == [b"h2c"] and self.config.h2c_upgrade and not self._streams \
+                and _decodable_settings(fields.get(b"http2-settings")):
             return "h2c"
         return None
 
     def on_body(self, body: bytes) -> None:
         stream = self._parsing
-        if stream is not None:
-            stream.feed_body(body)
-            if stream.buffered > self.config.body_buffer_size and not self._read_paused:
-                self._pause_reading()
+        if stream is None:
+            return
+        self._deadline.set(self.config.body_timeout)
+        if stream.response_done:  # answered already: the rest of its body is read only to be dropped
+            self._dropped += len(body)
+            if self._dropped > self.config.max_body_drain:
+                self._close()  # too much to read for nothing: close (the close lingers)
+                raise _Closed
+            return
+        stream.feed_body(body)
+        if stream.buffered > self.config.body_buffer_size and not self._read_paused:
+            self._deadline.set(None)  # the app is not reading: the client is not to blame
+            self._pause_reading()
 
     def on_message_complete(self) -> None:
         self._completed_in_read = True
@@ -334,6 +414,10 @@ class HTTP11Connection(Protocol):
         if stream is not None and not self._upgrade_body:
             self._parsing = None
             stream.end_body()
+            if not self._streams:  # its response was sent before its body ended
+                self._deadline.set(self.config.keep_alive_timeout)
+            else:
+                self._deadline.set(None)  # the app has the request; request_timeout bounds it
 
     def _take_upgrade_body(self, data: bytes) -> bytes:
         """Feed the body of an Upgrade request that stays HTTP/1.1; return what follows it."""
@@ -356,7 +440,11 @@ class HTTP11Connection(Protocol):
         parsing = self._parsing
         if parsing is not None and parsing.buffered > self.config.body_buffer_size:
             return
+        if self._write_paused:
+            return  # the client is not reading its responses: read no more requests from it
         self._read_paused = False
+        if parsing is not None:
+            self._deadline.set(self.config.body_timeout)
         self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def body_consumed(self, stream: HTTPStream) -> None:
@@ -366,6 +454,13 @@ class HTTP11Connection(Protocol):
         factory = self.factory
         stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
 
+    def _start_next(self) -> None:
+        """Start the oldest request waiting, unless the client is not reading the responses
+        before it: each would pile up in memory (``resumeProducing`` starts it then)."""
+        streams = self._streams
+        if streams and streams[0].task is None and not self._write_paused:
+            self._start(streams[0])
+
     # IPushProducer: the transport tells us when the client is not reading.
 
     def pauseProducing(self) -> None:
@@ -374,6 +469,9 @@ class HTTP11Connection(Protocol):
     def resumeProducing(self) -> None:
         self._write_paused = False
         wake_all(self._drain_waiters)
+        if not self._closing:
+            self._start_next()
+            self._maybe_resume_reading()
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows and disconnects the streams
@@ -427,8 +525,8 @@ class HTTP11Connection(Protocol):
             elif lower == b"date":
                 date_header = False
             head.append(b"%s: %s\r\n" % (name, value))
-        no_body = status in _NO_BODY_STATUSES or scope["method"] == "HEAD"
-        if status in _NO_BODY_STATUSES:
+        no_body = status in NO_BODY_STATUSES or scope["method"] == "HEAD"
+        if status in NO_BODY_STATUSES:
             length = None
         elif stream.trailers and not http_10:
             length, chunked = None, True  # trailers need chunked framing
@@ -457,7 +555,6 @@ class HTTP11Connection(Protocol):
         self._keep_alive_response = keep_alive
         self._chunked = chunked
         self._no_body = no_body
-        self._remaining = None if no_body else length
         if not no_body and body:
             head.append(self._frame(body))
         if end and chunked and not no_body:
@@ -476,21 +573,12 @@ class HTTP11Connection(Protocol):
             self._response_complete(stream)
 
     def _frame(self, body: bytes) -> bytes:
+        """A body chunk as it goes on the wire (``HTTPStream`` holds it to any Content-Length)."""
         if self._chunked:
             return b"%x\r\n%s\r\n" % (len(body), body)
-        remaining = self._remaining
-        if remaining is not None:
-            if len(body) > remaining:
-                log.error("ASGI app sent more than its Content-Length; response cut off")
-                self._keep_alive_response = False
-                body = body[:remaining]
-            self._remaining = remaining - len(body)
         return body
 
     def _response_complete(self, stream: HTTPStream) -> None:
-        if self._remaining:
-            log.error("ASGI app sent less than its Content-Length; closing the connection")
-            self._keep_alive_response = False
         streams = self._streams
         if streams and streams[0] is stream:
             del streams[0]
@@ -502,8 +590,11 @@ class HTTP11Connection(Protocol):
             for waiting in streams:
                 waiting.disconnect()
             return
+        if self._parsing is stream:  # the app answered without reading the whole body
+            stream.drop_body()  # what was buffered, and what comes, is dropped (on_body)
+            self._dropped = 0
         if streams:
-            self._start(streams[0])
+            self._start_next()
         elif self._switch_pending is not None:
             self._switch_now()
             return
@@ -518,13 +609,62 @@ class HTTP11Connection(Protocol):
         self._maybe_resume_reading()
 
     def abort(self, stream: HTTPStream) -> None:
+        """Cut the response: a clean close where its framing (a length, chunks) shows the
+        client it is cut; a reset where only the close would end it, so it cannot pass
+        for a whole one."""
         if self._streams and self._streams[0] is stream:
             del self._streams[0]
         for waiting in self._streams:
             waiting.disconnect()
-        self._close()
+        if not self._chunked and stream.length_left is None and not self._no_body:
+            self._closing = True
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        else:
+            self._close()
 
     def finished(self, stream: HTTPStream) -> None:
         logger = self.factory.access_logger
         if logger is not None:
             stream.log_access(logger)
+
+
+def _check_transfer_coding(headers: Headers) -> None:
+    """Refuse a body in a transfer coding other than chunked alone (RFC 9112 section 6.1:
+    501); llhttp has already refused one whose last coding is not chunked."""
+    codings = [coding.strip().lower() for name, value in headers if name == b"transfer-encoding"
+               for coding in value.split(b",")]
+    if codings and codings != [b"chunked"]:
+        raise _BadRequest(501, "only the chunked transfer coding is served")
+
+
+def _decodable_settings(value: bytes | None) -> bool:
+    """Whether an h2c upgrade's ``HTTP2-Settings`` is a base64url SETTINGS payload (RFC 9113
+    section 3.2.1 of RFC 7540): an upgrade with one that is not is served as HTTP/1.1."""
+    if value is None:
+        return False
+    try:
+        payload = base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return len(payload) % 6 == 0
+
+
+def _check_host(headers: Headers, http_version: str) -> None:
+    """One Host in an HTTP/1.1 request, at most one in an HTTP/1.0 one, and a host in it."""
+    hosts = [value for name, value in headers if name == b"host"]
+    if (http_version == "1.1" and len(hosts) != 1) or len(hosts) > 1:
+        raise _BadRequest(400, "the request needs exactly one Host header")
+    if hosts and _is_host(hosts[0]) is None:
+        raise _BadRequest(400, "the Host header is not a host")
+
+
+def _absolute_form(url: bytes) -> tuple[bytes, bytes, bytes]:
+    """An absolute-form target's authority, path and query."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise _BadRequest(400, "malformed request target") from None
+    if not parsed.host:
+        raise _BadRequest(400, "malformed request target")
+    authority = parsed.host if parsed.port is None else b"%s:%d" % (parsed.host, parsed.port)
+    return authority, parsed.path or b"/", parsed.query or b""

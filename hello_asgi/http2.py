@@ -14,6 +14,7 @@ that does not fit.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from h2.errors import ErrorCodes
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ITransport
@@ -31,7 +34,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
+from .frame_budget import FrameBudget
+from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
 from .timeouts import Deadline
 from .websocket import WebSocketConnection, handshake_problem
 
@@ -46,10 +50,46 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-_NO_BODY_STATUSES = frozenset({204, 304})
+# Headers never sent on a response: those, and TE, a request's alone (section 8.2.2).
+_NOT_IN_RESPONSES = _CONNECTION_SPECIFIC | {b"te"}
 _WHITESPACE = (b" ", b"\t")
 # What an h2c upgrade request carried for the HTTP/1.1 hop only; not part of stream 1.
 _HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
+# An origin-form :path: what HTTP/1.1's parser takes in a request target (no space, control
+# or fragment), so the same target is served or refused over both.
+_is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """A header block HPACK cannot decode: the connection error is COMPRESSION_ERROR (RFC
+    9113 section 4.3), where h2 would say PROTOCOL_ERROR."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+class _Decoder(hpack.Decoder):
+    """h2's HPACK decoder, raising ``_CompressionError`` for a block it cannot decode."""
+
+    def decode(self, data: bytes, raw: bool = False) -> list[tuple[Any, Any]]:
+        try:
+            return super().decode(data, raw)  # type: ignore[no-any-return]
+        except OversizedHeaderListError:
+            raise  # h2 makes this a DenialOfServiceError: ENHANCE_YOUR_CALM
+        except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as error:
+            raise _CompressionError(f"a header block HPACK cannot decode: {error}") from error
+
+
+class _Settings(h2.settings.Settings):
+    """The server's settings, as h2 sees them. h2 answers a stream past the advertised
+    MAX_CONCURRENT_STREAMS with a GOAWAY that ends every stream of the connection (and
+    counts from its own default, 100, before the client has our SETTINGS, when RFC 9113
+    section 6.5.2 sets no limit yet). Here h2 takes them all and ``H2Connection`` refuses
+    the streams past the limit one by one, with RST_STREAM REFUSED_STREAM, which a client
+    may retry (section 5.1.2)."""
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return 2**31 - 1
 
 
 @dataclass
@@ -87,7 +127,6 @@ class H2Connection(Protocol):
             h2.events.WindowUpdated: self._window_updated,
             h2.events.RemoteSettingsChanged: self._settings_changed,
             h2.events.ConnectionTerminated: self._terminated,
-            h2.events.PingReceived: self._control_frame,
         }
         self._abuse_window_start = 0.0
         self._abuse: dict[str, int] = {}
@@ -105,7 +144,8 @@ class H2Connection(Protocol):
             h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
                                       normalize_outbound_headers=False)
         )
-        self._h2.local_settings = h2.settings.Settings(
+        self._h2.decoder.__class__ = _Decoder  # the same decoder, its state and limits kept
+        self._h2.local_settings = _Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
@@ -117,6 +157,8 @@ class H2Connection(Protocol):
         )
         self._deadline = Deadline(self.factory.ticks, self._idle_timeout)
         self._stall = Deadline(self.factory.ticks, self._stalled)
+        self._budget = FrameBudget(self.factory.clock.seconds, config.h2_max_control_frames,
+                                   config.h2_max_empty_frames)
         upgrade = self._upgrade
         if upgrade is None:
             self._h2.initiate_connection()
@@ -157,12 +199,19 @@ class H2Connection(Protocol):
 
     def _stalled(self) -> None:
         if any(outbound.pending for outbound in self._outbound.values()):
-            log.info("Closing {client}: its flow-control window stayed shut for {timeout} s",
-                     client=self._connection.client_text, timeout=self.config.h2_stall_timeout)
-            self._h2.close_connection(ErrorCodes.FLOW_CONTROL_ERROR)
-            for stream in self._streams.values():
-                stream.disconnect()
-            self._close()
+            self._fail_connection(ErrorCodes.FLOW_CONTROL_ERROR,
+                                  f"its flow-control window stayed shut for {self.config.h2_stall_timeout} s")
+
+    def _fail_connection(self, code: ErrorCodes | None, why: str) -> None:
+        """End the connection for the client's fault: GOAWAY with ``code`` (``None``: h2 has
+        queued its own), one log line, every stream's app told the client is gone."""
+        log.warn("GOAWAY {code} to {client}: {why}", code="from h2" if code is None else code.name,
+                 client=self._connection.client_text, why=why)
+        if code is not None:
+            self._h2.close_connection(code)
+        for stream in self._streams.values():
+            stream.disconnect()
+        self._close()
 
     def shutdown(self) -> None:
         """GOAWAY: no new streams; close once the open ones are done.
@@ -191,6 +240,8 @@ class H2Connection(Protocol):
     def _close(self) -> None:
         """Send what h2 holds, then close; unregistering first, since TLS waits for its producer."""
         self._closing = True
+        for outbound in self._outbound.values():
+            wake_all(outbound.waiters)  # an app waiting to send learns now, not at connectionLost
         self._flush()
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
@@ -210,13 +261,22 @@ class H2Connection(Protocol):
     # Frames in.
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing and self.transport.disconnecting:  # type: ignore[union-attr]
+            return
+        data, over_budget = self._budget.admit(data, bool(self._outbound))
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            log.info("HTTP/2 protocol error from {client}: {error}", client=self._connection.client_text, error=error)
-            self._flush()  # h2 has queued a GOAWAY with the error code
-            self._close()
+            self._fail_connection(None, f"HTTP/2 protocol error: {error}")
             return
+        if over_budget is not None:
+            self._handle(events)
+            self._fail_connection(ErrorCodes.ENHANCE_YOUR_CALM, over_budget)
+            return
+        self._handle(events)
+        self._flush()
+
+    def _handle(self, events: list[h2.events.Event]) -> None:
         handlers = self._handlers
         for event in events:
             if self._closing and self._h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
@@ -224,35 +284,26 @@ class H2Connection(Protocol):
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event)
-        self._flush()
 
     def _request_received(self, event: h2.events.RequestReceived) -> None:
         if self._goaway_sent is not None and event.stream_id > self._goaway_sent:
             self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # after GOAWAY
             return
+        if len(self._streams) + len(self._websockets) >= self.config.h2_max_concurrent_streams:
+            self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # retryable; the rest go on
+            self._count_abuse("streams past the limit", self.config.h2_max_resets)
+            return
         self._open_stream(event.stream_id, event.headers, ended=event.stream_ended is not None)
 
     def _open_stream(self, stream_id: int, raw_headers: Headers, ended: bool) -> None:
-        method = path = protocol = b""
-        authority = None
-        headers: Headers = []
-        for name, value in raw_headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":protocol":
-                    protocol = value
-            elif name not in _HOP_BY_HOP:
-                headers.append((name, value))
-        if authority is not None:  # :authority is the host (RFC 9113 section 8.3.1)
-            headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
+        pseudo, headers = _split_fields(raw_headers)
+        method, path, protocol = pseudo.get(b":method", b""), pseudo.get(b":path", b""), pseudo.get(b":protocol", b"")
         raw_path, _, query = path.partition(b"?")
         if method == b"CONNECT":
             self._connect(stream_id, RequestHead(method, path, raw_path, query, headers), protocol)
+            return
+        if not (_is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
+            self._refuse(stream_id, 400, "malformed :path")
             return
         factory = self.factory
         extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
@@ -280,14 +331,19 @@ class H2Connection(Protocol):
             problem = handshake_problem(request, http2=True)
         if problem is not None:
             status, reason, extra = problem
-            log.info("Refused CONNECT from {client}: {status} {reason}", client=self._connection.client_text,
-                     status=status, reason=reason)
-            self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *extra], end_stream=True)
+            self._refuse(stream_id, status, reason, extra)
             return
         websocket = self._websockets[stream_id] = _WebSocketStream(self, stream_id)
         websocket.protocol = WebSocketConnection(self.factory, request, "2", websocket, self._connection)
         self._deadline.set(None)
         websocket.protocol.makeConnection(websocket)
+
+    def _refuse(self, stream_id: int, status: int, reason: str, extra: Headers | None = None) -> None:
+        """Answer a request that is not served with ``status`` and no body, as HTTP/1.1
+        answers the same request, and log why."""
+        log.info("Refused a request from {client}: {status} {reason}", client=self._connection.client_text,
+                 status=status, reason=reason)
+        self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *(extra or [])], end_stream=True)
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
         websocket = self._websockets.get(event.stream_id)
@@ -332,9 +388,6 @@ class H2Connection(Protocol):
             for stream_id in list(self._outbound):
                 self._send_pending(stream_id)
 
-    def _control_frame(self, event: h2.events.Event) -> None:
-        self._count_abuse("PING and SETTINGS frames", self.config.h2_max_control_frames)
-
     def _count_abuse(self, kind: str, limit: int) -> None:
         """Count what costs the server more than the client; past ``limit`` in 10 s, GOAWAY."""
         now = self.factory.clock.seconds()
@@ -343,15 +396,9 @@ class H2Connection(Protocol):
             self._abuse.clear()
         count = self._abuse[kind] = self._abuse.get(kind, 0) + 1
         if count == limit + 1:
-            log.warn("GOAWAY ENHANCE_YOUR_CALM to {client}: more than {limit} {kind} in 10 s",
-                     client=self._connection.client_text, limit=limit, kind=kind)
-            self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
-            for stream in self._streams.values():
-                stream.disconnect()
-            self._close()
+            self._fail_connection(ErrorCodes.ENHANCE_YOUR_CALM, f"more than {limit} {kind} in 10 s")
 
     def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
-        self._control_frame(event)
         for stream_id in list(self._outbound):
             self._send_pending(stream_id)
 
@@ -453,7 +500,7 @@ class H2Connection(Protocol):
         date_header = config.date_header
         for name, value in headers:
             name = name.lower()
-            if name in _CONNECTION_SPECIFIC:
+            if name in _NOT_IN_RESPONSES:
                 continue
             if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
                 value = value.strip(b" \t")  # RFC 9113 section 8.2.1
@@ -466,7 +513,7 @@ class H2Connection(Protocol):
             block.append((b"server", server_header))
         if date_header:
             block.append((b"date", self.factory.http_date()))
-        if status in _NO_BODY_STATUSES or stream.scope["method"] == "HEAD":
+        if status in NO_BODY_STATUSES or stream.scope["method"] == "HEAD":
             body = b""
         try:
             self._h2.send_headers(stream_id, block, end_stream=end and not body)
@@ -482,7 +529,7 @@ class H2Connection(Protocol):
         stream_id = self._ids.get(stream)
         if stream_id is None:
             return
-        if stream.scope["method"] == "HEAD" or stream.status in _NO_BODY_STATUSES:
+        if stream.scope["method"] == "HEAD" or stream.status in NO_BODY_STATUSES:
             body = b""
         self._send_data(stream_id, body, end)
         self._flush_soon()
@@ -582,6 +629,22 @@ class H2Connection(Protocol):
             else:
                 self._deadline.set(self.config.keep_alive_timeout)
 
+
+
+def _split_fields(raw_headers: Headers) -> tuple[dict[bytes, bytes], Headers]:
+    """A request's pseudo-header fields, and its other fields as the scope has them:
+    ``:authority`` as the host (RFC 9113 section 8.3.1), no HTTP/1.1 hop-by-hop fields."""
+    pseudo = {}
+    headers: Headers = []
+    for name, value in raw_headers:
+        if name[:1] == b":":
+            pseudo[name] = value
+        elif name not in _HOP_BY_HOP:
+            headers.append((name, value))
+    authority = pseudo.get(b":authority")
+    if authority is not None:
+        headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
+    return pseudo, headers
 
 
 @implementer(ITransport)

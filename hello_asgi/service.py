@@ -10,10 +10,9 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .config import Config
 from .factory import ASGIServerFactory
@@ -23,8 +22,8 @@ from .metrics import REPORT_VARIABLE, ServerMetrics
 from .process import ProcessSignals, exit_after_shutdown, is_worker, stop_and_exit, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
 from .recycling import RequestBudget, replace_or_stop, share
-from .tls import ReloadableTLS, TLSConfigError
-from .transport import FastListeningReactor
+from .tls import ReloadableTLS, TLSConfigError, choose_alpn
+from .transport import CLOSE_TIMEOUT, BoundedTLSFactory, FastListeningReactor
 
 log = Logger(namespace="hello_asgi.service")
 
@@ -36,13 +35,14 @@ def access_log_observer(target: str | None) -> ILogObserver | None:
     return textFileLogObserver(open(target, "a", encoding="utf-8"))
 
 
-def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+def server_endpoint(reactor: Any, description: str, close_timeout: float = CLOSE_TIMEOUT) -> IStreamServerEndpoint:
     """Parse a Twisted endpoint string, or ``fd:N[:domain=INET6]`` for a listening socket
     this process inherited as file descriptor N (from a supervisor, or any parent; systemd's
-    have their own ``systemd:`` strings). TCP ones are served on asyncio's faster transports."""
+    have their own ``systemd:`` strings). TCP ones are served on asyncio's faster transports,
+    whose connections close within ``close_timeout`` seconds whatever the peer does."""
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is not None:
-        reactor = FastListeningReactor(reactor, loop)
+        reactor = FastListeningReactor(reactor, loop, close_timeout)
     if description.startswith("fd:"):
         return _adopted_endpoint(reactor, description)
     return serverFromString(reactor, description)
@@ -96,9 +96,8 @@ class ASGIService(Service):
             from twisted.internet import reactor
         self.config = config = config or Config()
         self._reactor = reactor
-        self.factory = ASGIServerFactory(
-            _with_server_wrappers(app, config, reactor, owns_process), config, reactor=reactor, access_observer=access_log_observer(config.access_log)
-        )
+        self.factory = ASGIServerFactory(_with_server_wrappers(app, config, reactor, owns_process), config,
+                                         reactor=reactor, access_observer=access_log_observer(config.access_log))
         self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
                                   self.factory.state)
         self._owns_process = owns_process
@@ -110,7 +109,7 @@ class ASGIService(Service):
         self.tls: ReloadableTLS | None = None
         if config.certfile is not None and config.keyfile is not None:
             self.tls = ReloadableTLS(config)
-            self._listener_factory = TLSMemoryBIOFactory(self.tls, False, self._listener_factory)
+            self._listener_factory = BoundedTLSFactory(self.tls, self._listener_factory, config.close_timeout)
         if config.proxy_protocol:  # its header comes first, before any TLS
             self._listener_factory = PROXYProtocolFactory(self._listener_factory, reactor,
                                                           config.request_head_timeout)
@@ -135,7 +134,11 @@ class ASGIService(Service):
         await self.factory.app_loop.run(self._lifespan.startup())
         descriptions = self.config.listen or [tcp_description("127.0.0.1", 8000, self.config.backlog)]
         for description in descriptions:
-            port = await server_endpoint(self._reactor, description).listen(self._listener_factory)
+            endpoint = server_endpoint(self._reactor, description, self.config.close_timeout)
+            if isinstance(endpoint, SSL4ServerEndpoint):  # an ssl: string: Twisted made its TLS context,
+                # whose ALPN would fail a client that offers none of ours rather than serve it HTTP/1.1
+                choose_alpn(endpoint._sslContextFactory.getContext(), self.factory.acceptableProtocols())
+            port = await endpoint.listen(self._listener_factory)
             self.ports.append(port)
             tls = self.config.certfile is not None or description.split(":", 1)[0] in ("ssl", "tls")
             log.info("Serving {url} ({description})", url=listening_url("https" if tls else self.factory.scheme,

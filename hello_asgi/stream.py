@@ -40,6 +40,10 @@ _is_token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _has_forbidden = re.compile(rb"[\x00\r\n]").search
 
 
+NO_BODY_STATUSES = frozenset({204, 304})
+_MAX_LENGTH_DIGITS = 18  # a Content-Length beyond 10**18 bytes is no real length
+
+
 def checked_headers(headers: Any) -> Headers:
     """The app's response headers as a list, refusing what would corrupt the framing."""
     checked = []
@@ -52,6 +56,31 @@ def checked_headers(headers: Any) -> Headers:
             raise ValueError(f"response header {name!r} has a CR, LF or NUL in its value")
         checked.append((name, value))
     return checked
+
+
+def checked_response(status: Any, headers: Any) -> tuple[Headers, int | None]:
+    """An ``http.response.start``'s headers as they may go on the wire, and its declared
+    Content-Length; ``ValueError`` for a response no client could read right.
+
+    Written once for every protocol: a status outside 200-599 (1xx go as their own
+    messages), a Content-Length that is not one plain number (``abc``, ``-1``, ``+5``,
+    ``5,5``, or two of them) are refused; a Content-Length on a 204, which RFC 9110
+    section 8.6 forbids, is dropped.
+    """
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ValueError(f"'http.response.start' status must be an int from 100 to 599, not {status!r}")
+    if status < 200:
+        raise ValueError(f"'http.response.start' cannot send informational status {status}")
+    checked = checked_headers(headers)
+    lengths = [value for name, value in checked if name.lower() == b"content-length"]
+    if not lengths:
+        return checked, None
+    value = lengths[0].strip(b" \t")
+    if len(lengths) > 1 or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
+        raise ValueError(f"the response's Content-Length must be one number, not {b', '.join(lengths)!r}")
+    if status == 204:
+        return [field for field in checked if field[0].lower() != b"content-length"], None
+    return checked, int(value)
 
 
 class ClientDisconnected(OSError):
@@ -240,6 +269,8 @@ class HTTPStream:
     keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
     timed_out = False  # the app ran past the request timeout and was cancelled
 
+    length_left: int | None = None  # body bytes the response's Content-Length still promises, if it has one
+
     def __init__(self, scope: Scope, writer: ResponseWriter, body_complete: bool) -> None:
         self.scope = scope
         self._writer = writer
@@ -275,6 +306,11 @@ class HTTPStream:
     def end_body(self) -> None:
         self.body_complete = True
         self._wake()
+
+    def drop_body(self) -> None:
+        """Forget the request body buffered and not read: the response is complete."""
+        self._body.clear()
+        self.buffered = 0
 
     def disconnect(self) -> None:
         """The client is gone (connection lost, stream reset or request unreadable)."""
@@ -387,6 +423,8 @@ class HTTPStream:
                 )
             body = message.get("body", b"")
             more = message.get("more_body", False)
+            if self.length_left is not None:
+                self._count_body(len(body), more)
             self._state = _STREAMING if more else _TRAILERS if self.trailers else _DONE
             end = self._state == _DONE
             self.bytes_sent += len(body)
@@ -405,12 +443,10 @@ class HTTPStream:
             if state != _AWAITING_START:
                 raise RuntimeError("'http.response.start' sent twice")
             status = message["status"]
-            if type(status) is not int or not 100 <= status <= 999:
-                raise ValueError(f"'http.response.start' status must be an int from 100 to 999, not {status!r}")
-            if 100 <= status < 200:
-                raise ValueError(f"'http.response.start' cannot send informational status {status}")
+            self._headers, length = checked_response(status, message.get("headers", ()))
+            if status not in NO_BODY_STATUSES and self.scope["method"] != "HEAD":
+                self.length_left = length
             self.status = status
-            self._headers = checked_headers(message.get("headers", ()))
             self.trailers = bool(message.get("trailers", False))
             self._state = _STARTED
         elif message_type == "http.response.trailers":
@@ -433,6 +469,18 @@ class HTTPStream:
             return  # some apps echo this back; it asks nothing of the server
         else:
             raise RuntimeError(f"unexpected ASGI message {message_type!r} in an HTTP exchange")
+
+    def _count_body(self, size: int, more: bool) -> None:
+        """Hold the body to its Content-Length: an app that sends more, or ends with less,
+        raises here before anything of this message is written (its error then becomes a
+        500, or a cut response once the head is out: never a clean end on a wrong length)."""
+        left = self.length_left - size  # type: ignore[operator]
+        if left < 0 or (left and not more):
+            raise RuntimeError(
+                f"the ASGI app sent {'more' if left < 0 else 'less'} body than its Content-Length "
+                f"promised ({'%d bytes over' % -left if left < 0 else '%d bytes short' % left})"
+            )
+        self.length_left = left
 
     def log_access(self, logger: Logger) -> None:
         scope = self.scope

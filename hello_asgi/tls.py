@@ -124,10 +124,27 @@ def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: 
     except ValueError as error:  # Twisted's word for a cipher string with nothing usable in it
         raise TLSConfigError(f"--tls-ciphers {ciphers!r}: {error}") from error
     try:
-        options.getContext()
+        context = options.getContext()  # made once, and kept by the options
     except SSL.Error as error:
         raise TLSConfigError(f"OpenSSL refused these TLS settings: {error}") from error
+    choose_alpn(context, ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:])
     return options
+
+
+def choose_alpn(context: SSL.Context, ours: list[bytes]) -> None:
+    """Make ``context`` choose the first of ``ours`` the client offers by ALPN, and go on
+    without a protocol when it offers none of them.
+
+    Twisted's own choice answers no overlap with an empty protocol, which OpenSSL turns
+    into a fatal ``internal_error`` alert: a client offering only ``http/1.0`` could not
+    connect at all. RFC 7301 section 3.2 lets the server go on instead, and a connection
+    without a negotiated protocol is served HTTP/1.1.
+    """
+
+    def select(connection: SSL.Connection, offered: list[bytes]) -> bytes | Any:
+        return next((protocol for protocol in ours if protocol in offered), SSL.NO_OVERLAPPING_PROTOCOLS)
+
+    context.set_alpn_select_callback(select)
 
 
 def tls_extension(transport: Any) -> dict[str, Any] | None:

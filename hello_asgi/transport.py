@@ -35,15 +35,19 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.lockfile import FilesystemLock
 from zope.interface import implementer
+
+from .config import Config
 
 Address = IPv4Address | IPv6Address | UNIXAddress
 
 log = Logger(namespace="hello_asgi.transport")
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() sends RST
+CLOSE_TIMEOUT = Config.close_timeout  # seconds, for ports made without a Config
 
 
 def twisted_address(sockaddr: Any, family: int) -> Address:
@@ -72,9 +76,9 @@ class SocketTransport:
     HIGH_WATER = 64 * 1024
     LOW_WATER = 16 * 1024
 
-    __slots__ = ("_host", "_lost", "_peer", "_port", "_producer", "_pull_due", "_reading", "_socket",
-                 "_streaming_producer", "_unsent", "_write_closed", "_writing_paused", "disconnecting",
-                 "protocol")
+    __slots__ = ("_close_timer", "_host", "_lost", "_peer", "_port", "_producer", "_pull_due",
+                 "_reading", "_socket", "_streaming_producer", "_unsent", "_write_closed", "_writing_paused",
+                 "disconnecting", "protocol")
 
     def __init__(self, sock: socket.socket, peer: Any, host: Any, port: AsyncioPort) -> None:
         self._socket = sock
@@ -89,6 +93,7 @@ class SocketTransport:
         self._reading = False
         self._write_closed = False
         self._lost = False
+        self._close_timer: asyncio.TimerHandle | None = None  # aborts a close the peer drags out
         self.disconnecting = False
         self.protocol: IProtocol | None = None
 
@@ -141,7 +146,7 @@ class SocketTransport:
             self._close_if_sent()
 
     def _close_if_sent(self) -> None:
-        if self._unsent is not None:
+        if self._unsent is not None or self._lost:
             return  # _flush comes back once it is sent
         if self.disconnecting:
             self._lose(ConnectionDone())
@@ -182,13 +187,20 @@ class SocketTransport:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
-        """Close once everything written has been sent, this turn's writes too (as Twisted does)."""
+        """Close once everything written has been sent, this turn's writes too (as Twisted does).
+
+        Whatever the peer does, the connection is gone within ``close_timeout`` of this
+        call: a peer that does not read the last bytes has its connection aborted then,
+        rather than holding it (and its slot under the connection limit) for good.
+        """
         if self.disconnecting or self._lost:
             return
         self.disconnecting = True
         self.pauseProducing()
+        loop = self._port.loop
+        self._close_timer = loop.call_later(self._port.close_timeout, self.abortConnection)
         if self._unsent is None:
-            self._port.loop.call_soon(self._close_if_sent)
+            loop.call_soon(self._close_if_sent)
 
     def abortConnection(self) -> None:
         """Close now with a reset, dropping what has not been sent, as Twisted does."""
@@ -200,6 +212,8 @@ class SocketTransport:
             return
         self._lost = True
         self.pauseProducing()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
         if self._unsent is not None:
             self._unsent = None
             self._port.loop.remove_writer(self._socket.fileno())
@@ -336,8 +350,10 @@ class AsyncioPort:
     RETRY_AFTER = 1.0  # seconds without accepting, once the process is out of descriptors
 
     def __init__(self, sock: socket.socket, factory: IProtocolFactory, loop: asyncio.AbstractEventLoop,
-                 path: str | None = None, lock: FilesystemLock | None = None) -> None:
+                 path: str | None = None, lock: FilesystemLock | None = None,
+                 close_timeout: float = CLOSE_TIMEOUT) -> None:
         sock.setblocking(False)
+        self.close_timeout = close_timeout  # seconds a connection's close may take before it is aborted
         self._socket = sock
         self._factory = factory
         self.loop = loop
@@ -423,9 +439,10 @@ class FastListeningReactor:
     string as usual, and TCP and UNIX listeners come out fast.
     """
 
-    def __init__(self, reactor: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, reactor: Any, loop: asyncio.AbstractEventLoop, close_timeout: float = CLOSE_TIMEOUT) -> None:
         self._reactor = reactor
         self._loop = loop
+        self._close_timeout = close_timeout
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
@@ -491,6 +508,46 @@ class FastListeningReactor:
 
     def _serve(self, sock: socket.socket, factory: IProtocolFactory, path: str | None = None,
                lock: FilesystemLock | None = None) -> AsyncioPort:
-        listening = AsyncioPort(sock, factory, self._loop, path=path, lock=lock)
+        listening = AsyncioPort(sock, factory, self._loop, path=path, lock=lock, close_timeout=self._close_timeout)
         listening.startListening()
         return listening
+
+
+class BoundedTLSProtocol(BufferingTLSTransport):
+    """Twisted's TLS, with a bound on closing.
+
+    Twisted's TLS closes by sending close_notify and then waits for the peer's, without
+    limit: a peer that sends neither close_notify nor a FIN held its connection (and its
+    slot under the connection limit) for good. Here the wait reads on, so the peer's
+    close_notify or FIN is seen even when the protocol had paused reading, and is cut
+    short by an abort after the factory's ``close_timeout`` (RFC 8446 section 6.1 does
+    not ask the closing side to wait at all).
+    """
+
+    _close_timer: Any = None
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        if self._close_timer is None and self.connected and not self._aborted:
+            self._close_timer = self.factory._clock.callLater(self.factory.close_timeout, self.abortConnection)
+            self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        if not self.disconnecting:  # a closing connection reads on, for the peer's close
+            self.transport.pauseProducing()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        super().connectionLost(reason)
+
+
+class BoundedTLSFactory(TLSMemoryBIOFactory):
+    """``TLSMemoryBIOFactory`` whose connections close within ``close_timeout`` seconds."""
+
+    protocol = BoundedTLSProtocol
+
+    def __init__(self, contextFactory: Any, wrappedFactory: IProtocolFactory, close_timeout: float = CLOSE_TIMEOUT,
+                 clock: Any = None) -> None:
+        super().__init__(contextFactory, False, wrappedFactory, clock)
+        self.close_timeout = close_timeout

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autobahn.twisted.util import peer2str
@@ -34,7 +35,7 @@ from zope.interface import implementer
 from .config import Config
 from .stream import ConnectionScope, Headers, RequestHead, wake_all
 from .websocket_frames import simple_messages
-from .websocket_session import WebSocketDisconnected, WebSocketSession, subprotocols
+from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
 from .wire import field_lines, status_line
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ log = Logger(namespace="hello_asgi.websocket")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 _CONNECTING = WebSocketServerProtocol.STATE_CONNECTING
+# Close codes registered since autobahn's list was written: 1014 Bad Gateway (IANA registry).
+_REGISTERED_SINCE_AUTOBAHN = SENDABLE_CLOSE_CODES - set(WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
 
 
 class _Timers:
@@ -145,7 +148,14 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     Backpressure both ways: ``send()`` waits while the transport's buffer is full (this
     is its producer), and reading stops while the app leaves ``ws_max_queue`` messages
-    untaken.
+    untaken, and while a client that does not read what is written to it pings: it is owed
+    one pong, the latest (RFC 6455 section 5.5.3), not one a ping. (A client that sends
+    data while it does not read is read on, within ``ws_max_queue``: one that reads only
+    once it has sent would otherwise wait for the server as the server waits for it.)
+
+    A broken frame after valid messages fails the connection only once the app has
+    answered them (it waits for the next message), as it would have had it answered at
+    once; see ``_fail_after_answers``.
     """
 
     websocket_version = 13
@@ -160,8 +170,13 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._http_version = http_version
         self._handshake = handshake
         self._connection = connection
-        self._read_paused = False
+        self._reading_stopped: set[str] = set()  # why: "handshake", "queue", "pongs", "failure"
         self._write_paused = False
+        self._pong_owed: bytes | None = None  # the latest ping's payload, while writes wait
+        self._failure_waits = False  # a protocol failure waits for the app's answers
+        self._failure_waited = False  # one did: the next is not held
+        self._failure_first: Callable[[], object] | None = None
+        self._failure_timeout: Any = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
 
@@ -187,7 +202,7 @@ class WebSocketConnection(WebSocketServerProtocol):
             except OSError:
                 pass  # not TCP: a UNIX socket
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self.transport.pauseProducing()  # type: ignore[union-attr]  # read no frames before the accept
+        self._stop_reading("handshake")  # read no frames before the accept
         if self._connection is None:
             self._connection = ConnectionScope.of(self.transport, self.server)
         request = self._request
@@ -250,7 +265,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         if self._shutting_down:
             self.close(1001, "server shutting down")
             return
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        self._read_again("handshake")
         if self.data:
             self.consumeData()
 
@@ -287,6 +302,7 @@ class WebSocketConnection(WebSocketServerProtocol):
     def close(self, code: int, reason: str) -> None:
         if self.state == _OPEN:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+        self._fail_now()  # the app closed first: the broken frame, read now, ends the closing
 
     def drained(self) -> Awaitable[None] | None:
         if not self._write_paused or self.state != _OPEN:
@@ -296,9 +312,12 @@ class WebSocketConnection(WebSocketServerProtocol):
         return waiter
 
     def message_taken(self) -> None:
-        if self._read_paused and self.session.queued < self.server.config.ws_max_queue:
-            self._read_paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+        if "queue" in self._reading_stopped and self.session.queued < self.server.config.ws_max_queue:
+            self._read_again("queue")
+
+    def waiting(self) -> None:
+        if self._failure_waits:
+            self._fail_now()
 
     def finished(self, session: WebSocketSession) -> None:
         logger = self.server.access_logger
@@ -313,6 +332,9 @@ class WebSocketConnection(WebSocketServerProtocol):
     # halves the cost of an echo round trip again (the module says how it stays exact).
 
     def dataReceived(self, data: bytes) -> None:
+        if self._failure_waits:  # read after the reading stopped (TLS, an HTTP/2 window)
+            self.data += data
+            return
         if (self.state == _OPEN and self._perMessageCompress is None and not self.data
                 and self.current_frame is None and not self.inside_message):
             messages, taken = simple_messages(data, self._simple_limit)
@@ -340,6 +362,65 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     # autobahn's events.
 
+    def onPing(self, payload: bytes) -> None:
+        if self._write_paused:
+            self._pong_owed = payload  # answered once writes go on again, with the latest ping's
+            self._stop_reading("pongs")  # till then, what it sends only adds to what it does not read
+        else:
+            self.sendPong(payload)
+
+    # autobahn's failures. Its own server answers each message before it reads the next
+    # frame; here the app answers later, on the loop. A failure found in the frames after
+    # a message the app has not answered yet would close the connection under it, and its
+    # answer be refused: so the failure waits, reading stopped at the broken frame, until
+    # the app waits for its next message, closes, or has had ``closeHandshakeTimeout``
+    # seconds; then autobahn reads on from that frame, and fails there. With nothing to
+    # answer, it fails at once.
+
+    def _protocol_violation(self, reason: str) -> bool:
+        return self._fail_after_answers(reason, super()._protocol_violation)
+
+    def _invalid_payload(self, reason: str) -> bool:
+        return self._fail_after_answers(reason, super()._invalid_payload)
+
+    def _fail_after_answers(self, reason: str, fail: Callable[[str], bool]) -> bool:
+        """Fail now, or hold the failure while the app owes answers; ``True``, that autobahn
+        stop reading, while it is held."""
+        frame = self.current_frame
+        if (self._failure_waited or self.state != _OPEN or not self.session.owes_answers
+                or (frame is not None and frame.opcode > 7)):  # a control frame's own checks go on
+            return fail(reason)
+        self._failure_waits = self._failure_waited = True
+        # A fault in a frame's header is found again when autobahn reads it again; one in
+        # its payload (bad UTF-8), read already, is reported first.
+        self._failure_first = None if frame is None else functools.partial(fail, reason)
+        self._stop_reading("failure")
+        self._failure_timeout = self.factory._batched_timer.call_later(self.closeHandshakeTimeout, self._fail_now)
+        return True
+
+    def _fail_now(self) -> None:
+        """Let autobahn read on from the broken frame, which fails the connection."""
+        if not self._failure_waits:
+            return
+        self._failure_waits = False
+        if self._failure_timeout.active():
+            self._failure_timeout.cancel()
+        first, self._failure_first = self._failure_first, None
+        if first is not None:
+            first()
+        self._read_again("failure")
+        self.consumeData()
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        """autobahn's answer to a close frame, for the codes registered since its list was
+        written too (it refuses 1014 with 1002): they are valid to receive, and the app is
+        told the peer's code."""
+        if code not in _REGISTERED_SINCE_AUTOBAHN:
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[no-any-return]
+        result = super().onCloseFrame(1000, reasonRaw)  # validated and answered as a normal close
+        self.remoteCloseCode = code  # onClose, later, reports it
+        return result  # type: ignore[no-any-return]
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._deliver(payload if isBinary else payload.decode("utf-8"))  # autobahn checked the UTF-8
 
@@ -347,9 +428,8 @@ class WebSocketConnection(WebSocketServerProtocol):
         """Hand a message to the app; stop reading while it leaves too many untaken."""
         session = self.session
         session.message(message)
-        if session.queued >= self.server.config.ws_max_queue and not self._read_paused:
-            self._read_paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+        if session.queued >= self.server.config.ws_max_queue:
+            self._stop_reading("queue")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not wasClean:
@@ -358,6 +438,9 @@ class WebSocketConnection(WebSocketServerProtocol):
         wake_all(self._drain_waiters)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self._failure_waits = False
+        if self._failure_timeout is not None and self._failure_timeout.active():
+            self._failure_timeout.cancel()
         super().connectionLost(reason)  # type: ignore[arg-type]
         if self.closeHandshakeTimeoutCall is not None:  # autobahn leaves this one behind
             self.closeHandshakeTimeoutCall.cancel()
@@ -371,7 +454,24 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     def resumeProducing(self) -> None:
         self._write_paused = False
+        pong, self._pong_owed = self._pong_owed, None
+        if pong is not None:
+            self.sendPong(pong)
+        self._read_again("pongs")
         wake_all(self._drain_waiters)
+
+    def _stop_reading(self, why: str) -> None:
+        if not self._reading_stopped:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._reading_stopped.add(why)
+
+    def _read_again(self, why: str) -> None:
+        """Read again once no other reason to stop holds."""
+        stopped = self._reading_stopped
+        if why in stopped:
+            stopped.discard(why)
+            if not stopped:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows

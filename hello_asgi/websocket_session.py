@@ -26,8 +26,9 @@ log = Logger(namespace="hello_asgi.app")
 _CONNECTING, _DENYING, _OPEN, _CLOSING, _CLOSED = range(5)
 
 _CONNECT: Message = {"type": "websocket.connect"}
-# Close codes an endpoint may send (RFC 6455 section 7.4; 1005, 1006 and 1015 are never sent).
-_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+# Close codes an endpoint may send, so may receive (RFC 6455 section 7.4 and the IANA registry;
+# 1004 is reserved, and 1005, 1006 and 1015 are never sent).
+SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
 class WebSocketDisconnected(OSError):
@@ -55,6 +56,9 @@ class WebSocketChannel(Protocol):
     def message_taken(self) -> None:
         """The app took a queued message: reading may resume."""
 
+    def waiting(self) -> None:
+        """The app waits for a message with none queued: it has answered those before."""
+
     def finished(self, session: WebSocketSession) -> None:
         """The app returned."""
 
@@ -72,6 +76,7 @@ class WebSocketSession:
         self._queue: deque[Message] = deque([_CONNECT])
         self._disconnect: Message | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._answering = False  # the app took a message and has not asked for the next yet
         self._denial: tuple[int, Headers, list[bytes]] | None = None
         self.started_at = time.monotonic()
 
@@ -79,6 +84,12 @@ class WebSocketSession:
     def queued(self) -> int:
         """Received messages the app has not taken yet."""
         return len(self._queue)
+
+    @property
+    def owes_answers(self) -> bool:
+        """Whether the app has messages to answer still: queued ones, or the last it took,
+        until it asks for the next."""
+        return self._answering or bool(self._queue)
 
     @property
     def disconnected(self) -> bool:
@@ -146,15 +157,18 @@ class WebSocketSession:
             self._channel.close(code, "")
 
     async def receive(self) -> Message:
+        self._answering = False
         while True:
             queue = self._queue
             if queue:
                 message = queue.popleft()
+                self._answering = message is not _CONNECT
                 self._channel.message_taken()
                 return message
             if self._disconnect is not None:
                 return self._disconnect
             waiter = self._waiter = asyncio.get_running_loop().create_future()
+            self._channel.waiting()  # what it calls (a message, the close) wakes the waiter
             await waiter
 
     async def send(self, message: Message) -> None:
@@ -175,7 +189,7 @@ class WebSocketSession:
                     await waiting
             elif message_type == "websocket.close":
                 code = message.get("code") or 1000
-                if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+                if code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
                     raise ValueError(f"'websocket.close' code {code!r} cannot be sent (RFC 6455 section 7.4)")
                 self._state = _CLOSING
                 self._channel.close(code, message.get("reason") or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import h11
@@ -47,6 +48,18 @@ async def cut_off(port: int, data: bytes) -> tuple[bytes, bool]:
         return await until_closed(reader)
     finally:
         writer.close()
+
+
+async def released(server: Any) -> None:
+    """Wait until ``server`` (a ``TestServer``) has no connection open: each one the server
+    or its client closed has reached ``connectionLost`` and given its slot back."""
+    await asyncio.wait_for(server.service.factory.drained(), TIMEOUT)
+    assert not server.service.factory.connections
+
+
+def open_descriptors() -> int:
+    """How many file descriptors this process (the server, in these tests) has open."""
+    return len(os.listdir("/proc/self/fd"))
 
 
 def parse_responses(data: bytes, methods: list[bytes] | None = None) -> list[tuple[h11.Response, bytes]]:

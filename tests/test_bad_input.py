@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import TIMEOUT, connect, exchange, hello_app
+from .support import TIMEOUT, connect, exchange, hello_app, released, until_closed
 
 GOOD = b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -40,6 +40,18 @@ CASES: dict[str, tuple[bytes, int]] = {
     "too many headers": (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n", 431),
     "head too large": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 17000 + b"\r\n\r\n", 431),
     "head too large, unfinished": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70000, 431),
+    # Before, each of these was served (RFC 9112 sections 3.2, 3.2.4, 6.1; RFC 9110 section 9.1).
+    "Host with a space": (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    "Host with userinfo": (b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+    "Host with a path": (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    "fragment in the target": (b"GET /a#frag?x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "asterisk target for GET": (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "CONNECT with an origin-form target": (b"CONNECT /a HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "CONNECT to an authority": (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405),
+    "gzip then chunked": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                          b"3\r\nabc\r\n0\r\n\r\n", 501),
+    "unregistered method PURGEX": (b"PURGEX / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    "unregistered method FOO": (b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
 }
 
 
@@ -94,6 +106,119 @@ class BadRequestTests(unittest.TestCase):
         self.assertTrue(response.endswith(b"hello /after "))
 
 
+class ValidInputTests(unittest.TestCase):
+    @asyncio_test
+    async def test_whitespace_before_a_chunk_extension_is_valid(self) -> None:
+        """RFC 9112 section 7.1.1 allows it (BWS); before, it got 400."""
+        server = await serve(self, hello_app)
+        response = await exchange(server.port, b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                               b"Connection: close\r\n\r\n3 ;a=b\r\nabc\r\n0\r\n\r\n")
+        self.assertTrue(response.endswith(b"hello /c abc"), response)
+
+    @asyncio_test
+    async def test_an_absolute_form_target_replaces_host(self) -> None:
+        """RFC 9112 section 3.2.2: the target's authority, not the Host header, is the host."""
+        hosts = []
+
+        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+            if scope["type"] == "http":
+                hosts.append([value for name, value in scope["headers"] if name == b"host"])
+            await hello_app(scope, receive, send)
+
+        server = await serve(self, app)
+        response = await exchange(server.port, b"GET http://real.example:8080/p?q=1 HTTP/1.1\r\n"
+                                               b"Host: other.example\r\nConnection: close\r\n\r\n")
+        self.assertTrue(response.endswith(b"hello /p "), response)
+        self.assertEqual(hosts, [[b"real.example:8080"]])
+
+    @asyncio_test
+    async def test_an_h2c_upgrade_with_undecodable_settings_stays_http11(self) -> None:
+        """Before, the upgrade went ahead with an HTTP2-Settings that is not base64url."""
+        server = await serve(self, hello_app)
+        response = await exchange(server.port, b"GET /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                                               b"Upgrade: h2c\r\nHTTP2-Settings: !!not*base64!!\r\n\r\n" + GOOD)
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK"), response)
+        self.assertNotIn(b"101", response.split(b"\r\n")[0])
+
+
+class LingeringCloseTests(unittest.TestCase):
+    @asyncio_test
+    async def test_a_client_still_sending_reads_its_431(self) -> None:
+        """Before, a 200 KB header line got a TCP reset before the client could read its 431:
+        the server closed with the rest of the line unread."""
+        server = await serve(self, hello_app)
+        reader, writer = await connect(server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n")
+        await writer.drain()
+        data, reset = await until_closed(reader)
+        writer.close()
+        self.assertTrue(data.startswith(b"HTTP/1.1 431 "), data[:100])
+        self.assertFalse(reset)
+        await released(server)
+
+    @asyncio_test
+    async def test_the_linger_ends_within_the_close_timeout(self) -> None:
+        server = await serve(self, hello_app, close_timeout=0.3)
+        reader, writer = await connect(server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n")
+        self.assertTrue((await asyncio.wait_for(reader.readuntil(b"too large\n"), TIMEOUT)).startswith(b"HTTP/1.1 431"))
+        await released(server)  # the client neither closes nor sends: the server is done all the same
+        writer.close()
+
+
+class BodyTimeoutTests(unittest.TestCase):
+    @asyncio_test
+    async def test_a_body_that_stops_coming_gets_408(self) -> None:
+        """Before, a head followed by no body held the connection until the client left."""
+        server = await serve(self, hello_app, body_timeout=0.3)
+        reader, writer = await connect(server.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")  # and no more
+        data = await asyncio.wait_for(reader.read(), TIMEOUT)
+        writer.close()
+        self.assertTrue(data.startswith(b"HTTP/1.1 408 "), data)
+        await released(server)
+
+    @asyncio_test
+    async def test_a_body_that_stops_after_the_response_began_is_cut(self) -> None:
+        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+            if scope["type"] != "http":
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"streaming", "more_body": True})
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        server = await serve(self, app, body_timeout=0.3)
+        reader, writer = await connect(server.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        data, _ = await until_closed(reader)
+        writer.close()
+        self.assertIn(b"9\r\nstreaming\r\n", data)
+        self.assertFalse(data.endswith(b"0\r\n\r\n"))  # no last chunk: cut
+        await released(server)
+
+    @asyncio_test
+    async def test_an_app_that_does_not_read_is_not_the_clients_fault(self) -> None:
+        release = asyncio.Event()
+
+        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+            if scope["type"] != "http":
+                return
+            await release.wait()  # reads nothing for a while: the socket is paused
+            await hello_app(scope, receive, send)
+
+        server = await serve(self, app, body_timeout=0.2, body_buffer_size=1024)
+        reader, writer = await connect(server.port)
+        body = b"z" * 4096
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                     + body)
+        await asyncio.sleep(0.6)  # three body timeouts while the app, not the client, holds the body up
+        release.set()
+        data = await asyncio.wait_for(reader.read(), TIMEOUT)
+        writer.close()
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 ") and data.endswith(body), data[:100])
+
+
 class SlowClientTests(unittest.TestCase):
     @asyncio_test
     async def test_slowloris_head_is_cut_off(self) -> None:
@@ -103,7 +228,7 @@ class SlowClientTests(unittest.TestCase):
         data = await asyncio.wait_for(reader.read(), TIMEOUT)
         writer.close()
         self.assertEqual(data, b"")  # closed without a response
-        self.assertEqual(len(server.service.factory.connections), 0)
+        await released(server)
 
     @asyncio_test
     async def test_idle_keep_alive_connection_is_closed(self) -> None:

@@ -68,6 +68,16 @@ class StartupErrorTests(unittest.TestCase):
         self.assertFalse(config.ws_per_message_deflate)
         self.assertFalse(config.websocket)
 
+    def test_hostile_client_options_reach_the_config(self) -> None:
+        from hello_asgi.cli import Options
+
+        options = Options()
+        options.parseOptions(["--app", "hello_asgi.demo:asgi", "--timeout-close", "2.5", "--timeout-body", "7",
+                              "--limit-body-drain", "4096", "--h2-max-empty-frames", "50"])
+        config = options["config"]
+        self.assertEqual((config.close_timeout, config.body_timeout, config.max_body_drain,
+                          config.h2_max_empty_frames), (2.5, 7.0, 4096, 50))
+
     def test_deployment_options_reach_the_config(self) -> None:
         from hello_asgi.cli import Options
         from hello_asgi.tls import development_certificate

@@ -25,10 +25,11 @@ async def extensions_app(scope: Any, receive: Any, send: Any) -> None:
     if "http.response.push" in extensions:
         await send({"type": "http.response.push", "path": "/style.css", "headers": []})
     trailers = "http.response.trailers" in extensions
+    names = ",".join(sorted(extensions)).encode()
     await send({"type": "http.response.start", "status": 200, "trailers": trailers,
                 # HTTP/1.1 trailers need chunked framing, so a Content-Length must go
-                "headers": [(b"content-length", b"99")] if trailers and scope["http_version"] == "1.1" else []})
-    names = ",".join(sorted(extensions)).encode()
+                "headers": [(b"content-length", b"%d" % (len(names) + 1))]
+                if trailers and scope["http_version"] == "1.1" else []})
     await send({"type": "http.response.body", "body": names, "more_body": True})
     await send({"type": "http.response.body", "body": b"."})
     if trailers:

@@ -119,6 +119,95 @@ class ForwardedHeaderTests(unittest.TestCase):
         self.assertIn("'10.0.0.0/33' is not an address, a network, 'unix' or '*'", str(caught.exception))
 
 
+
+class MalformedForwardedHeaderTests(unittest.TestCase):
+    """What a trusted proxy passes on unchecked from its client must not become the client,
+    the scheme or the server: only well-formed values count, and a malformed ``Forwarded``
+    counts not at all (RFC 7239 section 4)."""
+
+    async def _seen(self, *headers: str) -> dict[str, Any]:
+        if not hasattr(self, "_port"):
+            self._port = (await serve(self, where_app, proxy_headers=True)).port
+        return await ask(self._port, *headers)
+
+    async def assert_ignored(self, *headers: str) -> None:
+        """The scope says what it says with no forwarding headers at all (the client's own
+        port aside: each request is a new connection)."""
+        seen, plain = await self._seen(*headers), await self._seen()
+        self.assertEqual(seen["client"][0], plain["client"][0], headers)
+        self.assertEqual((seen["scheme"], seen["server"]), (plain["scheme"], plain["server"]), headers)
+
+    async def assert_checked(self, header: str, field: str, invalid: list[str], valid: dict[str, Any]) -> None:
+        """``header`` with each ``invalid`` value is ignored; with a valid one, the scope's
+        ``field`` is what ``valid`` says."""
+        for value in invalid:
+            await self.assert_ignored(f"{header}: {value}")
+        for value, expected in valid.items():
+            self.assertEqual((await self._seen(f"{header}: {value}"))[field], expected, value)
+
+    @asyncio_test
+    async def test_x_forwarded_for_takes_only_addresses(self) -> None:
+        await self.assert_checked(
+            "x-forwarded-for", "client",
+            ["<script>alert(1)</script>", "example.com", "1.2.3", "1.2.3.4.5", "[::1", "::1]:80", "1.2.3.4:http",
+             "1.2.3.4:99999", "203.0.113.7, nonsense"],
+            {"203.0.113.7": ["203.0.113.7", 0], "203.0.113.7:4711": ["203.0.113.7", 4711],
+             "2001:db8::17": ["2001:db8::17", 0], "[2001:db8::17]:4711": ["2001:db8::17", 4711]})
+
+    @asyncio_test
+    async def test_x_forwarded_proto_is_one_of_four(self) -> None:
+        cert, key, _ = development_certificate(Path(self.mktemp()))
+        server = await serve(self, where_app, proxy_headers=True, certfile=str(cert), keyfile=str(key))
+        context = ssl.create_default_context(cafile=str(cert))
+
+        async def scheme(value: str) -> str:
+            """The scheme the app sees for a request over TLS with ``X-Forwarded-Proto: value``."""
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=context,
+                                                           server_hostname="localhost")
+            writer.write(f"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-forwarded-proto: {value}\r\n\r\n"
+                         .encode())
+            [(_, body)] = parse_responses(await asyncio.wait_for(reader.read(), 10))
+            writer.close()
+            return json.loads(body)["scheme"]  # type: ignore[no-any-return]
+
+        for value in ("javascript", "ftp", "https://evil", "http s", "https, ftp"):
+            self.assertEqual(await scheme(value), "https", value)  # what the connection itself is
+        for value, expected in (("HTTP", "http"), ("ws", "http"), ("wss", "https"), ("http, https", "https")):
+            self.assertEqual(await scheme(value), expected, value)
+
+    @asyncio_test
+    async def test_x_forwarded_host_is_a_host_and_maybe_a_port(self) -> None:
+        await self.assert_checked(
+            "x-forwarded-host", "server",
+            ["evil.com/path", "a b", "user@evil.com", "[::1", "[nonsense]", "example.com:99999", "example.com:",
+             "example.com:80:80", "<script>"],
+            {"example.com": ["example.com", 80], "example.com:8443": ["example.com", 8443],
+             "[2001:db8::1]:8443": ["2001:db8::1", 8443], "192.0.2.1": ["192.0.2.1", 80]})
+
+    @asyncio_test
+    async def test_x_forwarded_port_is_a_port(self) -> None:
+        await self.assert_checked("x-forwarded-port", "server", ["0", "65536", "http", "8o", "-1", "+80", "1e3"],
+                                  {"8443": ["127.0.0.1", 8443], "80": ["127.0.0.1", 80]})
+
+    @asyncio_test
+    async def test_a_malformed_forwarded_header_counts_not_at_all(self) -> None:
+        for value in ('for="1.2.3.4', 'for=1.2.3.4"', "for=<script>alert(1)</script>", 'for="<script>"',
+                      "for=1.2.3.4 junk", "for=1.2.3.4;for=5.6.7.8", "for", "for=", "=1.2.3.4",
+                      'for="[2001:db8::17"', "for=1.2.3.4;proto=ftp", 'for=1.2.3.4;host="evil.com/x"',
+                      'for=1.2.3.4;host="a b"', 'for=1.2.3.4;host="u@evil.com"', "for=1.2.3.4, for=oops!"):
+            await self.assert_ignored(f"forwarded: {value}", "x-forwarded-for: 198.51.100.1")
+
+    @asyncio_test
+    async def test_well_formed_forwarded_headers_still_count(self) -> None:
+        seen = await self._seen('forwarded: for="[2001:db8::17]:4711";proto=HTTPS;host="example.com:8443"')
+        self.assertEqual(seen, {"client": ["2001:db8::17", 4711], "scheme": "https", "server": ["example.com", 8443]})
+        seen = await self._seen('forwarded: For="203.0.113.7" ; by=_proxy1,, for=unknown')
+        self.assertEqual(seen["client"][0], "127.0.0.1")  # the nearest hop is unknown: the peer stays
+        seen = await self._seen('forwarded: for=_hidden, for=203.0.113.7')
+        self.assertEqual(seen["client"], ["203.0.113.7", 0])
+        seen = await self._seen('forwarded: for=203.0.113.7;host="a\\.b"')  # quoted-pair: a.b
+        self.assertEqual(seen["server"], ["a.b", 80])
+
 def v2_header(command: int, family: int, addresses: bytes) -> bytes:
     """A PROXY protocol v2 header (its signature, version 2, ``command``, ``family``)."""
     return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20 | command, family]) + struct.pack("!H", len(addresses)) + addresses
