@@ -61,6 +61,8 @@ class MetricsTests(unittest.TestCase):
         async with httpx.AsyncClient(http1=False, http2=True) as client:
             h2 = await client.get(f"http://127.0.0.1:{port}/h2")
         self.assertEqual(h2.http_version, "HTTP/2")
+        while any(name == "hello_asgi_open_connections" and value for (name, _), value in (await scrape(metrics_port)).items()):
+            await asyncio.sleep(0.05)  # the clients' closes are still reaching the server
         _, idle = await connect(port)  # open, nothing sent yet
         _, second = await connect(port)
         reader, third = await connect(port)  # over --limit-concurrency 2: answered 503
