@@ -21,7 +21,6 @@ from .loading import AppLoadError, load_app
 from .process import is_worker
 from .service import ASGIService, server_endpoint, tcp_description
 from .supervisor import Supervisor
-from .tls import TLSConfigError, development_certificate, key_is_encrypted, options_for
 
 log = Logger(namespace="hello_asgi.cli")
 
@@ -280,6 +279,20 @@ class Options(usage.Options):
                 server_endpoint(reactor, description)
             except Exception as error:
                 _fail(f"--listen {description}: {error}")
+        if self["tls"] or config.certfile is not None:
+            self._check_tls(config)
+        try:
+            self["loaded_app"] = load_app(self["app"], self["app-dir"], config.interface)
+        except AppLoadError as error:
+            _fail(str(error))
+        self["reactor"] = reactor
+        self["config"] = config
+
+    def _check_tls(self, config: Config) -> None:
+        """The certificate and key (a development pair made for ``--tls`` without them), read
+        now so a bad pair is one line at start-up; the TLS stack is loaded only here."""
+        from .tls import TLSConfigError, development_certificate, options_for
+
         if self["tls"] and config.certfile is None:
             cert, key, fingerprint = development_certificate()
             config.certfile, config.keyfile = str(cert), str(key)
@@ -290,12 +303,6 @@ class Options(usage.Options):
                 options_for(config)
             except TLSConfigError as error:
                 _fail(str(error))
-        try:
-            self["loaded_app"] = load_app(self["app"], self["app-dir"], config.interface)
-        except AppLoadError as error:
-            _fail(str(error))
-        self["reactor"] = reactor
-        self["config"] = config
 
     def key_password(self, key_path: str) -> str | None:
         """From --key-password-file, or asked for on the terminal for an encrypted key."""
@@ -304,6 +311,8 @@ class Options(usage.Options):
                 return Path(self["key-password-file"]).read_text().rstrip("\r\n")
             except OSError as error:
                 _fail(f"--key-password-file {self['key-password-file']}: {error.strerror}")
+        from .tls import key_is_encrypted
+
         if key_is_encrypted(key_path) and sys.stdin.isatty():
             return getpass.getpass(f"Password for {key_path}: ")
         return None

@@ -8,9 +8,10 @@ h2c" or "this request wants a WebSocket" and the switcher swaps ``http2`` or
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
@@ -21,14 +22,19 @@ from zope.interface import implementer
 from .bridge import app_loop
 from .config import Config
 from .http1 import HTTP11Connection
-from .http2 import PREFACE, H2Connection
 from .proxy import TrustedProxies
 from .stream import RequestHead, wake_all
 from .threaded import ReactorSide
 from .timeouts import Deadline, Ticks
 from .loading import as_asgi3, asgi_version
-from .websocket import HTTP11Handshake, WebSocketConnection, autobahn_options, handshake_problem
+from .frame_budget import PREFACE
 from .wire import error_response
+
+if TYPE_CHECKING:  # HTTP/2 and WebSockets are loaded when a connection first needs them
+    from autobahn.twisted.websocket import WebSocketServerFactory
+
+    from .http2 import H2Connection
+    from .websocket import WebSocketConnection
 
 log = Logger(namespace="hello_asgi.factory")
 
@@ -69,12 +75,12 @@ class ServerConnection(Protocol):
         if inner is None:
             data = self._buffer + data
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
-                inner = H2Connection(self.factory)  # chosen by TLS ALPN
+                inner = _http2(self.factory)  # chosen by TLS ALPN
             elif self.factory.config.h2_prior_knowledge and PREFACE.startswith(data[: len(PREFACE)]):
                 if len(data) < 3:
                     self._buffer = data  # "P" could still be POST
                     return
-                inner = H2Connection(self.factory)
+                inner = _http2(self.factory)
             else:
                 inner = HTTP11Connection(self.factory, switch=self.switch)
             self._buffer = b""
@@ -99,8 +105,10 @@ class ServerConnection(Protocol):
             transport.write(  # type: ignore[union-attr]
                 b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
             )
-            inner = H2Connection(self.factory, upgrade=request)
+            inner = _http2(self.factory, upgrade=request)
         else:
+            from .websocket import HTTP11Handshake, WebSocketConnection, handshake_problem
+
             problem = handshake_problem(request, http2=False)
             if problem is not None:
                 status, reason, headers = problem
@@ -132,6 +140,13 @@ class ServerConnection(Protocol):
 
     def cancel_apps(self) -> list[Any]:
         return [] if self.inner is None else self.inner.cancel_apps()
+
+
+def _http2(factory: ASGIServerFactory, upgrade: RequestHead | None = None) -> H2Connection:
+    """An HTTP/2 connection; h2 is loaded with the first one."""
+    from .http2 import H2Connection
+
+    return H2Connection(factory, upgrade)
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -170,7 +185,6 @@ class ASGIServerFactory(ServerFactory):
         self.state: dict[str, Any] = {} if state is None else state
         self.scheme = scheme
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
-        self.websocket_options = autobahn_options(config, self.clock)
         self.access_logger = (
             Logger(namespace="hello_asgi.access", observer=access_observer)
             if config.access_log is not None
@@ -181,6 +195,13 @@ class ASGIServerFactory(ServerFactory):
         self._date_second = 0
         self._date = b""
         self._date_line = b""
+
+    @functools.cached_property
+    def websocket_options(self) -> WebSocketServerFactory:
+        """autobahn's options for this server's WebSockets, made with the first one."""
+        from .websocket import autobahn_options
+
+        return autobahn_options(self.config, self.clock)
 
     def acceptableProtocols(self) -> list[bytes]:
         """What TLS ALPN offers when a TLS endpoint (``ssl:``) wraps this factory."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-PREFACE_SIZE = 24  # the client's connection preface comes before its first frame
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # the client's connection preface, before its first frame
+PREFACE_SIZE = len(PREFACE)
 WINDOW = 10.0  # seconds: the budgets are per ten seconds
 
 _DATA, _SETTINGS, _PRIORITY, _PING, _WINDOW_UPDATE, _LAST_KNOWN = 0x0, 0x4, 0x2, 0x6, 0x8, 0x9

@@ -160,7 +160,7 @@ class HTTP11Connection(Protocol):
         section 9.6 asks: half-close, then read on and drop what comes until the client's
         FIN, for ``close_timeout`` at most. Closing a socket with unread input resets it,
         and the client could lose the response it had not read yet. TLS lingers by
-        itself, waiting for the client's close_notify (``transport.BoundedTLSProtocol``).
+        itself, waiting for the client's close_notify (``tls.BoundedTLSProtocol``).
         """
         if self._closing:
             return  # closing already, or the transport handed on to another protocol

@@ -37,16 +37,16 @@ from zope.interface import implementer
 from .frame_budget import FrameBudget
 from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
 from .timeouts import Deadline
-from .websocket import WebSocketConnection, handshake_problem
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
+
+    from .websocket import WebSocketConnection
 
     from .factory import ASGIServerFactory
 
 log = Logger(namespace="hello_asgi.http2")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
@@ -325,6 +325,8 @@ class H2Connection(Protocol):
     def _connect(self, stream_id: int, request: RequestHead, protocol: bytes) -> None:
         """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 8441); this
         server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
+        from .websocket import WebSocketConnection, handshake_problem  # loaded with the first WebSocket
+
         if protocol != b"websocket" or not self.config.websocket:
             problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
         else:

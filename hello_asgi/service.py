@@ -6,7 +6,7 @@ import asyncio
 import gc
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -22,8 +22,10 @@ from .metrics import REPORT_VARIABLE, ServerMetrics
 from .process import ProcessSignals, exit_after_shutdown, is_worker, stop_and_exit, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
 from .recycling import RequestBudget, replace_or_stop, share
-from .tls import ReloadableTLS, TLSConfigError, choose_alpn
-from .transport import CLOSE_TIMEOUT, BoundedTLSFactory, FastListeningReactor
+from .transport import CLOSE_TIMEOUT, FastListeningReactor
+
+if TYPE_CHECKING:  # the TLS stack (pyOpenSSL, cryptography) is loaded only for TLS listeners
+    from .tls import ReloadableTLS
 
 log = Logger(namespace="hello_asgi.service")
 
@@ -108,6 +110,8 @@ class ASGIService(Service):
         self._listener_factory: Any = self.factory if self.metrics is None else self.metrics.listener_factory
         self.tls: ReloadableTLS | None = None
         if config.certfile is not None and config.keyfile is not None:
+            from .tls import BoundedTLSFactory, ReloadableTLS
+
             self.tls = ReloadableTLS(config)
             self._listener_factory = BoundedTLSFactory(self.tls, self._listener_factory, config.close_timeout)
         if config.proxy_protocol:  # its header comes first, before any TLS
@@ -137,6 +141,8 @@ class ASGIService(Service):
             endpoint = server_endpoint(self._reactor, description, self.config.close_timeout)
             if isinstance(endpoint, SSL4ServerEndpoint):  # an ssl: string: Twisted made its TLS context,
                 # whose ALPN would fail a client that offers none of ours rather than serve it HTTP/1.1
+                from .tls import choose_alpn
+
                 choose_alpn(endpoint._sslContextFactory.getContext(), self.factory.acceptableProtocols())
             port = await endpoint.listen(self._listener_factory)
             self.ports.append(port)
@@ -179,6 +185,8 @@ class ASGIService(Service):
         """Read the certificate and key files again for new connections (SIGHUP under ``twist``)."""
         if self.tls is None:
             return
+        from .tls import TLSConfigError
+
         try:
             self.tls.reload()
         except TLSConfigError as error:

@@ -25,7 +25,6 @@ from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
 from .proxy import TrustedProxies, apply_forwarded
-from .tls import tls_extension
 
 log = Logger(namespace="hello_asgi.app")
 
@@ -149,6 +148,8 @@ class ConnectionScope:
     def of(cls, transport: Any, factory: Any) -> ConnectionScope:
         """Read the addresses and TLS off ``transport``; the rest comes from ``factory``."""
         if INegotiated.providedBy(transport):
+            from .tls import tls_extension  # loaded only once TLS is in use
+
             return cls.between(transport.getPeer(), transport.getHost(), "https", factory,
                                tls=tls_extension(transport))
         return cls.between(transport.getPeer(), transport.getHost(), factory.scheme, factory)

@@ -17,9 +17,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IProtocolFactory
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from .transport import CLOSE_TIMEOUT
 
 ALPN_PROTOCOLS = [b"h2", b"http/1.1"]  # h2 preferred
 MINIMUM_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
@@ -226,3 +231,43 @@ def _expires_soon(cert_path: Path) -> bool:
     certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
     remaining = certificate.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
     return remaining < datetime.timedelta(days=7)
+
+
+class BoundedTLSProtocol(BufferingTLSTransport):
+    """Twisted's TLS, with a bound on closing.
+
+    Twisted's TLS closes by sending close_notify and then waits for the peer's, without
+    limit: a peer that sends neither close_notify nor a FIN held its connection (and its
+    slot under the connection limit) for good. Here the wait reads on, so the peer's
+    close_notify or FIN is seen even when the protocol had paused reading, and is cut
+    short by an abort after the factory's ``close_timeout`` (RFC 8446 section 6.1 does
+    not ask the closing side to wait at all).
+    """
+
+    _close_timer: Any = None
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        if self._close_timer is None and self.connected and not self._aborted:
+            self._close_timer = self.factory._clock.callLater(self.factory.close_timeout, self.abortConnection)
+            self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        if not self.disconnecting:  # a closing connection reads on, for the peer's close
+            self.transport.pauseProducing()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        super().connectionLost(reason)
+
+
+class BoundedTLSFactory(TLSMemoryBIOFactory):
+    """``TLSMemoryBIOFactory`` whose connections close within ``close_timeout`` seconds."""
+
+    protocol = BoundedTLSProtocol
+
+    def __init__(self, contextFactory: Any, wrappedFactory: IProtocolFactory, close_timeout: float = CLOSE_TIMEOUT,
+                 clock: Any = None) -> None:
+        super().__init__(contextFactory, False, wrappedFactory, clock)
+        self.close_timeout = close_timeout

@@ -35,7 +35,6 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.lockfile import FilesystemLock
 from zope.interface import implementer
@@ -512,42 +511,3 @@ class FastListeningReactor:
         listening.startListening()
         return listening
 
-
-class BoundedTLSProtocol(BufferingTLSTransport):
-    """Twisted's TLS, with a bound on closing.
-
-    Twisted's TLS closes by sending close_notify and then waits for the peer's, without
-    limit: a peer that sends neither close_notify nor a FIN held its connection (and its
-    slot under the connection limit) for good. Here the wait reads on, so the peer's
-    close_notify or FIN is seen even when the protocol had paused reading, and is cut
-    short by an abort after the factory's ``close_timeout`` (RFC 8446 section 6.1 does
-    not ask the closing side to wait at all).
-    """
-
-    _close_timer: Any = None
-
-    def loseConnection(self) -> None:
-        super().loseConnection()
-        if self._close_timer is None and self.connected and not self._aborted:
-            self._close_timer = self.factory._clock.callLater(self.factory.close_timeout, self.abortConnection)
-            self.transport.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        if not self.disconnecting:  # a closing connection reads on, for the peer's close
-            self.transport.pauseProducing()
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
-        super().connectionLost(reason)
-
-
-class BoundedTLSFactory(TLSMemoryBIOFactory):
-    """``TLSMemoryBIOFactory`` whose connections close within ``close_timeout`` seconds."""
-
-    protocol = BoundedTLSProtocol
-
-    def __init__(self, contextFactory: Any, wrappedFactory: IProtocolFactory, close_timeout: float = CLOSE_TIMEOUT,
-                 clock: Any = None) -> None:
-        super().__init__(contextFactory, False, wrappedFactory, clock)
-        self.close_timeout = close_timeout
