@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .frame_budget import FrameBudget
+from .h2_windows import ReceiveWindows
 from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
 from .timeouts import Deadline
 from .websocket import WebSocketConnection, handshake_problem
@@ -157,6 +158,8 @@ class H2Connection(Protocol):
         )
         self._deadline = Deadline(self.factory.ticks, self._idle_timeout)
         self._stall = Deadline(self.factory.ticks, self._stalled)
+        self._windows = ReceiveWindows(config.h2_initial_window_size, config.h2_max_window_size,
+                                       self.factory.clock.seconds)
         self._budget = FrameBudget(self.factory.clock.seconds, config.h2_max_control_frames,
                                    config.h2_max_empty_frames)
         upgrade = self._upgrade
@@ -316,6 +319,7 @@ class H2Connection(Protocol):
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id
         self._unacknowledged[stream_id] = 0
+        self._windows.open(stream_id)
         self._deadline.set(None)
         stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
         limit = self.config.max_requests_per_connection
@@ -419,9 +423,21 @@ class H2Connection(Protocol):
             self._unacknowledged[stream_id] = 0
             try:
                 self._h2.acknowledge_received_data(size, stream_id)
+                self._grow_windows(stream_id, size)
             except h2.exceptions.StreamClosedError:
                 return
             self._flush_soon()
+
+    def _grow_windows(self, stream_id: int, taken: int) -> None:
+        """Open the stream's window (and the connection's with it) wider while its app keeps up."""
+        size, connection_growth = self._windows.taken(stream_id, taken)
+        if size:
+            # To the new size exactly: h2 then returns consumed bytes up to it, never beyond.
+            increment = size - self._h2.remote_flow_control_window(stream_id)
+            if increment > 0:
+                self._h2.increment_flow_control_window(increment, stream_id)
+        if connection_growth:
+            self._h2.increment_flow_control_window(connection_growth)
 
     # IPushProducer: the transport says whether the client reads what we write.
 
@@ -620,6 +636,7 @@ class H2Connection(Protocol):
             return
         self._streams.pop(stream_id, None)
         self._unacknowledged.pop(stream_id, None)
+        self._windows.close(stream_id)
         self._became_idle()
 
     def _became_idle(self) -> None:
