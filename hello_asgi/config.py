@@ -153,6 +153,11 @@ class Config:
 
     #: Listening endpoints, as Twisted endpoint strings.
     listen: list[str] = field(default_factory=list)
+    #: The largest an HTTP/2 request body's receive window grows to while its app keeps up
+    #: (from ``h2_initial_window_size``, doubling), and the most all of a connection's
+    #: streams may have grown by together: what a connection may buffer beyond its initial
+    #: windows (gRPC and Go grow theirs to 16 MiB).
+    h2_max_window_size: int = 16 * 1024 * 1024
 
     # -- Operating the process ---------------------------------------------------------
     #: A worker that has served this many requests (HTTP requests and WebSocket sessions)
@@ -204,6 +209,8 @@ class Config:
             raise ValueError("max_requests_per_connection must be 0 (no limit) or more")
         if not 65535 <= self.h2_initial_window_size <= 2**31 - 1:
             raise ValueError("h2_initial_window_size must be from 65535 to 2**31-1")
+        if not self.h2_initial_window_size <= self.h2_max_window_size <= 2**31 - 1:
+            raise ValueError("h2_max_window_size must be from h2_initial_window_size to 2**31-1")
         if not 16384 <= self.h2_max_frame_size <= 2**24 - 1:
             raise ValueError("h2_max_frame_size must be from 16384 to 2**24-1")
         if self.ws_ping_interval < 0 or self.ws_ping_timeout < 0:

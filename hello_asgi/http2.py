@@ -23,9 +23,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-import hpack
 from h2.errors import ErrorCodes
-from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.interfaces import IPushProducer, ITransport
@@ -35,6 +33,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .frame_budget import FrameBudget
+from .h2_engine import Connection
+from .h2_headers import request_problem, trailers_problem
+from .h2_windows import ReceiveWindows
 from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
 from .timeouts import Deadline
 
@@ -58,25 +59,6 @@ _HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
 # An origin-form :path: what HTTP/1.1's parser takes in a request target (no space, control
 # or fragment), so the same target is served or refused over both.
 _is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
-
-
-class _CompressionError(h2.exceptions.ProtocolError):
-    """A header block HPACK cannot decode: the connection error is COMPRESSION_ERROR (RFC
-    9113 section 4.3), where h2 would say PROTOCOL_ERROR."""
-
-    error_code = ErrorCodes.COMPRESSION_ERROR
-
-
-class _Decoder(hpack.Decoder):
-    """h2's HPACK decoder, raising ``_CompressionError`` for a block it cannot decode."""
-
-    def decode(self, data: bytes, raw: bool = False) -> list[tuple[Any, Any]]:
-        try:
-            return super().decode(data, raw)  # type: ignore[no-any-return]
-        except OversizedHeaderListError:
-            raise  # h2 makes this a DenialOfServiceError: ENHANCE_YOUR_CALM
-        except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as error:
-            raise _CompressionError(f"a header block HPACK cannot decode: {error}") from error
 
 
 class _Settings(h2.settings.Settings):
@@ -123,6 +105,7 @@ class H2Connection(Protocol):
             h2.events.RequestReceived: self._request_received,
             h2.events.DataReceived: self._data_received,
             h2.events.StreamEnded: self._stream_ended,
+            h2.events.TrailersReceived: self._trailers_received,
             h2.events.StreamReset: self._stream_reset,
             h2.events.WindowUpdated: self._window_updated,
             h2.events.RemoteSettingsChanged: self._settings_changed,
@@ -138,13 +121,14 @@ class H2Connection(Protocol):
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._connection = ConnectionScope.of(transport, self.factory)
-        self._h2 = h2.connection.H2Connection(
+        self._h2 = Connection(
             # Outbound headers are checked once already (stream.checked_headers; lower-cased,
             # trimmed and stripped of connection-specific fields here): h2 need not redo it.
+            # Inbound ones are checked in one pass (h2_headers) and their cookies joined here.
             h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                                      normalize_outbound_headers=False)
+                                      normalize_outbound_headers=False, validate_inbound_headers=False,
+                                      normalize_inbound_headers=False)
         )
-        self._h2.decoder.__class__ = _Decoder  # the same decoder, its state and limits kept
         self._h2.local_settings = _Settings(
             client=False,
             initial_values={
@@ -157,6 +141,8 @@ class H2Connection(Protocol):
         )
         self._deadline = Deadline(self.factory.ticks, self._idle_timeout)
         self._stall = Deadline(self.factory.ticks, self._stalled)
+        self._windows = ReceiveWindows(config.h2_initial_window_size, config.h2_max_window_size,
+                                       self.factory.clock.seconds)
         self._budget = FrameBudget(self.factory.clock.seconds, config.h2_max_control_frames,
                                    config.h2_max_empty_frames)
         upgrade = self._upgrade
@@ -286,6 +272,10 @@ class H2Connection(Protocol):
                 handler(event)
 
     def _request_received(self, event: h2.events.RequestReceived) -> None:
+        problem = request_problem(event.headers)
+        if problem is not None:
+            self._fail_connection(ErrorCodes.PROTOCOL_ERROR, f"malformed request headers: {problem}")
+            return
         if self._goaway_sent is not None and event.stream_id > self._goaway_sent:
             self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # after GOAWAY
             return
@@ -316,6 +306,7 @@ class H2Connection(Protocol):
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id
         self._unacknowledged[stream_id] = 0
+        self._windows.open(stream_id)
         self._deadline.set(None)
         stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
         limit = self.config.max_requests_per_connection
@@ -359,6 +350,11 @@ class H2Connection(Protocol):
             return
         self._unacknowledged[event.stream_id] += event.flow_controlled_length
         stream.feed_body(event.data)
+
+    def _trailers_received(self, event: h2.events.TrailersReceived) -> None:
+        problem = trailers_problem(event.headers)
+        if problem is not None:
+            self._fail_connection(ErrorCodes.PROTOCOL_ERROR, f"malformed trailers: {problem}")
 
     def _stream_ended(self, event: h2.events.StreamEnded) -> None:
         websocket = self._websockets.get(event.stream_id)
@@ -421,9 +417,21 @@ class H2Connection(Protocol):
             self._unacknowledged[stream_id] = 0
             try:
                 self._h2.acknowledge_received_data(size, stream_id)
+                self._grow_windows(stream_id, size)
             except h2.exceptions.StreamClosedError:
                 return
             self._flush_soon()
+
+    def _grow_windows(self, stream_id: int, taken: int) -> None:
+        """Open the stream's window (and the connection's with it) wider while its app keeps up."""
+        size, connection_growth = self._windows.taken(stream_id, taken)
+        if size:
+            # To the new size exactly: h2 then returns consumed bytes up to it, never beyond.
+            increment = size - self._h2.remote_flow_control_window(stream_id)
+            if increment > 0:
+                self._h2.increment_flow_control_window(increment, stream_id)
+        if connection_growth:
+            self._h2.increment_flow_control_window(connection_growth)
 
     # IPushProducer: the transport says whether the client reads what we write.
 
@@ -622,6 +630,7 @@ class H2Connection(Protocol):
             return
         self._streams.pop(stream_id, None)
         self._unacknowledged.pop(stream_id, None)
+        self._windows.close(stream_id)
         self._became_idle()
 
     def _became_idle(self) -> None:
@@ -635,14 +644,20 @@ class H2Connection(Protocol):
 
 def _split_fields(raw_headers: Headers) -> tuple[dict[bytes, bytes], Headers]:
     """A request's pseudo-header fields, and its other fields as the scope has them:
-    ``:authority`` as the host (RFC 9113 section 8.3.1), no HTTP/1.1 hop-by-hop fields."""
+    ``:authority`` as the host (RFC 9113 section 8.3.1), cookie fields joined into one, last
+    (section 8.2.3), no HTTP/1.1 hop-by-hop fields."""
     pseudo = {}
     headers: Headers = []
+    cookies = []
     for name, value in raw_headers:
         if name[:1] == b":":
             pseudo[name] = value
+        elif name == b"cookie":
+            cookies.append(value)
         elif name not in _HOP_BY_HOP:
             headers.append((name, value))
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
     authority = pseudo.get(b":authority")
     if authority is not None:
         headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]

@@ -110,6 +110,34 @@ class HostilePeerTests(unittest.TestCase):
         )
 
     @asyncio_test
+    async def test_malformed_header_blocks_get_protocol_error(self) -> None:
+        """Each RFC 9113 section 8.2 and 8.3 rule the server's own one-pass check keeps, sent
+        by a client whose h2 checks nothing: GOAWAY PROTOCOL_ERROR, before any app runs."""
+        calls: list[str] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            calls.append(scope["path"])
+            await hello_app(scope, receive, send)
+
+        server = await serve(self, app)
+        bad = [[(b"X-Upper", b"1")], [(b"connection", b"close")], [(b"te", b"gzip")], [(b"x-ws", b" lead")],
+               [(b"x-nul", b"a\x00b")], [(b"host", b"other.test")], [(b":path", b"/again")]]
+        for extra in bad:
+            client = await H2Client.open(server.port)
+            client.conn.config.validate_outbound_headers = False
+            client.conn.config.normalize_outbound_headers = False
+            client.request("/bad", headers=extra)
+            await self._expect_goaway(client, ErrorCodes.PROTOCOL_ERROR)
+        client = await H2Client.open(server.port)
+        client.conn.config.validate_outbound_headers = False
+        stream_id = client.request("/trailers", method="POST", end=False)
+        client.conn.send_headers(stream_id, [(b":path", b"/")], end_stream=True)  # a pseudo-header in trailers
+        client.flush()
+        await self._expect_goaway(client, ErrorCodes.PROTOCOL_ERROR)
+        self.assertNotIn("/bad", calls)
+        await self._still_serving(server.port)
+
+    @asyncio_test
     async def test_continuation_flood_is_cut_off(self) -> None:
         """HEADERS without END_HEADERS, then CONTINUATION frames without end: h2 keeps at most
         64 fragments, then the connection ends, so the flood cannot fill memory."""
