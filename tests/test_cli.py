@@ -73,10 +73,11 @@ class StartupErrorTests(unittest.TestCase):
 
         options = Options()
         options.parseOptions(["--app", "hello_asgi.demo:asgi", "--timeout-close", "2.5", "--timeout-body", "7",
-                              "--limit-body-drain", "4096", "--h2-max-empty-frames", "50"])
+                              "--limit-body-drain", "4096", "--h2-max-empty-frames", "50",
+                              "--h2-max-window-size", "1048576"])
         config = options["config"]
         self.assertEqual((config.close_timeout, config.body_timeout, config.max_body_drain,
-                          config.h2_max_empty_frames), (2.5, 7.0, 4096, 50))
+                          config.h2_max_empty_frames, config.h2_max_window_size), (2.5, 7.0, 4096, 50, 1048576))
 
     def test_deployment_options_reach_the_config(self) -> None:
         from hello_asgi.cli import Options
