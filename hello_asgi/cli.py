@@ -8,12 +8,13 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
 from . import logs, reload, sources
+from .access_log import MAIN_LOG
 from .bridge import install_asyncio_reactor
 from .config import Config
 from .headers import parse_header
@@ -100,7 +101,11 @@ class Options(usage.Options):
         ["root-path", None, "", "ASGI root_path: the prefix the app is mounted under."],
         ["interface", None, "auto", "auto, asgi3 or asgi2: how the app is called."],
         ["lifespan", None, "auto", "auto, on or off: run the ASGI lifespan protocol."],
-        ["access-log", None, "-", "Access log: '-' into the main log, or a file path."],
+        ["access-log", None, "-", "Access log: '-' into the main log, a file path, or 'events' (a "
+                                  "twisted.logger event per request, for your own observers; slower)."],
+        ["access-log-format", None, None, "The access line: 'json', or Gunicorn's atoms, e.g. "
+                                          "'%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"' "
+                                          "(also m U q H B T M D L p S, %({header}i)s, %({header}o)s, %({VAR}e)s)."],
         ["server-header", None, _DEFAULTS.server_header.decode(), "Value of the Server header."],
         ["timeout-keep-alive", None, _DEFAULTS.keep_alive_timeout,
          "Seconds an idle keep-alive connection is kept.", float],
@@ -337,6 +342,7 @@ class Options(usage.Options):
             server_header=None if self["no-server-header"] else self["server-header"].encode("latin-1"),
             date_header=not self["no-date-header"],
             access_log=None if self["no-access-log"] else self["access-log"],
+            access_log_format=self["access-log-format"],
             keep_alive_timeout=self["timeout-keep-alive"],
             request_head_timeout=self["timeout-request-head"],
             graceful_timeout=self["timeout-graceful-shutdown"],
@@ -416,12 +422,23 @@ def start_logging_as_asked(options: Options) -> None:
     log_format = options["log-format"] or _twist_log_format() or "text"
     level = options["log-level"]
     if twist is not None:
-        twist["fileLogObserverFactory"] = logs.observer_factory(log_format)
+        twist["fileLogObserverFactory"] = _main_log_observer(logs.observer_factory(log_format))
         if level is not None:
             twist["logLevel"] = level
         level = twist["logLevel"]
+    MAIN_LOG.ours, MAIN_LOG.log_format, MAIN_LOG.level = True, log_format, level or logs.level_named("info")
     if not options["no-stdlib-logging"]:
         logs.capture_stdlib_logging((level or logs.level_named("info")).name)
+
+
+def _main_log_observer(make: Callable[[IO[str]], ILogObserver]) -> Callable[[IO[str]], ILogObserver]:
+    """twist's observer factory, noting the file it opened: the access log writes there itself."""
+
+    def observer(output: IO[str]) -> ILogObserver:
+        MAIN_LOG.output = output
+        return make(output)
+
+    return observer
 
 
 def _twist_log_format() -> str | None:

@@ -29,9 +29,14 @@ class Config:
     server_header: bytes | None = b"hello-asgi"
     #: Send a ``Date`` header, as RFC 9110 asks of origin servers with a clock.
     date_header: bool = True
-    #: One line per request through twisted.logger (namespace ``hello_asgi.access``): ``-``
-    #: into the main log, a path for a file of its own, ``None`` for none.
+    #: One line per request, buffered and written once a loop turn (``access_log.py``):
+    #: ``-`` into the main log, a path for a file of its own, ``events`` as a twisted.logger
+    #: event per request (namespace ``hello_asgi.access``) for your own observers, ``None``
+    #: for none.
     access_log: str | None = "-"
+    #: The access line: ``None`` for hello-asgi's own, ``json`` for JSON lines, or a format
+    #: of Gunicorn's atoms (``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s``...).
+    access_log_format: str | None = None
 
     #: An idle keep-alive connection is closed after this long (Uvicorn: 5 s).
     keep_alive_timeout: float = 5.0
@@ -175,6 +180,10 @@ class Config:
     metrics_listen: str | None = None
 
     def validate(self) -> None:
+        if self.access_log_format not in (None, "", "json"):
+            from .access_log import prepared_format
+
+            prepared_format(self.access_log_format)
         """Raise ``ValueError`` naming the first setting that cannot work."""
         if self.interface not in ("auto", "asgi3", "asgi2"):
             raise ValueError(f"interface must be auto, asgi3 or asgi2, not {self.interface!r}")

@@ -19,6 +19,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
+from .access_log import RequestLog, access_log
 from .bridge import app_loop
 from .config import Config
 from .http1 import HTTP11Connection
@@ -156,8 +157,8 @@ class ASGIServerFactory(ServerFactory):
     On any reactor: under one that is not asyncio's, connections are carried over to the
     ``AppLoop`` thread (``threaded.py``) and everything above the socket runs there.
     ``state`` is the lifespan state copied into every request scope; ``scheme`` is
-    ``https`` for factories that TLS endpoints wrap; ``access_observer`` receives the access
-    log events (the global log by default).
+    ``https`` for factories that TLS endpoints wrap; ``access_observer``, if given, receives
+    the access log as twisted.logger events (``access_log.py`` says where lines go otherwise).
     """
 
     noisy = False  # one "Serving ..." line per listener comes from the service instead
@@ -185,11 +186,11 @@ class ASGIServerFactory(ServerFactory):
         self.state: dict[str, Any] = {} if state is None else state
         self.scheme = scheme
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
-        self.access_logger = (
-            Logger(namespace="hello_asgi.access", observer=access_observer)
-            if config.access_log is not None
-            else None
-        )
+        self.access_log = access_log(config.access_log, config.access_log_format, self.loop.call_soon,
+                                     access_observer)
+        # What the protocols call once per finished exchange: the access log, or the metrics
+        # counter that hands on to it (metrics.meter puts it there).
+        self.request_log: RequestLog | None = self.access_log
         self.connections: set[ServerConnection] = set()
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._date_second = 0

@@ -623,9 +623,9 @@ class HTTP11Connection(Protocol):
             self._close()
 
     def finished(self, stream: HTTPStream) -> None:
-        logger = self.factory.access_logger
-        if logger is not None:
-            stream.log_access(logger)
+        request_log = self.factory.request_log
+        if request_log is not None:
+            request_log.http(stream)
 
 
 def _check_transfer_coding(headers: Headers) -> None:

@@ -620,9 +620,9 @@ class H2Connection(Protocol):
         self._forget(stream)
 
     def finished(self, stream: HTTPStream) -> None:
-        logger = self.factory.access_logger
-        if logger is not None:
-            stream.log_access(logger)
+        request_log = self.factory.request_log
+        if request_log is not None:
+            request_log.http(stream)
 
     def _forget(self, stream: HTTPStream) -> None:
         stream_id = self._ids.pop(stream, None)

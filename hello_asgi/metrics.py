@@ -1,10 +1,10 @@
 """``--metrics-listen``: Prometheus figures, counted in plain integers, exposed by prometheus_client.
 
-The hot path is one call per request on what the server already does: the access log's
-line, whose fields (status, HTTP version, duration, body bytes) are what the figures
-need. With an access log, its events are counted on their way to its observer; under
-``--no-access-log``, a ``MeteredAccessLog`` takes the access logger's place and counts
-the fields without making a line. Counting is into plain dicts and lists:
+The hot path is one call per request, the one the protocols make for the access log:
+while metrics are on, a ``MeteredLog`` stands in the factory's ``request_log``, counts
+the finished stream's own attributes (status, HTTP version, duration, body bytes out and
+in) and hands the stream on to the access log, if there is one. Counting is into plain
+dicts and lists:
 prometheus_client's own counters take a lock and look labels up on every increment,
 several times the 2 µs budget for the lot, so its metric families are made only when
 Prometheus asks, from these numbers (``Collector``).
@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import bisect
 import json
+import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IProtocolFactory, IProtocolNegotiationFactory
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from .access_log import RequestLog
+    from .stream import HTTPStream
+    from .websocket_session import WebSocketSession
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds: prometheus_client's defaults
 PROTOCOLS = {"1.0": "http/1.0", "1.1": "http/1.1", "2": "h2"}
@@ -37,7 +43,7 @@ class Figures:
     def __init__(self) -> None:
         # Keyed by the scope's HTTP version ("1.1"), named as a protocol only when exposed.
         self.requests: dict[tuple[str, int], int] = {}  # (version, status) -> count
-        self.per_version: dict[str, list[float]] = {}  # version -> duration bucket counts, seconds, body bytes
+        self.per_version: dict[str, list[float]] = {}  # version -> duration bucket counts, seconds, bytes out, in
         self.websockets: dict[str, int] = {}  # HTTP version of the handshake -> sessions ended
         self.refused = 0
         self.restarts = 0
@@ -76,53 +82,48 @@ def _add_counts(mine: dict[str, int], other: dict[str, int]) -> None:
         mine[key] = mine.get(key, 0) + count
 
 
-_PER_VERSION = len(BUCKETS) + 3  # the buckets (with +Inf), the sum of seconds, body bytes
+_PER_VERSION = len(BUCKETS) + 4  # the buckets (with +Inf), the sum of seconds, body bytes out, body bytes in
 
 
-def count_request(figures: Figures, fields: Any) -> None:
-    """One access log line's fields (an HTTP request's or a WebSocket session's) into ``figures``."""
-    version = fields["http_version"]
-    if "bytes_sent" not in fields:  # a WebSocket session's line
-        figures.websockets[version] = figures.websockets.get(version, 0) + 1
-        return
-    key = (version, fields["status"])
+def count_request(figures: Figures, version: str, status: int, duration: float, sent: int, received: int) -> None:
+    """One finished HTTP exchange into ``figures``."""
+    key = (version, status)
     requests = figures.requests
     requests[key] = requests.get(key, 0) + 1
     values = figures.per_version.get(version)
     if values is None:
         values = figures.per_version[version] = [0.0] * _PER_VERSION
-    duration = fields["duration"]
     values[bisect.bisect_left(BUCKETS, duration)] += 1
-    values[-2] += duration
-    values[-1] += fields["bytes_sent"]
+    values[-3] += duration
+    values[-2] += sent
+    values[-1] += received
 
 
-class MeteredAccessLog:
-    """Where the factory's access logger stands under ``--no-access-log``: the line is
-    counted, never made."""
+class MeteredLog:
+    """The factory's ``request_log`` while metrics are on: counts each exchange from the
+    stream's own attributes, then hands it to the access log, if there is one."""
 
-    def __init__(self, figures: Figures) -> None:
+    def __init__(self, figures: Figures, following: RequestLog | None) -> None:
         self._figures = figures
+        self._following = following
 
-    def info(self, format: str, **fields: Any) -> None:
-        count_request(self._figures, fields)
+    def http(self, stream: HTTPStream) -> None:
+        count_request(self._figures, stream.scope["http_version"], stream.status,
+                      time.monotonic() - stream.started_at, stream.bytes_sent, stream.bytes_received)
+        if self._following is not None:
+            self._following.http(stream)
+
+    def websocket(self, session: WebSocketSession) -> None:
+        websockets = self._figures.websockets
+        version = session.scope["http_version"]
+        websockets[version] = websockets.get(version, 0) + 1
+        if self._following is not None:
+            self._following.websocket(session)
 
 
 def meter(factory: Any, figures: Figures) -> None:
-    """Count every request ``factory`` serves. With an access log, its events are counted
-    on their way to its observer (the event is made anyway); without, the access logger's
-    place takes a ``MeteredAccessLog``."""
-    access_logger = factory.access_logger
-    if access_logger is None:
-        factory.access_logger = MeteredAccessLog(figures)
-        return
-    following = access_logger.observer
-
-    def counting_observer(event: dict[str, Any]) -> None:
-        count_request(figures, event)
-        following(event)
-
-    access_logger.observer = counting_observer
+    """Count every exchange ``factory`` serves: one call per request, with or without an access log."""
+    factory.request_log = MeteredLog(figures, factory.request_log)
 
 
 @implementer(IProtocolFactory, IProtocolNegotiationFactory)
@@ -175,15 +176,19 @@ class Collector:
                                           "From a request's head read to the app returning", labels=["protocol"])
         body_bytes = CounterMetricFamily("hello_asgi_response_body_bytes", "Response body bytes sent, by protocol",
                                          labels=["protocol"])
+        bytes_in = CounterMetricFamily("hello_asgi_request_body_bytes", "Request body bytes received, by protocol",
+                                       labels=["protocol"])
         for version, values in sorted(figures.per_version.items()):
             cumulative, total = [], 0.0
-            for bound, count in zip([*map(str, BUCKETS), "+Inf"], values[:-2]):
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], values[:-3]):
                 total += count
                 cumulative.append((bound, total))
-            durations.add_metric([_protocol(version)], cumulative, sum_value=values[-2])
-            body_bytes.add_metric([_protocol(version)], values[-1])
+            durations.add_metric([_protocol(version)], cumulative, sum_value=values[-3])
+            body_bytes.add_metric([_protocol(version)], values[-2])
+            bytes_in.add_metric([_protocol(version)], values[-1])
         yield durations
         yield body_bytes
+        yield bytes_in
         yield _labelled(CounterMetricFamily("hello_asgi_websocket_sessions", "WebSocket sessions ended, by protocol",
                                             labels=["protocol"]), {_protocol(version): count
                                                                    for version, count in figures.websockets.items()})

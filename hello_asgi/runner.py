@@ -65,8 +65,11 @@ def _start_logging(log_format: str, log_level: str, stdlib_logging: bool) -> Non
 
     from . import logs
 
+    from .access_log import MAIN_LOG
+
     level = logs.level_named(log_level)
     observer = logs.observer_factory(logs.format_named(log_format))(sys.stdout)
+    MAIN_LOG.ours, MAIN_LOG.output, MAIN_LOG.log_format, MAIN_LOG.level = True, sys.stdout, log_format, level
     globalLogBeginner.beginLoggingTo([logs.level_filter(observer, level)])
     if stdlib_logging:
         logs.capture_stdlib_logging(level.name)

@@ -12,7 +12,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
+from twisted.logger import Logger, LogLevel
 
 from .config import Config
 from .factory import ASGIServerFactory
@@ -28,13 +28,6 @@ if TYPE_CHECKING:  # the TLS stack (pyOpenSSL, cryptography) is loaded only for 
     from .tls import ReloadableTLS
 
 log = Logger(namespace="hello_asgi.service")
-
-
-def access_log_observer(target: str | None) -> ILogObserver | None:
-    """Where access log lines go: ``-`` the main log, a path a file of their own, ``None`` nowhere."""
-    if target is None or target == "-":
-        return None
-    return textFileLogObserver(open(target, "a", encoding="utf-8"))
 
 
 def server_endpoint(reactor: Any, description: str, close_timeout: float = CLOSE_TIMEOUT) -> IStreamServerEndpoint:
@@ -99,7 +92,7 @@ class ASGIService(Service):
         self.config = config = config or Config()
         self._reactor = reactor
         self.factory = ASGIServerFactory(_with_server_wrappers(app, config, reactor, owns_process), config,
-                                         reactor=reactor, access_observer=access_log_observer(config.access_log))
+                                         reactor=reactor)
         self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
                                   self.factory.state)
         self._owns_process = owns_process
@@ -219,6 +212,8 @@ class ASGIService(Service):
             log.error("{error}", error=error)
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.factory.access_log is not None:  # the lines of the last requests, written now
+            self.factory.access_log.close()
         if self._owns_process:  # run by twist: this process is ours to end
             exit_after_shutdown(self._reactor, 0)  # last of the "after" triggers: added during shutdown
 

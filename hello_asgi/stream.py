@@ -265,6 +265,7 @@ class HTTPStream:
 
     status = 0
     bytes_sent = 0
+    bytes_received = 0  # request body bytes read off the wire, for the metrics
     expect_continue = False
     trailers = False  # the app said it will send http.response.trailers
     keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
@@ -295,6 +296,11 @@ class HTTPStream:
     def response_done(self) -> bool:
         return self._state == _DONE
 
+    @property
+    def response_headers(self) -> Headers:
+        """The headers of the app's ``http.response.start``, for the access log's ``%({name}o)s``."""
+        return self._headers
+
     # Events from the connection.
 
     def feed_body(self, data: bytes) -> None:
@@ -302,6 +308,7 @@ class HTTPStream:
             return  # nobody will read it: drop rather than buffer
         self._body.append(data)
         self.buffered += len(data)
+        self.bytes_received += len(data)
         self._wake()
 
     def end_body(self) -> None:
@@ -431,7 +438,6 @@ class HTTPStream:
             self.bytes_sent += len(body)
             if state == _STARTED:
                 self._writer.write_response(self, self.status, self._headers, body, end)
-                self._headers = []
             else:
                 self._writer.write_body(self, body, end)
             if more:
@@ -482,18 +488,3 @@ class HTTPStream:
                 f"promised ({'%d bytes over' % -left if left < 0 else '%d bytes short' % left})"
             )
         self.length_left = left
-
-    def log_access(self, logger: Logger) -> None:
-        scope = self.scope
-        query = scope["query_string"]
-        logger.info(
-            '{client} - "{method} {path}{query} HTTP/{http_version}" {status} {bytes_sent} {duration:.3f}s',
-            client=client_text(scope["client"]),
-            method=scope["method"],
-            path=scope["path"],
-            query=("?" + query.decode("latin-1")) if query else "",
-            http_version=scope["http_version"],
-            status=self.status,
-            bytes_sent=self.bytes_sent,
-            duration=time.monotonic() - self.started_at,
-        )

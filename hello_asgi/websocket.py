@@ -320,9 +320,9 @@ class WebSocketConnection(WebSocketServerProtocol):
             self._fail_now()
 
     def finished(self, session: WebSocketSession) -> None:
-        logger = self.server.access_logger
-        if logger is not None:
-            session.log_access(logger)
+        request_log = self.server.request_log
+        if request_log is not None:
+            request_log.websocket(session)
 
     # autobahn's hot path, less what this server does not use: its debug lines build their
     # arguments (coloured text) even when debug logging is off, and every message is also

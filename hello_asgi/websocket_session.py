@@ -18,7 +18,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
-from .stream import Headers, checked_headers, client_text
+from .stream import Headers, checked_headers
 
 log = Logger(namespace="hello_asgi.app")
 
@@ -229,19 +229,6 @@ class WebSocketSession:
                 self._channel.deny(status, headers, b"".join(body))
         elif message_type != "websocket.close":  # a close after the close is harmless
             raise WebSocketDisconnected(f"the WebSocket is closed; cannot send {message_type!r}")
-
-    def log_access(self, logger: Logger) -> None:
-        scope = self.scope
-        query = scope["query_string"]
-        logger.info(
-            '{client} - "WEBSOCKET {path}{query} HTTP/{http_version}" {status} {duration:.3f}s',
-            client=client_text(scope["client"]),
-            path=scope["path"],
-            query=("?" + query.decode("latin-1")) if query else "",
-            http_version=scope["http_version"],
-            status=self.status,
-            duration=time.monotonic() - self.started_at,
-        )
 
 
 def subprotocols(headers: Headers) -> list[str]:

@@ -59,7 +59,7 @@ class MetricsTests(unittest.TestCase):
             for _ in range(3):
                 await get_when_up(f"http://127.0.0.1:{port}/")
         async with httpx.AsyncClient(http1=False, http2=True) as client:
-            h2 = await client.get(f"http://127.0.0.1:{port}/h2")
+            h2 = await client.post(f"http://127.0.0.1:{port}/h2", content=b"x" * 1000)
         self.assertEqual(h2.http_version, "HTTP/2")
         while any(name == "hello_asgi_open_connections" and value for (name, _), value in (await scrape(metrics_port)).items()):
             await asyncio.sleep(0.05)  # the clients' closes are still reaching the server
@@ -73,6 +73,8 @@ class MetricsTests(unittest.TestCase):
         self.assertEqual(samples[("hello_asgi_request_duration_seconds_bucket", (("le", "+Inf"), ("protocol", "h2")))],
                          1.0)
         self.assertGreater(samples[("hello_asgi_response_body_bytes_total", (("protocol", "h2"),))], 100)
+        self.assertEqual(samples[("hello_asgi_request_body_bytes_total", (("protocol", "h2"),))], 1000.0)
+        self.assertEqual(samples[("hello_asgi_request_body_bytes_total", (("protocol", "http/1.1"),))], 0.0)
         self.assertEqual(samples[("hello_asgi_open_connections", (("protocol", "undecided"),))], 2.0)
         self.assertEqual(samples[("hello_asgi_refused_connections_total", ())], 1.0)
         for writer in (idle, second, third):

@@ -133,11 +133,15 @@ class TransportTests(unittest.TestCase):
         return protocol, reader, writer
 
     async def connection(self) -> tuple[Recorder, SocketTransport, asyncio.StreamReader, asyncio.StreamWriter]:
-        """One connection to a fresh port: its protocol, its transport and the client's ends."""
+        """One connection to a fresh port: its protocol, its transport and the client's ends.
+        Both kernel buffers are made small, so that ``fill`` is more than they hold on any
+        machine (with Linux's autotuning a client that reads nothing took all 4 MiB)."""
         port, built = self.listen()
         protocol, reader, writer = await self.accepted(port, built)
         transport = protocol.transport
         assert isinstance(transport, SocketTransport)
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         return protocol, transport, reader, writer
 
     @asyncio_test
