@@ -134,18 +134,16 @@ class _Clock:
 
     def __init__(self) -> None:
         self._second = -1
-        self.iso = ""  # 2026-12-05T07:40:00+0000, as twisted.logger's text lines begin
+        self.prefix = ""  # 2026-12-05T07:40:00+0000 [hello_asgi.access#info] , as the main log's text lines begin
         self.common = ""  # [05/Dec/2026:07:40:00 +0000], the Common Log Format's
 
-    def tick(self) -> float:
-        now = time.time()
-        second = int(now)
+    def tick(self) -> None:
+        second = int(time.time())
         if second != self._second:
             self._second = second
             local = time.localtime(second)
-            self.iso = time.strftime("%Y-%m-%dT%H:%M:%S%z", local)
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S%z", local) + f" [{NAMESPACE}#info] "
             self.common = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", local)
-        return now
 
 
 def _safe(text: str) -> str:
@@ -177,17 +175,14 @@ def _default_message(exchange: Exchange) -> str:
     scope = exchange.scope
     client = scope["client"]
     query = scope["query_string"]
+    path = _safe(scope["path"] + "?" + query.decode("latin-1")) if query else _safe(scope["path"])
     seconds = time.monotonic() - exchange.started_at
-    if "method" in scope:
-        request = scope["method"] + " " + _safe(scope["path"])
-        tail = " %d %d %.3fs" % (exchange.status, getattr(exchange, "bytes_sent", 0), seconds)
-    else:
-        request = "WEBSOCKET " + _safe(scope["path"])
-        tail = " %d %.3fs" % (exchange.status, seconds)
-    if query:
-        request += "?" + _safe(query.decode("latin-1"))
-    return ('%s:%d - "%s HTTP/%s"' % (client[0], client[1], request, scope["http_version"]) if client
-            else 'unix - "%s HTTP/%s"' % (request, scope["http_version"])) + tail
+    if "method" not in scope:
+        return '%s - "WEBSOCKET %s HTTP/%s" %d %.3fs' % (
+            "%s:%d" % client if client else "unix", path, scope["http_version"], exchange.status, seconds)
+    return '%s - "%s %s HTTP/%s" %d %d %.3fs' % (
+        "%s:%d" % client if client else "unix", scope["method"], path, scope["http_version"], exchange.status,
+        exchange.bytes_sent, seconds)  # type: ignore[union-attr]
 
 
 def _header(headers: Any, name: bytes) -> str:
@@ -300,10 +295,9 @@ class AccessLog:
     """Writes one line per finished exchange into a ``LineBuffer``: the default line
     (prefixed as the main log's text lines are), a Gunicorn-style format, or JSON."""
 
-    def __init__(self, buffer: LineBuffer, log_format: str | None = None, prefixed: bool = True) -> None:
+    def __init__(self, buffer: LineBuffer, log_format: str | None = None) -> None:
         self.buffer = buffer
         self._clock = _Clock()
-        self._prefixed = prefixed
         self._line: Callable[[Exchange], str]
         if log_format == "json":
             self._line = json_access_line
@@ -322,11 +316,9 @@ class AccessLog:
         return custom
 
     def _default(self, exchange: Exchange) -> str:
-        message = _default_message(exchange)
-        if not self._prefixed:
-            return message + "\n"
-        self._clock.tick()
-        return f"{self._clock.iso} [{NAMESPACE}#info] {message}\n"
+        clock = self._clock
+        clock.tick()
+        return clock.prefix + _default_message(exchange) + "\n"
 
     def http(self, stream: HTTPStream) -> None:
         self.buffer.add(self._line(stream))
