@@ -23,16 +23,26 @@ _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b"
 
 Fields = Sequence[tuple[bytes, bytes]]
 
+# Fields already found well-formed. Most of a request's fields repeat from one request to
+# the next (:method, :scheme, :authority, user-agent, accept...), so a set lookup replaces
+# two regular expressions and three comparisons for them. Only good fields go in, so it can
+# never let a bad one through; it is emptied when full, so it stays small.
+_GOOD_FIELDS: set[tuple[bytes, bytes]] = set()
+_GOOD_FIELDS_MAX = 1024
+
 
 def request_problem(headers: Fields) -> str | None:
     """Why a request's header block is malformed, or ``None``."""
     pseudo: dict[bytes, bytes] = {}
     host: bytes | None = None
     regular = False
-    for name, value in headers:
-        problem = _field_problem(name, value)
-        if problem is not None:
-            return problem
+    for field in headers:
+        name, value = field
+        if field not in _GOOD_FIELDS:
+            problem = _field_problem(name, value)
+            if problem is not None:
+                return problem
+            _remember(field)
         if name[0] == 0x3A:  # ":"
             if regular or name in pseudo or name not in _REQUEST_PSEUDO:
                 return f"pseudo-header {name!r} unknown, repeated or after a regular field (section 8.3)"
@@ -55,6 +65,12 @@ def trailers_problem(headers: Fields) -> str | None:
         if name[0] == 0x3A:
             return f"pseudo-header {name!r} in trailers (section 8.1)"
     return None
+
+
+def _remember(field: tuple[bytes, bytes]) -> None:
+    if len(_GOOD_FIELDS) >= _GOOD_FIELDS_MAX:
+        _GOOD_FIELDS.clear()
+    _GOOD_FIELDS.add(field)
 
 
 def _field_problem(name: bytes, value: bytes) -> str | None:

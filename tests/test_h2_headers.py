@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from hello_asgi import h2_headers
 from hello_asgi.h2_headers import request_problem, trailers_problem
 
 NAMES = [b":method", b":scheme", b":path", b":authority", b":protocol", b":status", b":custom", b":", b"::path",
@@ -80,3 +81,23 @@ class DifferentialTests(unittest.TestCase):
         self.assertIsNotNone(request_problem([(b"x-ok", b"1"), *BASES[0]]))  # pseudo-header after a field
         self.assertIsNotNone(request_problem(BASES[0][1:]))  # no :method
         self.assertIsNotNone(trailers_problem([(b":path", b"/")]))
+
+
+class GoodFieldMemoTests(unittest.TestCase):
+    """Fields found good are remembered; the block's own rules are still checked each time."""
+
+    BLOCK = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"example.com"), (b":path", b"/"),
+             (b"user-agent", b"memo-test")]
+
+    def test_remembered_fields_still_obey_the_block_rules(self) -> None:
+        self.assertIsNone(request_problem(self.BLOCK))
+        self.assertIn(self.BLOCK[-1], h2_headers._GOOD_FIELDS)
+        reordered = [self.BLOCK[-1], *self.BLOCK[:-1]]  # a pseudo-header after a regular field
+        self.assertIsNotNone(request_problem(reordered))
+        self.assertIsNotNone(request_problem([*self.BLOCK, self.BLOCK[1]]))  # :scheme twice
+        self.assertIsNotNone(request_problem([*self.BLOCK, (b"connection", b"close")]))
+
+    def test_the_memo_stays_bounded(self) -> None:
+        for n in range(3 * h2_headers._GOOD_FIELDS_MAX):
+            self.assertIsNone(request_problem([*self.BLOCK[:4], (b"x-n", b"%d" % n)]))
+            self.assertLessEqual(len(h2_headers._GOOD_FIELDS), h2_headers._GOOD_FIELDS_MAX)
