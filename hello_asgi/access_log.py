@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import functools
 import json
 import os
 import re
@@ -67,6 +68,7 @@ class MainLog:
     output: IO[str] | None = None
     log_format: str = "text"
     level: LogLevel = LogLevel.info
+    worker: int | None = None  # this worker's pid, which its lines name, under --workers or --reload
 
 
 MAIN_LOG = MainLog()  # filled in by the command and run(); untouched when embedded
@@ -132,8 +134,9 @@ def _whole_line_chunks(lines: list[str]) -> list[str]:
 class _Clock:
     """Wall-clock texts a line needs, made once a second, not once a line."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: int | None = None) -> None:
         self._second = -1
+        self._tag = f"[{NAMESPACE}#info] " + (f"[worker {worker}] " if worker is not None else "")
         self.prefix = ""  # 2026-12-05T07:40:00+0000 [hello_asgi.access#info] , as the main log's text lines begin
         self.common = ""  # [05/Dec/2026:07:40:00 +0000], the Common Log Format's
 
@@ -142,7 +145,7 @@ class _Clock:
         if second != self._second:
             self._second = second
             local = time.localtime(second)
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S%z", local) + f" [{NAMESPACE}#info] "
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S%z", local) + " " + self._tag
             self.common = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", local)
 
 
@@ -275,9 +278,9 @@ _HTTP_MESSAGE = '%(client)s - "%(method)s %(path)s%(query)s HTTP/%(http_version)
 _WEBSOCKET_MESSAGE = '%(client)s - "WEBSOCKET %(path)s%(query)s HTTP/%(http_version)s" %(status)d %(duration).3fs'
 
 
-def json_access_line(exchange: Exchange) -> str:
+def json_access_line(exchange: Exchange, worker: int | None = None) -> str:
     """One JSON object: the main JSON log's keys (``time``, ``level``, ``namespace``,
-    ``message``) and the access fields."""
+    ``message``, ``worker`` in a worker) and the access fields."""
     now = time.time()
     fields = _fields(exchange)
     message = (_HTTP_MESSAGE if "method" in exchange.scope else _WEBSOCKET_MESSAGE) % fields
@@ -286,6 +289,7 @@ def json_access_line(exchange: Exchange) -> str:
         "level": "info",
         "namespace": NAMESPACE,
         "message": message,
+        **({"worker": worker} if worker is not None else {}),
         **fields,
     }
     return json.dumps(record, ensure_ascii=False) + "\n"
@@ -295,12 +299,12 @@ class AccessLog:
     """Writes one line per finished exchange into a ``LineBuffer``: the default line
     (prefixed as the main log's text lines are), a Gunicorn-style format, or JSON."""
 
-    def __init__(self, buffer: LineBuffer, log_format: str | None = None) -> None:
+    def __init__(self, buffer: LineBuffer, log_format: str | None = None, worker: int | None = None) -> None:
         self.buffer = buffer
-        self._clock = _Clock()
+        self._clock = _Clock(worker)
         self._line: Callable[[Exchange], str]
         if log_format == "json":
-            self._line = json_access_line
+            self._line = functools.partial(json_access_line, worker=worker)
         elif log_format:
             self._line = self._custom(prepared_format(log_format))
         else:
@@ -367,4 +371,4 @@ def access_log(target: str | None, log_format: str | None, call_soon: Callable[[
         return None
     if main_log.log_format == "json" and not log_format:
         log_format = "json"
-    return AccessLog(LineBuffer(lambda: main_log.output, call_soon), log_format)
+    return AccessLog(LineBuffer(lambda: main_log.output, call_soon), log_format, main_log.worker)

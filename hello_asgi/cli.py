@@ -427,6 +427,7 @@ def start_logging_as_asked(options: Options) -> None:
             twist["logLevel"] = level
         level = twist["logLevel"]
     MAIN_LOG.ours, MAIN_LOG.log_format, MAIN_LOG.level = True, log_format, level or logs.level_named("info")
+    MAIN_LOG.worker = os.getpid() if is_worker() else None
     if not options["no-stdlib-logging"]:
         logs.capture_stdlib_logging((level or logs.level_named("info")).name)
 

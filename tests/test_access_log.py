@@ -175,10 +175,24 @@ class WhereLinesGoTests(unittest.TestCase):
             self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[hello_asgi\.access#info\] ")
         self.assertLessEqual(output.writes, 3, lines)
 
-    def test_json_main_log_makes_json_access_lines(self) -> None:
-        log = access_log("-", None, lambda flush: None, main_log=MainLog(ours=True, log_format="json"))
-        assert isinstance(log, AccessLog)
-        self.assertIs(log._line.__name__, "json_access_line")
+    @asyncio_test
+    async def test_json_main_log_makes_json_access_lines_naming_the_worker(self) -> None:
+        output = io.StringIO()
+        main_log_in(self, output=output, log_format="json", worker=4711)
+        server = await serve(self, hello_app)
+        await exchange(server.port, b"GET /w HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await server.service.stopService().asFuture(asyncio.get_running_loop())
+        record = json.loads(output.getvalue())
+        self.assertEqual((record["worker"], record["path"], record["namespace"]), (4711, "/w", "hello_asgi.access"))
+
+    @asyncio_test
+    async def test_a_workers_text_lines_name_it(self) -> None:
+        output = io.StringIO()
+        main_log_in(self, output=output, worker=4711)
+        server = await serve(self, hello_app)
+        await exchange(server.port, b"GET /w HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await server.service.stopService().asFuture(asyncio.get_running_loop())
+        self.assertRegex(output.getvalue(), r'^\S+ \[hello_asgi\.access#info\] \[worker 4711\] 127\.0\.0\.1:\d+ - "GET /w ')
 
     def test_a_log_level_above_info_leaves_access_lines_out(self) -> None:
         self.assertIsNone(access_log("-", None, lambda flush: None, main_log=MainLog(ours=True, level=LogLevel.warn)))
