@@ -10,6 +10,7 @@ runs an asyncio loop in a companion thread; ``threaded.py`` carries connections 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -56,10 +57,47 @@ def install_asyncio_reactor(loop: str = "auto") -> IReactorCore:
 
         event_loop = new_event_loop(loop)
         asyncio.set_event_loop(event_loop)
-        asyncioreactor.install(event_loop)
+        if type(event_loop).__module__.split(".")[0] == "uvloop":
+            from twisted.internet.main import installReactor
+
+            installReactor(_uvloop_reactor(event_loop))
+        else:
+            asyncioreactor.install(event_loop)
     from twisted.internet import reactor
 
     return reactor  # type: ignore[return-value]
+
+
+def _uvloop_reactor(event_loop: asyncio.AbstractEventLoop) -> Any:
+    """Twisted's asyncio reactor on a uvloop loop, hearing of child processes' exits.
+
+    Twisted learns of a child's exit by pointing the signal wakeup fd at a pipe of its own
+    (with a SIGCHLD handler that does nothing, the kernel's byte on the pipe waking the
+    reactor). uvloop points that fd at its own socket each time its loop starts, after
+    Twisted, so Twisted never heard and its children stayed zombies: a supervisor never saw
+    a worker end. So each time Twisted installs its signal handling (every start: trial
+    restarts the reactor per test), a Python SIGCHLD handler, which uvloop runs as the
+    signal arrives, asks the reactor to reap instead.
+    """
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    class UvloopReactor(AsyncioSelectorReactor):
+        def _reallyStartRunning(self) -> None:
+            super()._reallyStartRunning()
+            if self._installSignalHandlers:
+                _reap_children_from_a_handler(self)
+
+    return UvloopReactor(event_loop)
+
+
+def _reap_children_from_a_handler(reactor: Any) -> None:
+    from twisted.internet.process import reapAllProcesses
+
+    def exited(number: int, frame: Any) -> None:
+        reactor.callFromThread(reapAllProcesses)
+
+    signal.signal(signal.SIGCHLD, exited)
+    signal.siginterrupt(signal.SIGCHLD, False)
 
 
 def log_loop(reactor: Any) -> None:

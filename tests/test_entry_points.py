@@ -73,9 +73,11 @@ class EntryPointTests(unittest.TestCase):
         server, process = self.run_script(
             "import hello_asgi\nfrom app import app\n\n"
             "if __name__ == '__main__':\n"
-            f"    hello_asgi.run(app, host='127.0.0.1', port={port}, server_header=b'from-run', log_level='debug')\n")
+            f"    hello_asgi.run(app, host='127.0.0.1', port={port}, server_header=b'from-run', log_level='debug',"
+            " loop='asyncio')\n")
         response = await get_when_up(f"http://127.0.0.1:{port}/run")
         self.assertEqual(response.headers["server"], "from-run")
+        self.assertIn(b"Running on the asyncio reactor, on asyncio's event loop", server.output)
         self.assertIn(b"Serving http://127.0.0.1:%d" % port, server.output)
         await self.stop(server, process)
 

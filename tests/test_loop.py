@@ -7,8 +7,11 @@ import importlib.util
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
 from hello_asgi import Config
@@ -51,6 +54,26 @@ class LoopTests(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "loop must be auto, asyncio or uvloop, not 'trio'"):
             Config(loop="trio").validate()  # type: ignore[arg-type]
 
+    @asyncio_test
+    async def test_a_childs_exit_is_heard_while_its_pipes_stay_open(self) -> None:
+        """The supervisor's reactor hears of a worker's exit by SIGCHLD, on either loop (on
+        uvloop it once never did: stopped workers stayed zombies, the supervisor waiting)."""
+        exited: Deferred[int] = Deferred()
+        ended: Deferred[None] = Deferred()
+
+        class Child(ProcessProtocol):
+            def processExited(self, reason: Any) -> None:
+                exited.callback(reason.value.exitCode)
+
+            def processEnded(self, reason: Any) -> None:
+                ended.callback(None)
+
+        # the shell exits at once; the sleep it leaves behind holds its stdout open for 4 s
+        child = reactor.spawnProcess(Child(), "/bin/sh", ["sh", "-c", "sleep 4 & exit 3"], env={})
+        self.assertEqual(await asyncio.wait_for(exited.asFuture(asyncio.get_running_loop()), 3), 3)
+        child.loseConnection()  # our ends of its pipes
+        await asyncio.wait_for(ended.asFuture(asyncio.get_running_loop()), 10)
+
     async def started(self, *options: str) -> tuple[_Server, int]:
         """``twist hello-asgi`` with ``options``, once it serves (or has ended)."""
         port = free_port()
@@ -64,7 +87,10 @@ class LoopTests(unittest.TestCase):
         if "--loop=uvloop" not in options or HAVE_UVLOOP:
             await get_when_up(f"http://127.0.0.1:{port}/")
             process.signalProcess(signal.SIGTERM)
-        code = await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        try:
+            code = await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+        except asyncio.TimeoutError:
+            self.fail(f"{options} did not end: {server.output.decode(errors='replace')}")
         return server, code[0]
 
     @asyncio_test
