@@ -97,10 +97,15 @@ class Pulled:
         pass
 
 
-def fill(transport: SocketTransport) -> None:
-    """Write 4 MiB: far more than the kernel takes while the client reads nothing."""
-    for _ in range(64):
+def fill(transport: SocketTransport) -> int:
+    """Write 64 KiB chunks while the client reads nothing, until the transport holds more
+    than its high-water mark unsent (the kernel took the rest: 4 MiB and more where its
+    socket buffers are large); the chunks written."""
+    for written in range(1, 1025):
         transport.write(CHUNK)
+        if len(transport._unsent or b"") > transport.HIGH_WATER:  # type: ignore[attr-defined]
+            return written
+    raise AssertionError("the kernel took 64 MiB from a client that reads nothing")
 
 
 class TransportTests(unittest.TestCase):
@@ -144,12 +149,12 @@ class TransportTests(unittest.TestCase):
     async def test_everything_written_arrives_before_the_close_while_the_producer_is_paused(self) -> None:
         protocol, transport, reader, _ = await self.connection()
         transport.registerProducer(protocol, True)
-        fill(transport)
+        chunks = fill(transport)
         transport.loseConnection()
         await self.wait(protocol.paused)
         self.assertFalse(protocol.lost.called)  # the unsent bytes hold the connection open
         received = await asyncio.wait_for(reader.read(), TIMEOUT)
-        self.assertEqual(received, CHUNK * 64)
+        self.assertEqual(received, CHUNK * chunks)
         await self.wait(protocol.resumed)
         self.assertIsInstance(await self.wait(protocol.lost), ConnectionDone)
 
@@ -244,12 +249,12 @@ class TransportTests(unittest.TestCase):
     @asyncio_test
     async def test_abort_drops_what_is_unsent_and_resets(self) -> None:
         protocol, transport, reader, _ = await self.connection()
-        fill(transport)
+        chunks = fill(transport)
         transport.abortConnection()
         self.assertIsInstance(await self.wait(protocol.lost), ConnectionAborted)
         received, reset = await until_closed(reader)
         self.assertTrue(reset)
-        self.assertLess(len(received), len(CHUNK) * 64)
+        self.assertLess(len(received), len(CHUNK) * chunks)
 
     @asyncio_test
     async def test_a_write_just_after_lose_connection_is_sent(self) -> None:
@@ -326,9 +331,9 @@ class TransportTests(unittest.TestCase):
     @asyncio_test
     async def test_half_close_waits_for_the_unsent_bytes(self) -> None:
         protocol, transport, reader, writer = await self.connection()
-        fill(transport)
+        chunks = fill(transport)
         transport.loseWriteConnection()
-        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), CHUNK * 64)
+        self.assertEqual(await asyncio.wait_for(reader.read(), TIMEOUT), CHUNK * chunks)
         writer.write(b"still heard")
         await self.wait(protocol.arrived(11))
         self.assertFalse(protocol.lost.called)
