@@ -10,6 +10,7 @@ runs an asyncio loop in a companion thread; ``threaded.py`` carries connections 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -22,8 +23,30 @@ from twisted.python.failure import Failure
 T = TypeVar("T")
 
 
-def install_asyncio_reactor() -> IReactorCore:
-    """Install Twisted's asyncio reactor on a fresh loop, unless a reactor is installed already.
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """A fresh loop of ``kind``: ``uvloop`` (``hello-asgi[uvloop]``), ``asyncio``, or ``auto``,
+    uvloop when it is installed and asyncio's own otherwise. Twisted's asyncio reactor runs
+    on either: it drives sockets through ``add_reader``/``add_writer`` and timers through
+    ``call_later``, which uvloop implements on libuv, in C."""
+    if kind not in LOOPS:
+        raise ValueError(f"loop must be auto, asyncio or uvloop, not {kind!r}")
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise ValueError("loop uvloop needs uvloop: pip install 'hello-asgi[uvloop]'") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def install_asyncio_reactor(loop: str = "auto") -> IReactorCore:
+    """Install Twisted's asyncio reactor on a fresh loop of ``loop``'s kind (see
+    ``new_event_loop``), unless a reactor is installed already.
 
     ``twist`` installs its default reactor only after a plugin's options are parsed, so the
     plugin calls this first and users need no ``--reactor`` flag. Whatever reactor this
@@ -32,12 +55,68 @@ def install_asyncio_reactor() -> IReactorCore:
     if "twisted.internet.reactor" not in sys.modules:
         from twisted.internet import asyncioreactor
 
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        asyncioreactor.install(loop)
+        event_loop = new_event_loop(loop)
+        asyncio.set_event_loop(event_loop)
+        if type(event_loop).__module__.split(".")[0] == "uvloop":
+            from twisted.internet.main import installReactor
+
+            installReactor(_uvloop_reactor(event_loop))
+        else:
+            asyncioreactor.install(event_loop)
     from twisted.internet import reactor
 
     return reactor  # type: ignore[return-value]
+
+
+def _uvloop_reactor(event_loop: asyncio.AbstractEventLoop) -> Any:
+    """Twisted's asyncio reactor on a uvloop loop, hearing of child processes' exits.
+
+    Twisted learns of a child's exit by pointing the signal wakeup fd at a pipe of its own
+    (with a SIGCHLD handler that does nothing, the kernel's byte on the pipe waking the
+    reactor). uvloop points that fd at its own socket each time its loop starts, after
+    Twisted, so Twisted never heard and its children stayed zombies: a supervisor never saw
+    a worker end. So each time Twisted installs its signal handling (every start: trial
+    restarts the reactor per test), a Python SIGCHLD handler, which uvloop runs as the
+    signal arrives, asks the reactor to reap instead.
+    """
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    class UvloopReactor(AsyncioSelectorReactor):
+        def _reallyStartRunning(self) -> None:
+            super()._reallyStartRunning()
+            if self._installSignalHandlers:
+                _reap_children_from_a_handler(self)
+
+    return UvloopReactor(event_loop)
+
+
+def _reap_children_from_a_handler(reactor: Any) -> None:
+    from twisted.internet.process import reapAllProcesses
+
+    def exited(number: int, frame: Any) -> None:
+        reactor.callFromThread(reapAllProcesses)
+
+    signal.signal(signal.SIGCHLD, exited)
+    signal.siginterrupt(signal.SIGCHLD, False)
+
+
+def log_loop(reactor: Any) -> None:
+    """The start-up line that says which loop serves (the one way to tell ``--loop auto``'s choice)."""
+    name = loop_name(reactor)
+    if name is not None:
+        from twisted.logger import Logger
+
+        Logger(namespace="hello_asgi.bridge").info("Running on the asyncio reactor, on {loop}'s event loop",
+                                                   loop=name)
+
+
+def loop_name(reactor: Any) -> str | None:
+    """``uvloop`` or ``asyncio``: the kind of loop the asyncio reactor runs on; None under
+    another reactor."""
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is None:
+        return None
+    return "uvloop" if type(loop).__module__.split(".")[0] == "uvloop" else "asyncio"
 
 
 def start_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:

@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from . import logs, reload, sources
 from .access_log import MAIN_LOG
-from .bridge import install_asyncio_reactor
+from .bridge import LOOPS, install_asyncio_reactor, log_loop
 from .config import Config
 from .headers import parse_header
 from .loading import AppLoadError, load_app
@@ -72,6 +72,12 @@ def _named(coerce: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 
 def _with_named_coercion(parameters: list[list[Any]]) -> list[list[Any]]:
     return [[*entry[:4], _named(entry[4], entry[0])] if len(entry) > 4 else entry for entry in parameters]
+
+
+def _loop_kind(name: str) -> str:
+    if name not in LOOPS:
+        raise ValueError("auto, asyncio or uvloop")
+    return name
 
 
 def version_line() -> str:
@@ -187,6 +193,8 @@ class Options(usage.Options):
                                         "leak: its replacement serves before it stops (0: never).", int],
         ["max-requests-jitter", None, 0, "Up to this many requests more per worker, at random, so workers are "
                                          "not all replaced at once.", int],
+        ["loop", None, _DEFAULTS.loop, "The event loop under the asyncio reactor: auto (uvloop when it is "
+                                       "installed, as hello-asgi[uvloop] does), asyncio or uvloop.", _loop_kind],
         ["metrics-listen", None, None, "Serve Prometheus figures at /metrics on this endpoint (tcp:9100), the "
                                        "sum of every worker's; needs prometheus_client."],
     ]
@@ -273,7 +281,10 @@ class Options(usage.Options):
             raise usage.UsageError("--app is required, e.g. --app hello_asgi.demo:asgi")
         if self["factory"] and not self["app"].endswith("()"):
             self["app"] += "()"
-        reactor = install_asyncio_reactor()
+        try:
+            reactor = install_asyncio_reactor(self["loop"])
+        except ValueError as error:  # uvloop asked for, not installed
+            _fail(f"--{error}")
         if self["workers"] < 1:
             _fail("--workers must be at least 1")
         config = self.config()
@@ -388,6 +399,7 @@ class Options(usage.Options):
             max_requests_jitter=self["max-requests-jitter"],
             default_headers=self["header"],
             metrics_listen=self["metrics-listen"],
+            loop=self["loop"],
         )
 
 
@@ -462,6 +474,7 @@ def _reload_watcher(options: Options, reactor: Any) -> Any:
 
 def makeService(options: Options) -> Any:
     start_logging_as_asked(options)
+    log_loop(options["reactor"])
     if "development_certificate" in options:
         cert, fingerprint = options["development_certificate"]
         log.warn("Serving with a development certificate, for development only: {path} "

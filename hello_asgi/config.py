@@ -9,6 +9,7 @@ from .proxy import TrustedProxies
 
 Interface = Literal["auto", "asgi3", "asgi2"]
 LifespanMode = Literal["auto", "on", "off"]
+LoopKind = Literal["auto", "asyncio", "uvloop"]
 
 
 @dataclass
@@ -178,6 +179,10 @@ class Config:
     #: Serve Prometheus figures at ``/metrics`` on this endpoint string (``tcp:9100``), on a
     #: listener of its own; needs prometheus_client (``hello-asgi[metrics]``).
     metrics_listen: str | None = None
+    #: The event loop the asyncio reactor runs on, where hello-asgi installs it (the command,
+    #: ``run()``): ``uvloop`` (``hello-asgi[uvloop]``), ``asyncio``, or ``auto``, uvloop
+    #: when it is installed (Uvicorn's ``--loop``). An embedded server runs on its host's.
+    loop: LoopKind = "auto"
 
     def validate(self) -> None:
         if self.access_log_format not in (None, "", "json"):
@@ -240,3 +245,5 @@ class Config:
         """The settings of the process around the server (the block at the end)."""
         if self.max_requests < 0 or self.max_requests_jitter < 0:
             raise ValueError("max_requests and max_requests_jitter must be 0 (off) or more")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -23,9 +24,14 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     Logger,
     PredicateResult,
+    eventAsText,
     formatEvent,
+    formatTime,
     textFileLogObserver,
+    timeFormatRFC3339,
 )
+
+from .process import is_worker
 
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -53,16 +59,19 @@ def format_named(name: str) -> str:
     return name
 
 
-def json_line(event: dict[str, Any]) -> str:
+def json_line(event: dict[str, Any], worker: int | None = None) -> str:
     """One event as one JSON object on one line: ``time`` (ISO 8601, UTC), ``level`` as a
-    word, ``namespace``, the rendered ``message``, the event's own fields, and ``traceback``
-    for a failure. A value JSON cannot hold is written as its ``repr``."""
+    word, ``namespace``, the rendered ``message``, in a worker ``worker`` (its pid), the
+    event's own fields, and ``traceback`` for a failure. A value JSON cannot hold is written
+    as its ``repr``."""
     record: dict[str, Any] = {
         "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(timespec="milliseconds"),
         "level": event["log_level"].name if "log_level" in event else "info",
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),
     }
+    if worker is not None:
+        record["worker"] = worker
     for key, value in event.items():
         if not key.startswith("log_") and key not in record and key not in ("message", "format", "isError"):
             record[key] = value
@@ -72,8 +81,36 @@ def json_line(event: dict[str, Any]) -> str:
     return json.dumps(record, default=repr, ensure_ascii=False) + "\n"
 
 
-def json_lines_observer(output: IO[str]) -> FileLogObserver:
-    return FileLogObserver(output, json_line)
+def json_lines_observer(output: IO[str], worker: int | None = None) -> FileLogObserver:
+    if worker is None:
+        return FileLogObserver(output, json_line)
+    return FileLogObserver(output, lambda event: json_line(event, worker))
+
+
+def text_observer(output: IO[str], worker: int | None = None) -> FileLogObserver:
+    """Twisted's text lines; in a worker, each says which after its namespace and level:
+    ``... [hello_asgi.service#info] [worker 4711] Serving ...``. The tag is made once, here."""
+    if worker is None:
+        return textFileLogObserver(output)
+    tag = f"[worker {worker}] "
+
+    def line(event: dict[str, Any]) -> str | None:
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        if not text:
+            return None
+        when = formatTime(event.get("log_time"), timeFormatRFC3339)
+        return f"{when} [{_system(event)}] {tag}{text}".replace("\n", "\n\t") + "\n"
+
+    return FileLogObserver(output, line)
+
+
+def _system(event: dict[str, Any]) -> str:
+    """What Twisted's text lines put in brackets: ``log_system``, or namespace#level."""
+    system = event.get("log_system")
+    if system is not None:
+        return str(system)
+    level = event.get("log_level")
+    return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
 
 
 def _drop_port_lines(event: dict[str, Any]) -> PredicateResult:
@@ -84,11 +121,13 @@ def _drop_port_lines(event: dict[str, Any]) -> PredicateResult:
 
 
 def observer_factory(log_format: str) -> Callable[[IO[str]], ILogObserver]:
-    """What ``twist``'s runner calls with its log file: the format asked for, quietened."""
-    make = json_lines_observer if log_format == "json" else textFileLogObserver
+    """What ``twist``'s runner calls with its log file: the format asked for, quietened, and
+    in a worker of ``--workers`` or ``--reload`` saying which (its pid)."""
+    make = json_lines_observer if log_format == "json" else text_observer
+    worker = os.getpid() if is_worker() else None
 
     def observer(output: IO[str]) -> ILogObserver:
-        return FilteringLogObserver(make(output), [_drop_port_lines])
+        return FilteringLogObserver(make(output, worker), [_drop_port_lines])
 
     return observer
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test
 
 from .support import get_when_up, parse_responses
 from .test_cli import TWIST, _Server, free_port
-from .test_workers import PID_APP
+from .test_workers import PID_APP, get
 
 
 class EntryPointTests(unittest.TestCase):
@@ -61,7 +63,9 @@ class EntryPointTests(unittest.TestCase):
         """``python main.py`` beside app.py, ``main.py`` being ``source``."""
         directory = self.directory()
         (directory / "main.py").write_text(source)
-        return self.spawn([sys.executable, "main.py"], directory)
+        server, process = self.spawn([sys.executable, "main.py"], directory)
+        server.directory = str(directory)  # type: ignore[attr-defined]
+        return server, process
 
     @asyncio_test
     async def test_run_serves_an_app_object_with_config_names(self) -> None:
@@ -69,9 +73,11 @@ class EntryPointTests(unittest.TestCase):
         server, process = self.run_script(
             "import hello_asgi\nfrom app import app\n\n"
             "if __name__ == '__main__':\n"
-            f"    hello_asgi.run(app, host='127.0.0.1', port={port}, server_header=b'from-run', log_level='debug')\n")
+            f"    hello_asgi.run(app, host='127.0.0.1', port={port}, server_header=b'from-run', log_level='debug',"
+            " loop='asyncio')\n")
         response = await get_when_up(f"http://127.0.0.1:{port}/run")
         self.assertEqual(response.headers["server"], "from-run")
+        self.assertIn(b"Running on the asyncio reactor, on asyncio's event loop", server.output)
         self.assertIn(b"Serving http://127.0.0.1:%d" % port, server.output)
         await self.stop(server, process)
 
@@ -86,6 +92,66 @@ class EntryPointTests(unittest.TestCase):
         messages = [json.loads(line)["message"] for line in server.output.decode().splitlines()
                     if line.startswith("{")]
         self.assertIn("Received SIGTERM, shutting down.", messages)
+
+    async def seen(self, server: _Server, text: bytes, times: int = 1) -> None:
+        """Until ``text`` is in the output ``times`` times."""
+        while server.output.count(text) < times:
+            if server.ended.called:
+                self.fail(f"ended before {text!r} x{times}: {server.output.decode(errors='replace')}")
+            appeared: Deferred[None] = Deferred()
+            server.watch_for(text, appeared)
+            await asyncio.wait_for(appeared.asFuture(asyncio.get_running_loop()), 30)
+
+    @asyncio_test
+    async def test_run_with_workers_serves_from_that_many_processes(self) -> None:
+        port = free_port()
+        server, process = self.run_script(
+            "import hello_asgi\n\n"
+            "if __name__ == '__main__':\n"
+            f"    hello_asgi.run('app:app', port={port}, workers=2, server_header=b'from-workers')\n")
+        await self.seen(server, b"lifespan startup", 2)
+        workers = {int(pid) for pid in re.findall(rb"Started worker (\d+)", server.output)}
+        self.assertEqual(len(workers), 2, server.output)
+        served: set[int] = set()
+        for _ in range(50):  # rounds of 8 at once: the kernel hands connections to either worker
+            bodies = await asyncio.gather(*(get(port) for _ in range(8)))
+            served |= {int(body.split()[1]) for body in bodies}
+            if len(served) == 2:
+                break
+        self.assertEqual(served, workers)
+        for pid in workers:  # each its own lines, with the settings run() was given
+            self.assertIn(b"[worker %d] Serving http://127.0.0.1:%d" % (pid, port), server.output)
+        self.assertEqual((await get_when_up(f"http://127.0.0.1:{port}/")).headers["server"], "from-workers")
+        await self.stop(server, process, signal.SIGTERM)
+        self.assertEqual(sorted(int(pid) for pid in re.findall(rb"lifespan shutdown (\d+)", server.output)),
+                         sorted(workers))
+
+    @asyncio_test
+    async def test_run_with_reload_serves_an_edit(self) -> None:
+        port = free_port()
+        server, process = self.run_script(
+            "import hello_asgi\n\n"
+            "if __name__ == '__main__':\n"
+            f"    hello_asgi.run('app:app', port={port}, reload=True)\n")
+        self.assertTrue((await get_when_up(f"http://127.0.0.1:{port}/")).text.startswith("one "))
+        directory = Path(server.directory)
+        (directory / "app.py").write_text("VERSION = 'two'\n" + PID_APP)
+        await self.seen(server, b"Restarted 1 worker(s)")
+        self.assertTrue((await get(port)).startswith(b"two "))
+        self.assertIn(b"app.py changed", server.output)
+        await self.stop(server, process, signal.SIGTERM)
+
+    def test_workers_and_reload_need_an_import_string(self) -> None:
+        from hello_asgi import run
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            pass
+
+        for options in ({"workers": 2}, {"reload": True}):
+            with self.assertRaisesRegex(ValueError, r"need the app as an import string, run\('module:attr', ...\)"):
+                run(app, **options)
+        with self.assertRaisesRegex(ValueError, "workers must be a whole number, at least 1, not 0"):
+            run("app:app", workers=0)
 
     def test_run_refuses_a_name_that_is_no_option(self) -> None:
         from hello_asgi import run

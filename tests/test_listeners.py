@@ -56,7 +56,10 @@ class ListenerTests(unittest.TestCase):
 
     async def assert_echoes(self, path: str) -> None:
         """An echo over the UNIX socket at ``path`` answers."""
-        reader, writer = await asyncio.open_unix_connection(path)
+        client = socket.socket(socket.AF_UNIX)  # connected here: uvloop's own connect refuses abstract names
+        client.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(client, path)
+        reader, writer = await asyncio.open_unix_connection(sock=client)
         writer.write(b"ping")
         self.assertEqual(await asyncio.wait_for(reader.readexactly(4), 10), b"ping")
         writer.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test
@@ -40,8 +41,9 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[[^\]#]+#\w+\
 
 class LogTests(unittest.TestCase):
     async def run_server(self, *options: str, before: tuple[str, ...] = (), host: str = "127.0.0.1",
-                         paths: tuple[str, ...] = ("/a", "/boom")) -> str:
-        """Serve LOGGING_APP with its output on a pipe, GET ``paths``, SIGTERM: the output."""
+                         paths: tuple[str, ...] = ("/a", "/boom"), serving: int = 0) -> str:
+        """Serve LOGGING_APP with its output on a pipe, GET ``paths`` once ``serving``
+        processes say they serve, SIGTERM: the output."""
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
         (directory / "app.py").write_text(LOGGING_APP)
@@ -51,6 +53,10 @@ class LogTests(unittest.TestCase):
         process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ, path=str(directory))
         url_host = f"[{host}]" if ":" in host else host
         try:
+            while server.output.count(b"Serving http") < serving and not server.ended.called:
+                seen: Deferred[None] = Deferred()
+                server.watch_for(b"Serving http", seen)
+                await asyncio.wait_for(seen.asFuture(asyncio.get_running_loop()), 30)
             for path in paths:
                 await get_when_up(f"http://{url_host}:{port}{path}")
         finally:
@@ -127,3 +133,49 @@ class LogTests(unittest.TestCase):
         self.assertNotIn("starting on", output)
         self.assertNotIn("_NeverAccepts", output)
         self.assertNotIn("Port", output)
+
+    @asyncio_test
+    async def test_each_worker_names_itself_in_its_lines_text_and_json(self) -> None:
+        output = await self.run_server("--workers", "2", paths=("/a",), serving=2)
+        pids = [int(pid) for pid in re.findall(r"Started worker (\d+)", output)]
+        self.assertEqual(len(pids), 2, output)
+        for pid in pids:  # each worker's own lines say which it is, the app's stdlib lines too
+            self.assertRegex(output, rf"\[hello_asgi\.service#info\] \[worker {pid}\] Serving http://")
+        self.assertRegex(output, r"\[myapp#warn\] \[worker (\d+)\] app saw /a")
+        for line in output.splitlines():  # the supervisor's lines name no worker in that way
+            if "[hello_asgi.supervisor#" in line:
+                self.assertNotIn("[worker ", line)
+        records = self.json_records(await self.run_server("--workers", "2", "--log-format", "json", paths=("/a",),
+                                                         serving=2))
+        workers = {record["pid"] for record in records if record["message"].startswith("Started worker")}
+        serving = [record for record in records if record["message"].startswith("Serving ")]
+        self.assertEqual({record.get("worker") for record in serving}, workers)
+        self.assertTrue(all("worker" not in record for record in records if record["namespace"] == "hello_asgi.supervisor"))
+
+    def test_a_worker_tag_leaves_twists_text_line_as_it_was_otherwise(self) -> None:
+        """The tagged line is Twisted's own with the tag after the brackets, tracebacks and all."""
+        import io
+
+        from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
+        from twisted.python.failure import Failure
+
+        from hello_asgi.logs import text_observer
+
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        events = [
+            {"log_format": "Serving {url}", "url": "http://x", "log_time": 1700000000.5, "log_namespace": "a.b",
+             "log_level": LogLevel.info},
+            {"log_format": "two\nlines", "log_time": 1700000000.5, "log_system": "legacy"},
+            {"log_format": "it broke", "log_failure": failure, "log_namespace": "c", "log_level": LogLevel.error},
+        ]
+        for event in events:
+            tagged, plain = io.StringIO(), io.StringIO()
+            text_observer(tagged, worker=42)(event)
+            text_observer(plain)(event)
+            twisted = formatEventAsClassicLogText(event, lambda when: formatTime(when, timeFormatRFC3339))
+            self.assertEqual(plain.getvalue(), twisted)
+            self.assertEqual(tagged.getvalue().replace("[worker 42] ", "", 1), twisted)
+            self.assertIn("] [worker 42] ", tagged.getvalue())
