@@ -74,6 +74,17 @@ class MainLog:
 MAIN_LOG = MainLog()  # filled in by the command and run(); untouched when embedded
 
 
+def main_log_is(log_format: str, level: LogLevel, output: IO[str] | None = None) -> None:
+    """What the command and ``run()`` call as they set the main log up: access lines then
+    go into it directly, tagged with the worker's pid in a worker, as its other lines are."""
+    from .process import is_worker
+
+    MAIN_LOG.ours, MAIN_LOG.log_format, MAIN_LOG.level = True, log_format, level
+    MAIN_LOG.worker = os.getpid() if is_worker() else None
+    if output is not None:
+        MAIN_LOG.output = output
+
+
 class LineBuffer:
     """Lines gathered during a loop turn, written after it by one ``write`` per
     ``PIPE_BUF`` of whole lines, then flushed."""

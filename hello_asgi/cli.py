@@ -14,7 +14,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
 from . import logs, reload, sources
-from .access_log import MAIN_LOG
+from .access_log import MAIN_LOG, main_log_is
 from .bridge import LOOPS, install_asyncio_reactor, log_loop
 from .config import Config
 from .headers import parse_header
@@ -438,8 +438,7 @@ def start_logging_as_asked(options: Options) -> None:
         if level is not None:
             twist["logLevel"] = level
         level = twist["logLevel"]
-    MAIN_LOG.ours, MAIN_LOG.log_format, MAIN_LOG.level = True, log_format, level or logs.level_named("info")
-    MAIN_LOG.worker = os.getpid() if is_worker() else None
+    main_log_is(log_format, level or logs.level_named("info"))
     if not options["no-stdlib-logging"]:
         logs.capture_stdlib_logging((level or logs.level_named("info")).name)
 

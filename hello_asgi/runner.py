@@ -160,11 +160,11 @@ def _start_logging(log_format: str, log_level: str, stdlib_logging: bool, reacto
     from . import logs
     from .bridge import log_loop
 
-    from .access_log import MAIN_LOG
+    from .access_log import main_log_is
 
     level = logs.level_named(log_level)
     observer = logs.observer_factory(logs.format_named(log_format))(sys.stdout)
-    MAIN_LOG.ours, MAIN_LOG.output, MAIN_LOG.log_format, MAIN_LOG.level = True, sys.stdout, log_format, level
+    main_log_is(log_format, level, sys.stdout)
     globalLogBeginner.beginLoggingTo([logs.level_filter(observer, level)])
     if stdlib_logging:
         logs.capture_stdlib_logging(level.name)
