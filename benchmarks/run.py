@@ -295,12 +295,14 @@ def _in_session(stat: Path, session: int) -> bool:
 
 
 def core_busy(core: int) -> float:
-    """Seconds CPU ``core`` has spent busy (anything but idle and iowait) since boot: less the
-    server's own time, what else ran on the server's core during a run."""
+    """Seconds CPU ``core`` has spent running processes (user, nice, system, steal) since
+    boot: less the server's own time, what other processes took of the server's core during a
+    run. Interrupt and softirq time is left out: loopback traffic's is the kernel's work for the
+    server and its client, charged to no process."""
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{core} "):
-            ticks = [int(value) for value in line.split()[1:]]
-            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+            user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, line.split()[1:9])
+            return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
     return 0.0
 
 
@@ -405,13 +407,14 @@ def throughput(load: Callable[[str, float, int], Row]) -> Callable[[Context], Ro
     """A warm-up, then the measured run; the server's CPU over the measured run only."""
     def measure(ctx: Context) -> Row:
         load(ctx.url, ctx.args.warmup, ctx.connections)
-        cpu, core = cpu_seconds(ctx.server.session), core_busy(0)
+        cpu, core, started = cpu_seconds(ctx.server.session), core_busy(0), time.monotonic()
         with Sampler(ctx.server.session) as sampler:
             result = load(ctx.url, ctx.args.duration, ctx.connections)
+        wall = time.monotonic() - started  # the duration, and the client's start (ws_load.py's: a few tenths)
         used, core = cpu_seconds(ctx.server.session) - cpu, core_busy(0) - core
         served = result["requests"]
-        return {**result, "server_cpu": used / ctx.args.duration, "cpu_us": used * 1e6 / served if served else None,
-                "others_on_cpu0": max(0.0, core - used) / ctx.args.duration, "busy_halves": sampler.halves()}
+        return {**result, "server_cpu": used / wall, "cpu_us": used * 1e6 / served if served else None,
+                "others_on_cpu0": max(0.0, core - used) / wall, "busy_halves": sampler.halves()}
     return measure
 
 
@@ -635,7 +638,10 @@ def run(case: Case, scenario: Scenario, args: argparse.Namespace, tls: TLS | Non
         row["failed"] = f"{type(error).__name__}: {error}".strip()
     row["output"] = {key: output.get(key) for key in ("lines", "bytes")}
     if "failed" in row:
-        row["output"]["tail"] = (output.get("tail") or "")[-600:]
+        tail = (output.get("tail") or "")[-600:]
+        row["output"]["tail"] = tail
+        last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
+        row["failed"] += f" (its last output: {last.strip()[:200]})" if last else " (no output)"
     row["problems"], row["notes"] = judge(row)
     return row
 
@@ -917,7 +923,8 @@ def report(rounds: list[list[Row]], scenario: Scenario, args: argparse.Namespace
     print("\nCommands (round 1):")
     for row in rounds[0]:
         print(f"- {row['server']}: {' '.join(row['command'])}")
-    print(f"  ({HYPERCORN_CONFIG.name}: {HYPERCORN_TOML.strip()})")
+    if any(row["server"].startswith("hypercorn") for row in rounds[0]):
+        print(f"  ({HYPERCORN_CONFIG.name}: {HYPERCORN_TOML.strip()})")
     verdict = "RUN INVALID:\n" + "\n".join(f"- {p}" for p in problems) if problems else "Run valid."
     print(f"\n{verdict}")
     out = HERE / f"results-{scenario.name}{'-defaults' if args.defaults and not scenario.logs else ''}.json"
