@@ -702,7 +702,7 @@ def judge(row: Row) -> tuple[list[str], list[str]]:
     if (row.get("client_cpu") or 0) >= CLIENT_BOUND:
         notes.append(f"client-bound (load generator at {row['client_cpu']:.0%} of its core)")
     if (row.get("others_on_cpu0") or 0) >= 0.1:
-        notes.append(f"other processes took {row['others_on_cpu0']:.0%} of CPU 0 (the server's core) in a round: "
+        notes.append(f"other processes took {row['others_on_cpu0']:.0%} of CPU 0, the server's core: "
                      "its rate was held down, its CPU per request holds")
     if "rate" in row and (row.get("server_cpu") or 0) < 0.8:
         notes.append(f"server busy {row['server_cpu']:.0%} of the run: the load, or a shared core, was the limit")
@@ -754,8 +754,10 @@ def summarise(rounds: list[list[Row]], scenario: Scenario) -> list[Row]:
     for name in names:
         mine = [(rows, row) for rows in rounds for row in rows if row["server"] == name]
         entry: Row = {"server": name, "rounds": len(mine),
-                      "problems": [p for _, row in mine for p in row["problems"]],
-                      "notes": sorted({n for _, row in mine for n in row["notes"]}),
+                      "problems": [f"round {number}: {p}" for number, rows in enumerate(rounds, 1) for row in rows
+                                   if row["server"] == name for p in row["problems"]],
+                      "notes": [f"round {number}: {n}" for number, rows in enumerate(rounds, 1) for row in rows
+                                if row["server"] == name for n in row["notes"]],
                       "errors": sum(row.get("errors") or 0 for _, row in mine)}
         for key in ("server_cpu", "client_cpu", "others_on_cpu0", *(m.key for m in scenario.metrics)):
             values = [row[key] for _, row in mine if row.get(key) is not None and not row["problems"]]
