@@ -79,6 +79,7 @@ class Server:
     default: bool = True  # in the run unless --servers names others
     only_with_logs: bool = False  # a row of the defaults scenario only (hello-asgi with its log off)
     hello_only: bool = False  # answers hello world whatever the request (not app.py): throughput scenarios only
+    logs: bool = True  # has an access log to turn on
 
 
 def _hello_asgi(launch: Launch, *, log: bool, reactor: str | None = None) -> list[str]:
@@ -137,7 +138,7 @@ SERVERS = [
            frozenset({"http1", "h2c", "ws"}), default=False),
     Server("hello-asgi ASGIResource in twisted.web (epoll)", lambda launch: [
         "env", f"PORT={launch.port}", str(BIN / "twistd"), "--pidfile=", "-l", "/dev/null", "-ny",
-        str(HERE / "resource.tac")], frozenset({"http1", "ws"}), default=False),
+        str(HERE / "resource.tac")], frozenset({"http1", "ws"}), default=False, logs=False),
     Server("uvicorn-h11", lambda launch: _uvicorn(launch, http="h11", loop="asyncio"), frozenset({"http1"}),
            default=False),
     Server("uvicorn", _uvicorn, frozenset({"http1", "ws", "unix", "idle"})),
@@ -146,7 +147,8 @@ SERVERS = [
     Server("granian", _granian, frozenset({"http1", "h2c", "h2-tls", "ws", "idle"})),
     Server("bare-h2 (ceiling)", lambda launch: [
         str(BIN / "python"), str(HERE / "bare_h2.py"), str(launch.port),
-        *([launch.tls.cert, launch.tls.key] if launch.tls else [])], frozenset({"h2c", "h2-tls"}), hello_only=True),
+        *([launch.tls.cert, launch.tls.key] if launch.tls else [])], frozenset({"h2c", "h2-tls"}), hello_only=True,
+           logs=False),
 ]
 
 
@@ -614,7 +616,7 @@ def run(case: Case, scenario: Scenario, args: argparse.Namespace, tls: TLS | Non
                     idle=scenario.name.endswith("-idle"))
     command = case.server.command(launch)
     row: Row = {"server": case.row, "command": ["taskset", "-c", "0", *command],
-                "access_log": launch.access_log and not case.server.only_with_logs}
+                "access_log": launch.access_log and case.server.logs and not case.server.only_with_logs}
     output: dict[str, Any] = {}
     try:
         with running(command) as server:
@@ -636,10 +638,9 @@ def run(case: Case, scenario: Scenario, args: argparse.Namespace, tls: TLS | Non
                     proxy.wait()
     except Exception as error:  # a peer that fails is an invalid row, not the end of the run
         row["failed"] = f"{type(error).__name__}: {error}".strip()
-    row["output"] = {key: output.get(key) for key in ("lines", "bytes")}
+    tail = (output.get("tail") or "")[-600:]
+    row["output"] = {"lines": output.get("lines"), "bytes": output.get("bytes"), "tail": tail}
     if "failed" in row:
-        tail = (output.get("tail") or "")[-600:]
-        row["output"]["tail"] = tail
         last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
         row["failed"] += f" (its last output: {last.strip()[:200]})" if last else " (no output)"
     row["problems"], row["notes"] = judge(row)
