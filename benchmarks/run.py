@@ -351,6 +351,11 @@ def client(argv: list[str], timeout: float) -> tuple[str, float]:
 
 def wrk(url: str, duration: float, connections: int) -> Row:
     out, busy = client(["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url], duration + 30)
+    return {**parse_wrk(out), "client_cpu": busy}
+
+
+def parse_wrk(out: str) -> Row:
+    """wrk's report: the rate, the requests answered 2xx/3xx, every error, the p99 latency."""
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     bad = int(non_2xx.group(1)) if non_2xx else 0
@@ -358,11 +363,17 @@ def wrk(url: str, duration: float, connections: int) -> Row:
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     return {"rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "requests": total - bad,
             "errors": bad + (sum(map(int, sockets.groups())) if sockets else 0),
-            "latency_ms": _ms(p99.group(1) + p99.group(2)) if p99 else None, "client_cpu": busy}
+            "latency_ms": _ms(p99.group(1) + p99.group(2)) if p99 else None}
 
 
 def h2load(url: str, duration: float, connections: int) -> Row:
     out, busy = client(["h2load", f"-c{connections}", "-m10", "-D", f"{duration:g}", url], duration + 30)
+    return {**parse_h2load(out, connections), "client_cpu": busy}
+
+
+def parse_h2load(out: str, connections: int) -> Row:
+    """h2load's report: the rate, the requests that succeeded, every failure and non-2xx
+    status, the mean latency, and the requests done per connection."""
     rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     counts = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                        r"(\d+) errored, (\d+) timeout", out)
@@ -373,8 +384,7 @@ def h2load(url: str, duration: float, connections: int) -> Row:
     non_2xx = sum(map(int, statuses.groups()[1:])) if statuses else 0
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)  # h2load gives no percentiles
     return {"rate": float(rate.group(1)), "requests": succeeded, "errors": failed + errored + timed_out + non_2xx,
-            "latency_ms": _ms(mean.group(1)) if mean else None, "client_cpu": busy,
-            "per_connection": done / connections}
+            "latency_ms": _ms(mean.group(1)) if mean else None, "per_connection": done / connections}
 
 
 def _ms(text: str) -> float:
