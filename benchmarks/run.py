@@ -248,18 +248,20 @@ def cpu_seconds(session: int) -> float:
 
 
 class Sampler:
-    """The server's CPU time read every 0.25 s through a measured run (from the stat files of
-    the processes its session had at the start: cheap enough not to disturb it), to tell a
-    load that stopped early: a server busy in the first half and idle in the second."""
+    """Through a measured run, every 0.25 s: the server's CPU time, the time its threads spent
+    runnable but waiting for the CPU, and the connections open to the load's port; to tell a
+    load that stopped early from a server that was starved of its core. (The CPU comes from the
+    stat files of the processes its session had at the start: cheap enough not to disturb it.)"""
 
-    def __init__(self, session: int) -> None:
-        self.files = [path for path in Path("/proc").glob("[0-9]*/stat") if _in_session(path, session)]
-        self.samples: list[tuple[float, float]] = []
+    def __init__(self, session: int, port: int) -> None:
+        self.processes = [path.parent for path in Path("/proc").glob("[0-9]*/stat") if _in_session(path, session)]
+        self.port = f":{port:04X} "
+        self.samples: list[tuple[float, float, float, int]] = []  # time, CPU, waiting, connections
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "Sampler":
-        self.samples.append((time.monotonic(), self._read()))
+        self.samples.append(self._sample())
         self.thread.start()
         return self
 
@@ -269,24 +271,49 @@ class Sampler:
 
     def _run(self) -> None:
         while not self.done.wait(0.25):
-            self.samples.append((time.monotonic(), self._read()))
+            self.samples.append(self._sample())
 
-    def _read(self) -> float:
-        ticks = 0
-        for path in self.files:
+    def _sample(self) -> tuple[float, float, float, int]:
+        ticks, waited = 0, 0
+        for process in self.processes:
             with contextlib.suppress(OSError):
-                ticks += sum(int(value) for value in path.read_text().rsplit(")", 1)[1].split()[11:15])
-        return ticks / os.sysconf("SC_CLK_TCK")
+                ticks += sum(int(value) for value in (process / "stat").read_text().rsplit(")", 1)[1].split()[11:15])
+                for task in (process / "task").iterdir():
+                    with contextlib.suppress(OSError):
+                        waited += int((task / "schedstat").read_text().split()[1])  # ns runnable, not running
+        return time.monotonic(), ticks / os.sysconf("SC_CLK_TCK"), waited / 1e9, self._connections()
 
-    def halves(self) -> tuple[float, float] | None:
-        """The server's busy fraction in the first and in the second half of the run."""
+    def _connections(self) -> int:
+        """Established TCP connections whose local end is the load's port (the server's side)."""
+        count = 0
+        with contextlib.suppress(OSError), open("/proc/net/tcp") as table:
+            for line in table:
+                fields = line.split(None, 4)
+                if len(fields) > 3 and fields[3] == "01" and (fields[1] + " ").endswith(self.port):
+                    count += 1
+        return count
+
+    def stopped_early(self) -> str | None:
+        """Why the load seems to have stopped before the end of the run, if it does: the
+        connections it had in the first half closed and stayed closed, or the server went from
+        busy in the first half to nearly idle in the second without waiting for its core (a
+        server starved by other processes waits; one that is sent nothing sleeps)."""
         if len(self.samples) < 5:
             return None
         start, end = self.samples[0][0], self.samples[-1][0]
-        middle = min(self.samples, key=lambda sample: abs(sample[0] - (start + end) / 2))
-        first = (middle[1] - self.samples[0][1]) / max(middle[0] - start, 1e-9)
-        second = (self.samples[-1][1] - middle[1]) / max(end - middle[0], 1e-9)
-        return first, second
+        half = min(range(len(self.samples)), key=lambda i: abs(self.samples[i][0] - (start + end) / 2))
+        opened = max(sample[3] for sample in self.samples[:half + 1])
+        late = max(sample[3] for sample in self.samples[half:])
+        spans = ((self.samples[0], self.samples[half]), (self.samples[half], self.samples[-1]))
+        busy = [(b[1] - a[1]) / max(b[0] - a[0], 1e-9) for a, b in spans]
+        waiting = [(b[2] - a[2]) / max(b[0] - a[0], 1e-9) for a, b in spans]
+        if opened and late < opened / 2:
+            return (f"the load stopped early: {opened} connections open in the first half of the run, at most "
+                    f"{late} in the second")
+        if busy[0] >= 0.2 and busy[1] < busy[0] / 4 and waiting[1] < 0.25:
+            return (f"the load stopped early: server busy {busy[0]:.0%} in the first half of the run, "
+                    f"{busy[1]:.0%} in the second, and not waiting for its core ({waiting[1]:.0%})")
+        return None
 
 
 def _in_session(stat: Path, session: int) -> bool:
@@ -413,6 +440,7 @@ class Context:
     args: argparse.Namespace
     connections: int
     protocol: str  # http1 or h2c: the protocol of a download or upload row
+    port: int  # where the load goes (nginx's, in front of a UNIX socket)
 
 
 def throughput(load: Callable[[str, float, int], Row]) -> Callable[[Context], Row]:
@@ -420,13 +448,13 @@ def throughput(load: Callable[[str, float, int], Row]) -> Callable[[Context], Ro
     def measure(ctx: Context) -> Row:
         load(ctx.url, ctx.args.warmup, ctx.connections)
         cpu, core, started = cpu_seconds(ctx.server.session), core_busy(0), time.monotonic()
-        with Sampler(ctx.server.session) as sampler:
+        with Sampler(ctx.server.session, ctx.port) as sampler:
             result = load(ctx.url, ctx.args.duration, ctx.connections)
         wall = time.monotonic() - started  # the duration, and the client's start (ws_load.py's: a few tenths)
         used, core = cpu_seconds(ctx.server.session) - cpu, core_busy(0) - core
         served = result["requests"]
         return {**result, "server_cpu": used / wall, "cpu_us": used * 1e6 / served if served else None,
-                "others_on_cpu0": max(0.0, core - used) / wall, "busy_halves": sampler.halves()}
+                "others_on_cpu0": max(0.0, core - used) / wall, "stopped_early": sampler.stopped_early()}
     return measure
 
 
@@ -500,7 +528,7 @@ def _upload_file(size: int) -> Path:
 def startup(ctx: Context) -> Row:
     """From spawn to the first answer to a GET (polled every 5 ms), then the RSS of the
     server's session 1 s after that answer."""
-    port = int(ctx.url.rsplit(":", 1)[1].strip("/"))
+    port = ctx.port
     deadline = ctx.server.spawned + 30
     while time.monotonic() < deadline:
         if ctx.server.process.poll() is not None:
@@ -641,7 +669,7 @@ def run(case: Case, scenario: Scenario, args: argparse.Namespace, tls: TLS | Non
                     else:
                         wait_until_up(port, server.process)
                 url = f"{scenario.scheme}://127.0.0.1:{port}/"
-                row.update(scenario.measure(Context(url, server, args, args.connections, case.protocol)))
+                row.update(scenario.measure(Context(url, server, args, args.connections, case.protocol, port)))
             finally:
                 if proxy is not None:
                     proxy.terminate()
@@ -721,15 +749,13 @@ def judge(row: Row) -> tuple[list[str], list[str]]:
 
 
 def _caps(row: Row) -> tuple[list[str], list[str]]:
-    """A load that stopped early (the server busy in the first half of the run and idle in
-    the second), or, for h2load, which does not reconnect, a round number of requests per
-    connection: the figure is then a server's limit, not its speed. Problems, and notes."""
+    """A load that stopped early (Sampler.stopped_early), or, for h2load, which does not
+    reconnect, a round number of requests per connection: the figure is then a server's
+    limit, not its speed. Problems, and notes."""
     problems, notes = [], []
-    halves = row.get("busy_halves")
-    stopped = bool(halves) and halves[0] >= 0.2 and halves[1] < halves[0] / 4
+    stopped = row.get("stopped_early")
     if stopped:
-        problems.append(f"the load stopped early: server busy {halves[0]:.0%} in the first half of the run, "
-                        f"{halves[1]:.0%} in the second")
+        problems.append(stopped)
     per_connection = row.get("per_connection")
     for cap in ROUND_CAPS if per_connection else ():
         if abs(per_connection - cap) <= cap * 0.002:

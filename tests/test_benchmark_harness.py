@@ -6,6 +6,7 @@ did not write the access log it was said to have on."""
 from __future__ import annotations
 
 import importlib.util
+import socket
 import subprocess
 import sys
 import textwrap
@@ -86,9 +87,8 @@ class Validity(unittest.TestCase):
         self.assertEqual(problems, ["failed: RuntimeError: exited with 3"])
 
     def test_a_load_that_stopped_early_is_invalid(self) -> None:
-        problems, _ = run.judge(_row(busy_halves=(0.7, 0.01)))
-        self.assertEqual(len(problems), 1)
-        self.assertIn("stopped early", problems[0])
+        problems, _ = run.judge(_row(stopped_early="the load stopped early: ..."))
+        self.assertEqual(problems, ["the load stopped early: ..."])
 
     def test_a_round_number_per_connection_is_a_cap_with_errors_and_a_note_alone(self) -> None:
         problems, _ = run.judge(_row(per_connection=1000.3, errors=8))
@@ -129,10 +129,40 @@ class Rounds(unittest.TestCase):
         self.assertEqual(target["per_round"], [2.0, 1.0, None])
         self.assertTrue(target["met"])
 
-    def test_the_sampler_tells_the_halves_of_a_run_apart(self) -> None:
-        sampler = run.Sampler(-1)
-        sampler.samples = [(t * 0.25, min(t, 4) * 0.25) for t in range(9)]  # busy 1 s, then idle 1 s
-        self.assertEqual(sampler.halves(), (1.0, 0.0))
+
+
+class StoppedEarly(unittest.TestCase):
+    def _sampler(self, connections, waiting=lambda t: 0.0):
+        sampler = run.Sampler(-1, 8000)
+        # busy for 1 s, then idle for 1 s
+        sampler.samples = [(t * 0.25, min(t, 4) * 0.25, waiting(t), connections(t)) for t in range(9)]
+        return sampler
+
+    def test_connections_that_closed_and_stayed_closed(self) -> None:
+        why = self._sampler(lambda t: 10 if t < 3 else 0).stopped_early()
+        self.assertEqual(why, "the load stopped early: 10 connections open in the first half of the run, at most 0 "
+                              "in the second")
+
+    def test_a_server_asleep_in_the_second_half_with_its_connections_open(self) -> None:
+        """Hypercorn's GOAWAY after 1000 requests leaves h2load's connections open, and idle."""
+        why = self._sampler(lambda t: 10).stopped_early()
+        self.assertEqual(why, "the load stopped early: server busy 100% in the first half of the run, 0% in the "
+                              "second, and not waiting for its core (0%)")
+
+    def test_a_server_starved_of_its_core_did_not_stop(self) -> None:
+        starved = self._sampler(lambda t: 10, waiting=lambda t: max(0, t - 4) * 0.25)  # runnable, not running
+        self.assertIsNone(starved.stopped_early())
+
+    def test_connections_are_counted_at_the_servers_end(self) -> None:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            sampler = run.Sampler(-1, listener.getsockname()[1])
+            self.assertEqual(sampler._connections(), 0)
+            with socket.create_connection(listener.getsockname()):
+                accepted, _ = listener.accept()
+                with accepted:
+                    self.assertEqual(sampler._connections(), 1)
 
 
 BURNER = textwrap.dedent("""
