@@ -502,19 +502,23 @@ def transfer(kind: str) -> Callable[[Context], Row]:
 
 
 def _curl(ctx: Context, kind: str, size: int) -> Row:
-    argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", str(ctx.args.max_transfer),
-            "-w", "%{http_code} %{size_download} %{size_upload} %{time_total}",
+    """One transfer; an error unless the answer was 200 and every byte arrived (for an upload,
+    the app's answer, the length of the body it read, says so)."""
+    argv = ["curl", "-sS", "--max-time", str(ctx.args.max_transfer),
+            "-w", "\n%{http_code} %{size_download} %{size_upload} %{time_total}",
             *(["--http2-prior-knowledge"] if ctx.protocol == "h2c" else ["--http1.1"])]
     if kind == "download":
-        argv.append(f"{ctx.url}download?bytes={size}")
+        argv += ["-o", "/dev/null", f"{ctx.url}download?bytes={size}"]
     else:  # streamed from the file; no "Expect: 100-continue" wait
         argv += ["-X", "POST", "-H", "Expect:", "-T", str(_upload_file(size)), f"{ctx.url}upload"]
     out, busy = client(argv, ctx.args.max_transfer + 10)
-    status, down, up, seconds = out.split()
-    moved = int(float(down if kind == "download" else up))
+    *body, stats = out.strip().splitlines()
+    status, down, up, seconds = stats.split()
+    moved = int(float(down)) if kind == "download" else int(body[0]) if body and body[0].isdigit() else 0
     ok = status == "200" and moved == size
     return {"seconds": float(seconds), "errors": 0 if ok else 1, "client_cpu": busy,
-            "detail": f"status {status}, {moved} of {size} bytes"}
+            "detail": f"status {status}, {moved} of {size} bytes " + ("received" if kind == "download" else
+                                                                      f"read by the app ({int(float(up))} sent)")}
 
 
 def _upload_file(size: int) -> Path:
@@ -585,8 +589,8 @@ RATE = Metric("rate", "req/s")
 CPU_US = Metric("cpu_us", "CPU µs/req", lower_is_better=True)
 LATENCY = Metric("latency_ms", "p99 ms", lower_is_better=True, ratio=False, digits=2)
 MEAN = Metric("latency_ms", "mean ms", lower_is_better=True, ratio=False, digits=2)
-TRANSFER = (Metric("seconds", "seconds", lower_is_better=True, digits=2),
-            Metric("cpu_s", "server CPU s", lower_is_better=True, digits=2), Metric("mb_s", "MB/s", ratio=False, digits=0))
+TRANSFER = (Metric("seconds", "seconds", lower_is_better=True, digits=3),
+            Metric("cpu_s", "server CPU s", lower_is_better=True, digits=3), Metric("mb_s", "MB/s", ratio=False, digits=0))
 SCENARIOS = {s.name: s for s in [
     Scenario("http1", "http", ("http1",), throughput(wrk), (RATE, CPU_US, LATENCY), 50,
              "HTTP/1.1 keep-alive hello world, wrk -t1, access logs off"),
