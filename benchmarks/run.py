@@ -663,21 +663,7 @@ def run(case: Case, scenario: Scenario, args: argparse.Namespace, tls: TLS | Non
     try:
         with running(command) as server:
             output = server.output  # filled in when the server has stopped
-            proxy = None
-            try:
-                if scenario.waits:
-                    if unix:
-                        wait_until_up(unix, server.process)
-                        proxy = nginx_in_front(port, unix)
-                        wait_until_up(port, proxy)
-                    else:
-                        wait_until_up(port, server.process)
-                url = f"{scenario.scheme}://127.0.0.1:{port}/"
-                row.update(scenario.measure(Context(url, server, args, args.connections, case.protocol, port)))
-            finally:
-                if proxy is not None:
-                    proxy.terminate()
-                    proxy.wait()
+            row.update(_serve(server, case, scenario, args, launch))
     except Exception as error:  # a peer that fails is an invalid row, not the end of the run
         row["failed"] = f"{type(error).__name__}: {error}".strip()
     tail = (output.get("tail") or "")[-600:]
@@ -687,6 +673,24 @@ def run(case: Case, scenario: Scenario, args: argparse.Namespace, tls: TLS | Non
         row["failed"] += f" (its last output: {last.strip()[:200]})" if last else " (no output)"
     row["problems"], row["notes"] = judge(row)
     return row
+
+
+def _serve(server: Running, case: Case, scenario: Scenario, args: argparse.Namespace, launch: Launch) -> Row:
+    """Once the server listens (behind nginx for a UNIX socket), the scenario's measurement."""
+    proxy = None
+    try:
+        if scenario.waits and launch.unix:
+            wait_until_up(launch.unix, server.process)
+            proxy = nginx_in_front(launch.port, launch.unix)
+            wait_until_up(launch.port, proxy)
+        elif scenario.waits:
+            wait_until_up(launch.port, server.process)
+        url = f"{scenario.scheme}://127.0.0.1:{launch.port}/"
+        return scenario.measure(Context(url, server, args, args.connections, case.protocol, launch.port))
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
 
 
 NGINX_CONF = """
@@ -742,6 +746,12 @@ def judge(row: Row) -> tuple[list[str], list[str]]:
     lines = (row.get("output") or {}).get("lines") or 0
     if row.get("access_log") and row.get("requests") and lines < row["requests"]:
         problems.append(f"access log said to be on, but {lines} lines of output for {row['requests']} requests")
+    return problems, notes + _notes(row)
+
+
+def _notes(row: Row) -> list[str]:
+    """What limited a row's rate, when it was not the server: its client, or other processes."""
+    notes = []
     if (row.get("client_cpu") or 0) >= CLIENT_BOUND:
         notes.append(f"client-bound (load generator at {row['client_cpu']:.0%} of its core)")
     if (row.get("others_on_cpu0") or 0) >= 0.1:
@@ -749,7 +759,7 @@ def judge(row: Row) -> tuple[list[str], list[str]]:
                      "its rate was held down, its CPU per request holds")
     if "rate" in row and (row.get("server_cpu") or 0) < 0.8:
         notes.append(f"server busy {row['server_cpu']:.0%} of the run: the load, or a shared core, was the limit")
-    return problems, notes
+    return notes
 
 
 def _caps(row: Row) -> tuple[list[str], list[str]]:
@@ -790,28 +800,34 @@ def advantage(ours: Row | None, theirs: Row, metric: Metric) -> float | None:
 
 
 def summarise(rounds: list[list[Row]], scenario: Scenario) -> list[Row]:
+    """Each server's medians over its valid rounds, every round's figure, and hello-asgi's
+    advantage in each round and its median."""
     names = list(dict.fromkeys(row["server"] for rows in rounds for row in rows))
-    summary = []
-    for name in names:
-        mine = [(rows, row) for rows in rounds for row in rows if row["server"] == name]
-        entry: Row = {"server": name, "rounds": len(mine),
-                      "problems": [f"round {number}: {p}" for number, rows in enumerate(rounds, 1) for row in rows
-                                   if row["server"] == name for p in row["problems"]],
-                      "notes": [f"round {number}: {n}" for number, rows in enumerate(rounds, 1) for row in rows
-                                if row["server"] == name for n in row["notes"]],
-                      "errors": sum(row.get("errors") or 0 for _, row in mine)}
-        for key in ("server_cpu", "client_cpu", "others_on_cpu0", *(m.key for m in scenario.metrics)):
-            values = [row[key] for _, row in mine if row.get(key) is not None and not row["problems"]]
-            entry[key] = statistics.median(values) if values else None
-            entry[f"{key}_per_round"] = [row.get(key) for _, row in mine]
-        for metric in scenario.metrics:
-            if metric.ratio:
-                ratios = [advantage(ours_for(name, rows), row, metric) for rows, row in mine]
-                entry[f"advantage_{metric.key}_per_round"] = ratios
-                kept = [r for r in ratios if r is not None]
-                entry[f"advantage_{metric.key}"] = statistics.median(kept) if kept else None
-        summary.append(entry)
-    return summary
+    return [_summary(name, rounds, scenario) for name in names]
+
+
+def _summary(name: str, rounds: list[list[Row]], scenario: Scenario) -> Row:
+    mine = [(number, rows, row) for number, rows in enumerate(rounds, 1) for row in rows if row["server"] == name]
+    entry: Row = {"server": name, "rounds": len(mine), "problems": _by_round(mine, "problems"),
+                  "notes": _by_round(mine, "notes"), "errors": sum(row.get("errors") or 0 for _, _, row in mine)}
+    for key in ("server_cpu", "client_cpu", "others_on_cpu0", *(m.key for m in scenario.metrics)):
+        entry[key] = _median([row.get(key) for _, _, row in mine if not row["problems"]])
+        entry[f"{key}_per_round"] = [row.get(key) for _, _, row in mine]
+    for metric in (m for m in scenario.metrics if m.ratio):
+        ratios = [advantage(ours_for(name, rows), row, metric) for _, rows, row in mine]
+        entry[f"advantage_{metric.key}_per_round"] = ratios
+        entry[f"advantage_{metric.key}"] = _median(ratios)
+    return entry
+
+
+def _by_round(mine: list[tuple[int, list[Row], Row]], key: str) -> list[str]:
+    """A server's problems or notes, each with the number of its round."""
+    return [f"round {number}: {text}" for number, _, row in mine for text in row[key]]
+
+
+def _median(values: list[float | None]) -> float | None:
+    kept = [value for value in values if value is not None]
+    return statistics.median(kept) if kept else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -936,10 +952,39 @@ def environment() -> Row:
 
 
 def report(rounds: list[list[Row]], scenario: Scenario, args: argparse.Namespace, env: Row) -> bool:
+    """Print the tables, the targets, the notes, the commands and the verdict; write the JSON.
+    True when the run was valid."""
     summary = summarise(rounds, scenario)
     problems = [f"{e['server']}: {p}" for e in summary for p in e["problems"]]
-    print(f"\nScenario {scenario.name}{' (access logs on)' if args.defaults and not scenario.logs else ''}: "
-          f"{scenario.what}.")
+    logs_added = args.defaults and not scenario.logs  # --defaults on a scenario of its own
+    _print_header(scenario, args, env, logs_added)
+    print("\n".join(table(summary, scenario)))
+    if args.rounds > 1:
+        print("\n" + "\n".join(rounds_table(rounds, summary, scenario)))
+    checked = [] if logs_added else targets(rounds, scenario)
+    _print_targets(checked)
+    notes = [f"{e['server']}: {n}" for e in summary for n in e["notes"]]
+    if notes:
+        print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
+    _print_commands(rounds[0])
+    print("\nRUN INVALID:\n" + "\n".join(f"- {p}" for p in problems) if problems else "\nRun valid.")
+    out = HERE / f"results-{scenario.name}{'-defaults' if logs_added else ''}.json"
+    out.write_text(json.dumps({"scenario": scenario.name, "what": scenario.what, "valid": not problems,
+                               "problems": problems, "arguments": vars(args), "environment": env,
+                               "hypercorn.toml": HYPERCORN_TOML, "targets": checked, "summary": summary,
+                               "rounds": rounds}, indent=2))
+    print(f"Results in {out}")
+    return not problems
+
+
+def _print_commands(rows: list[Row]) -> None:
+    print("\nCommands (round 1):\n" + "\n".join(f"- {row['server']}: {' '.join(row['command'])}" for row in rows))
+    if any(row["server"].startswith("hypercorn") for row in rows):
+        print(f"  ({HYPERCORN_CONFIG.name}: {HYPERCORN_TOML.strip()})")
+
+
+def _print_header(scenario: Scenario, args: argparse.Namespace, env: Row, logs_added: bool) -> None:
+    print(f"\nScenario {scenario.name}{' (access logs on)' if logs_added else ''}: {scenario.what}.")
     how = {"load": f"{args.connections} connections, {args.duration:g} s measured after {args.warmup:g} s of warm-up",
            "idle": f"{args.connections} connections held idle",
            "transfer": f"{args.size:,} bytes a transfer, repeated until 1 s or 10 transfers: means per transfer",
@@ -947,36 +992,15 @@ def report(rounds: list[list[Row]], scenario: Scenario, args: argparse.Namespace
     print(f"{how}; {args.rounds} round(s), servers interleaved; server on CPU 0, load on CPU 1. "
           f"hello-asgi {env['hello-asgi commit']}, {env['date']}. Medians over valid rounds; "
           "× = hello-asgi's advantage (above 1: hello-asgi did better), taken within each round.\n")
-    for line in table(summary, scenario):
-        print(line)
-    if args.rounds > 1:
-        print()
-        for line in rounds_table(rounds, summary, scenario):
-            print(line)
-    checked = targets(rounds, scenario) if not (args.defaults and not scenario.logs) else []
+
+
+def _print_targets(checked: list[Row]) -> None:
     if checked:
         print("\nIssue 16's targets (median of the rounds' values; each value within one round):")
-        for t in checked:
-            each = " / ".join(_fmt(v, 2) for v in t["per_round"])
-            print(f"- {t['target']}: {_fmt(t['median'], 2)} (at least {t['at_least']:.2f}: "
-                  f"{'met' if t['met'] else 'NOT met'}; each round: {each})")
-    notes = [f"{e['server']}: {n}" for e in summary for n in e["notes"]]
-    if notes:
-        print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
-    print("\nCommands (round 1):")
-    for row in rounds[0]:
-        print(f"- {row['server']}: {' '.join(row['command'])}")
-    if any(row["server"].startswith("hypercorn") for row in rounds[0]):
-        print(f"  ({HYPERCORN_CONFIG.name}: {HYPERCORN_TOML.strip()})")
-    verdict = "RUN INVALID:\n" + "\n".join(f"- {p}" for p in problems) if problems else "Run valid."
-    print(f"\n{verdict}")
-    out = HERE / f"results-{scenario.name}{'-defaults' if args.defaults and not scenario.logs else ''}.json"
-    out.write_text(json.dumps({"scenario": scenario.name, "what": scenario.what, "valid": not problems,
-                               "problems": problems, "arguments": vars(args), "environment": env,
-                               "hypercorn.toml": HYPERCORN_TOML, "targets": checked, "summary": summary,
-                               "rounds": rounds}, indent=2))
-    print(f"Results in {out}")
-    return not problems
+    for t in checked:
+        each = " / ".join(_fmt(v, 2) for v in t["per_round"])
+        print(f"- {t['target']}: {_fmt(t['median'], 2)} (at least {t['at_least']:.2f}: "
+              f"{'met' if t['met'] else 'NOT met'}; each round: {each})")
 
 
 # ---------------------------------------------------------------------------------------------
