@@ -28,6 +28,9 @@ class BareH2(asyncio.Protocol):
             self.transport.write(self.conn.data_to_send())
             self.transport.close()
             return
+        if any(isinstance(event, h2.events.ConnectionTerminated) for event in events):
+            self.transport.close()  # h2load's GOAWAY at the end of a run: nothing more can be sent
+            return
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
                 self.conn.send_headers(event.stream_id, RESPONSE)

@@ -9,6 +9,8 @@
 replies counted by their two-byte headers): the websockets library as the client
 saturates its core at about 26k round trips/s, below what the faster servers can do, so
 the figures would compare the client with itself. ``large`` and ``idle`` use the websockets client.
+``echo`` and ``large`` print the rate, the count and the client's busy fraction of its core
+(its CPU time over the wall time of the exchange): near 1.0, the client was the limit.
 Compression is not offered, so every server frames the same bytes.
 """
 
@@ -155,14 +157,17 @@ def main() -> None:
         asyncio.run(idle_http(url, connections) if url.startswith("http") else idle(url, connections))
         return
     seconds = float(sys.argv[4])
+    cpu, started = time.process_time(), time.monotonic()  # the client's own CPU, so a saturated client shows
     if mode == "echo":
         import uvloop  # the client's own loop must not be what limits the count
 
         count = uvloop.run(echo(url, connections, seconds))
-        print(json.dumps({"rate": count / seconds}))
+        rate = count / seconds
     else:
         count = asyncio.run(exchange(url, connections, seconds, b"\x00" * MIB))
-        print(json.dumps({"rate": 2 * count / seconds}))  # MiB/s, both ways
+        rate = 2 * count / seconds  # MiB/s, both ways
+    busy = (time.process_time() - cpu) / (time.monotonic() - started)
+    print(json.dumps({"rate": rate, "count": count, "client_cpu": busy}))
 
 
 if __name__ == "__main__":
