@@ -8,7 +8,7 @@ from typing import Any
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from hello_asgi import ClientDisconnected
+from hello_asgi import ClientDisconnected, stream
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import TIMEOUT, connect, exchange, hello_app
@@ -235,3 +235,18 @@ class AccessLogTests(unittest.TestCase):
         self.assertEqual([e for e in lines if e.get("log_namespace") == "hello_asgi.access"], [])
         with open(path) as log_file:
             self.assertIn('"GET / HTTP/1.1" 200 8', log_file.read())
+
+
+class ResponseHeaderCheckTests(unittest.TestCase):
+    """``checked_headers`` remembers the names it found to be tokens, in a bounded set."""
+
+    def test_names_are_checked_once_known_and_the_memory_of_them_is_bounded(self) -> None:
+        names = [b"x-name-%d" % i for i in range(stream._MAX_TOKEN_NAMES + 100)]
+        for name in names:
+            self.assertEqual(stream.checked_headers([(name, b"v")]), [(name, b"v")])
+            self.assertLessEqual(len(stream._token_names), stream._MAX_TOKEN_NAMES)
+        self.assertIn(names[-1], stream._token_names)
+        for bad in (b"bad name", b"", b"x:y", names[-1] + b"\n"):
+            self.assertRaises(ValueError, stream.checked_headers, [(bad, b"v")])
+            self.assertNotIn(bad, stream._token_names)
+        self.assertRaises(ValueError, stream.checked_headers, [(names[-1], b"a\r\nb")])

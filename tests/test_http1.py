@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from typing import Any
 
+import anyio
 import httpx
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from hello_asgi import demo
+from hello_asgi.config import Config
+from hello_asgi.factory import ASGIServerFactory
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import TIMEOUT, connect, exchange, header, hello_app, parse_responses
@@ -344,3 +352,83 @@ class FlowControlTests(unittest.TestCase):
         writer.close()
         self.assertEqual(total, len(chunk) * count)
         self.assertEqual(len(progress), count)
+
+
+class EagerStartTests(unittest.TestCase):
+    """An app starts in the read that completed its request, and runs up to its first wait
+    there (``bridge.start_task(eager=True)``): as a real task, from its first line."""
+
+    @asyncio_test
+    async def test_an_app_that_answers_at_once_answers_before_the_read_returns(self) -> None:
+        factory = ASGIServerFactory(hello_app, Config(access_log=None))
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
+                                    peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
+        protocol.makeConnection(transport)
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[bytes] = loop.create_future()
+
+        def arrive() -> None:  # as a socket's read arrives: a loop callback, in no task
+            protocol.dataReceived(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n")
+            written.set_result(transport.value())  # before any later loop turn
+
+        loop.call_soon(arrive)
+        response = await asyncio.wait_for(written, TIMEOUT)
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response)
+        self.assertTrue(response.endswith(b"hello /now "), response)
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+    @asyncio_test
+    async def test_the_app_is_one_task_in_a_context_of_its_own_from_its_first_line(self) -> None:
+        seen: list[tuple[object, object, str | None]] = []
+        request_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_var")
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            first = asyncio.current_task()
+            leaked = request_var.get(None)  # set by the request before, in its own context only
+            request_var.set(scope["path"])
+            await receive()
+            await asyncio.sleep(0)  # a real wait: the rest runs from the loop
+            seen.append((first, asyncio.current_task(), leaked))
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"hello %s " % scope["path"].encode()})
+
+        server = await serve(self, app)
+        reader, writer = await connect(server.port)
+        for path in (b"/a", b"/b"):
+            writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            await asyncio.wait_for(reader.readuntil(b"hello %s " % path), TIMEOUT)
+        writer.close()
+        for first, later, leaked in seen:
+            self.assertIsInstance(first, asyncio.Task)
+            self.assertIs(first, later)
+            self.assertIsNone(leaked)
+        self.assertEqual(len(seen), 2)
+
+    @asyncio_test
+    async def test_a_thousand_pipelined_requests_in_one_read_are_answered_in_order(self) -> None:
+        # The first starts eagerly; each next one is started from inside the task before it,
+        # so it waits for its loop turn: no start nests in another (no recursion, however many).
+        server = await serve(self, hello_app)
+        paths = [b"/%d" % i for i in range(1000)]
+        data = await exchange(server.port, b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path for path in paths)
+                              + b"GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        bodies = [body for _, body in parse_responses(data, [b"GET"] * 1001)]
+        self.assertEqual(bodies, [b"hello %s " % path for path in [*paths, b"/end"]])
+
+    @asyncio_test
+    async def test_an_anyio_app_runs_from_its_first_line(self) -> None:
+        # anyio's cancel scopes (Starlette, FastAPI) need the current task from the first line on.
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            with anyio.CancelScope():
+                async with anyio.create_task_group() as group:
+                    group.start_soon(anyio.sleep, 0)
+                await hello_app(scope, receive, send)
+
+        server = await serve(self, app)
+        data = await exchange(server.port, b"GET /anyio HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual([body for _, body in parse_responses(data)], [b"hello /anyio "])
