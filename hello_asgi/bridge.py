@@ -40,45 +40,9 @@ def install_asyncio_reactor() -> IReactorCore:
     return reactor  # type: ignore[return-value]
 
 
-def start_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T], eager: bool = False) -> asyncio.Task[T]:
-    """Run ``coroutine`` as a task on ``loop``: the one way app code is started.
-
-    ``eager`` runs the task's first step now, up to the first thing it waits for that is not
-    ready, as Python 3.12's eager tasks do: an app that can answer at once answers in the
-    same loop turn as its request arrived, without a turn's wait (and its cost, about a
-    microsecond). It is a real task from its first line (``current_task()``, its own
-    context). Only from outside any task, on the loop's own thread, with no task factory;
-    anywhere else (a start from inside another app's task) the task waits for its turn.
-    """
-    if eager and asyncio._get_running_loop() is loop and asyncio.current_task(loop) is None \
-            and loop.get_task_factory() is None:
-        return _eager_task(loop, coroutine)
+def start_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run ``coroutine`` as a task on ``loop``: the one way app code is started."""
     return loop.create_task(coroutine)
-
-
-if sys.version_info >= (3, 12):
-
-    def _eager_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        return asyncio.Task(coroutine, loop=loop, eager_start=True)
-
-else:
-
-    def _eager_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Before 3.12 a task always schedules its first step with ``loop.call_soon``: that
-        call is caught (the loop's method shadowed on the instance for the constructor's
-        duration) and the step run here, in the task's context, as the loop would run it."""
-        caught: list[tuple[Callable[[], object], Any]] = []
-        try:
-            loop.call_soon = lambda step, *, context: caught.append((step, context))  # type: ignore[method-assign]
-        except AttributeError:  # a loop whose attributes are fixed (uvloop's): no eager start
-            return loop.create_task(coroutine)
-        try:
-            task = asyncio.Task(coroutine, loop=loop)
-        finally:
-            del loop.call_soon
-        step, context = caught[0]
-        context.run(step)
-        return task
 
 
 def as_deferred(awaitable: Awaitable[T]) -> Deferred[T]:

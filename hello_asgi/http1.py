@@ -24,7 +24,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .bridge import start_task
 from .proxy import FORWARDING_FIELDS
 from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all
 from .timeouts import Deadline
@@ -222,10 +221,6 @@ class HTTP11Connection(Protocol):
         except httptools.HttpParserError as error:
             self._unparsable(str(error), data)
             return
-        finally:
-            # The first request whose head this read completed starts now, with the whole
-            # read parsed (a bodiless one's app sees its body complete, and can answer at once).
-            self._start_next()
         if self._in_head:
             # An unfinished head: a read in which no request ended belongs to it whole. (In a
             # read where one did, its share is unknown; the finished lines still count.)
@@ -356,7 +351,9 @@ class HTTP11Connection(Protocol):
             stream.expect_continue = b"100-continue" in noted[b"expect"].lower().split(b"\n")
         self._parsing = stream
         self._streams.append(stream)
-        if len(self._streams) > 1 and not self._read_paused:
+        if len(self._streams) == 1:
+            self._start_next()
+        elif not self._read_paused:
             self._pause_reading()  # a pipelined request waits its turn: read no further ahead
 
     def _target(self, method: bytes, http_version: str) -> tuple[bytes, bytes]:
@@ -474,7 +471,7 @@ class HTTP11Connection(Protocol):
 
     def _start(self, stream: HTTPStream) -> None:
         factory = self.factory
-        stream.task = start_task(factory.loop, stream.run(factory.app, factory.config.request_timeout), eager=True)
+        stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
 
     def _start_next(self) -> None:
         """Start the oldest request waiting, unless the client is not reading the responses

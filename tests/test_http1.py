@@ -9,15 +9,9 @@ from typing import Any
 
 import anyio
 import httpx
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from hello_asgi import demo
-from hello_asgi.config import Config
-from hello_asgi.factory import ASGIServerFactory
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import TIMEOUT, connect, exchange, header, hello_app, parse_responses
@@ -354,29 +348,10 @@ class FlowControlTests(unittest.TestCase):
         self.assertEqual(len(progress), count)
 
 
-class EagerStartTests(unittest.TestCase):
-    """An app starts in the read that completed its request, and runs up to its first wait
-    there (``bridge.start_task(eager=True)``): as a real task, from its first line."""
-
-    @asyncio_test
-    async def test_an_app_that_answers_at_once_answers_before_the_read_returns(self) -> None:
-        factory = ASGIServerFactory(hello_app, Config(access_log=None))
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
-        transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
-                                    peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
-        protocol.makeConnection(transport)
-        loop = asyncio.get_running_loop()
-        written: asyncio.Future[bytes] = loop.create_future()
-
-        def arrive() -> None:  # as a socket's read arrives: a loop callback, in no task
-            protocol.dataReceived(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n")
-            written.set_result(transport.value())  # before any later loop turn
-
-        loop.call_soon(arrive)
-        response = await asyncio.wait_for(written, TIMEOUT)
-        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK\r\n"), response)
-        self.assertTrue(response.endswith(b"hello /now "), response)
-        protocol.connectionLost(Failure(ConnectionDone()))
+class AppTaskTests(unittest.TestCase):
+    """Each request's app runs as one asyncio task, in a context of its own, from its first
+    line (what anyio, under Starlette and FastAPI, relies on), and pipelined requests start
+    one after another however many arrive in one read."""
 
     @asyncio_test
     async def test_the_app_is_one_task_in_a_context_of_its_own_from_its_first_line(self) -> None:
@@ -409,8 +384,7 @@ class EagerStartTests(unittest.TestCase):
 
     @asyncio_test
     async def test_a_thousand_pipelined_requests_in_one_read_are_answered_in_order(self) -> None:
-        # The first starts eagerly; each next one is started from inside the task before it,
-        # so it waits for its loop turn: no start nests in another (no recursion, however many).
+        # Each next one is started from the task before it, as that one's response completes.
         server = await serve(self, hello_app)
         paths = [b"/%d" % i for i in range(1000)]
         data = await exchange(server.port, b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path for path in paths)
