@@ -45,6 +45,12 @@ _NO_HEADERS = cast("Headers", ())  # an idle connection's: shared, and a tuple s
 # A Host value: uri-host (a reg-name or an IP literal) and an optional port (RFC 9112 section 3.2).
 _is_host = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?").fullmatch
 _is_token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+# Host values found good: a server hears the same few again and again, and a set lookup
+# costs a fraction of the pattern. Bounded in number (emptied when full) and in the size of
+# a value kept (a DNS name with a port), so odd values cannot grow it.
+_good_hosts: set[bytes] = set()
+_MAX_GOOD_HOSTS = 256
+_MAX_GOOD_HOST_SIZE = 260
 
 
 def _new_parser(protocol: HTTP11Connection) -> httptools.HttpRequestParser:
@@ -691,9 +697,15 @@ def _check_host(host: bytes | None, http_version: str) -> None:
         if http_version == "1.1":
             raise _BadRequest(400, "the request needs exactly one Host header")
         return
+    if host in _good_hosts:
+        return
     if _is_host(host) is None:  # which a LF, joining two Host fields, is not part of
         raise _BadRequest(400, "the request needs exactly one Host header" if b"\n" in host
                           else "the Host header is not a host")
+    if len(host) <= _MAX_GOOD_HOST_SIZE:
+        if len(_good_hosts) >= _MAX_GOOD_HOSTS:
+            _good_hosts.clear()
+        _good_hosts.add(host)
 
 
 def _absolute_form(url: bytes) -> tuple[bytes, bytes, bytes]:

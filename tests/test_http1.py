@@ -11,7 +11,7 @@ import anyio
 import httpx
 from twisted.trial import unittest
 
-from hello_asgi import demo
+from hello_asgi import demo, http1
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import TIMEOUT, connect, exchange, header, hello_app, parse_responses
@@ -406,3 +406,20 @@ class AppTaskTests(unittest.TestCase):
         server = await serve(self, app)
         data = await exchange(server.port, b"GET /anyio HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertEqual([body for _, body in parse_responses(data)], [b"hello /anyio "])
+
+
+class HostCheckTests(unittest.TestCase):
+    """Host values found good are remembered, in a set bounded in count and in value size."""
+
+    def test_good_hosts_are_remembered_boundedly_and_bad_ones_never(self) -> None:
+        hosts = [b"host-%d.example:80" % i for i in range(http1._MAX_GOOD_HOSTS + 50)]
+        for host in hosts:
+            http1._check_host(host, "1.1")
+            self.assertLessEqual(len(http1._good_hosts), http1._MAX_GOOD_HOSTS)
+        self.assertIn(hosts[-1], http1._good_hosts)
+        long_host = b"a" * (http1._MAX_GOOD_HOST_SIZE + 1)
+        http1._check_host(long_host, "1.1")  # good, but too long to keep
+        self.assertNotIn(long_host, http1._good_hosts)
+        for bad in (b"a b", b"u@a", hosts[-1] + b"\n" + hosts[-1]):
+            self.assertRaises(http1._BadRequest, http1._check_host, bad, "1.1")
+            self.assertNotIn(bad, http1._good_hosts)
