@@ -238,15 +238,19 @@ class AccessLogTests(unittest.TestCase):
 
 
 class ResponseHeaderCheckTests(unittest.TestCase):
-    """``checked_headers`` remembers the names it found to be tokens, in a bounded set."""
+    """``checked_headers`` remembers the fields it found good, in a set bounded in count and
+    in value size; what it refused it never remembers."""
 
-    def test_names_are_checked_once_known_and_the_memory_of_them_is_bounded(self) -> None:
-        names = [b"x-name-%d" % i for i in range(stream._MAX_TOKEN_NAMES + 100)]
-        for name in names:
-            self.assertEqual(stream.checked_headers([(name, b"v")]), [(name, b"v")])
-            self.assertLessEqual(len(stream._token_names), stream._MAX_TOKEN_NAMES)
-        self.assertIn(names[-1], stream._token_names)
-        for bad in (b"bad name", b"", b"x:y", names[-1] + b"\n"):
-            self.assertRaises(ValueError, stream.checked_headers, [(bad, b"v")])
-            self.assertNotIn(bad, stream._token_names)
-        self.assertRaises(ValueError, stream.checked_headers, [(names[-1], b"a\r\nb")])
+    def test_good_fields_are_remembered_boundedly_and_bad_ones_never(self) -> None:
+        fields = [(b"x-name-%d" % i, b"v") for i in range(stream._MAX_GOOD_FIELDS + 100)]
+        for field in fields:
+            self.assertEqual(stream.checked_headers([field]), [field])
+            self.assertLessEqual(len(stream._good_fields), stream._MAX_GOOD_FIELDS)
+        self.assertIn(fields[-1], stream._good_fields)
+        long_value = (b"x-long", b"v" * (stream._MAX_GOOD_VALUE_SIZE + 1))
+        self.assertEqual(stream.checked_headers([long_value]), [long_value])
+        self.assertNotIn(long_value, stream._good_fields)
+        for bad in ((b"bad name", b"v"), (b"", b"v"), (b"x:y", b"v"), (fields[-1][0] + b"\n", b"v"),
+                    (fields[-1][0], b"a\r\nb"), (fields[-1][0], b"a\x00")):
+            self.assertRaises(ValueError, stream.checked_headers, [bad])
+            self.assertNotIn(bad, stream._good_fields)
