@@ -24,7 +24,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
+from .proxy import FORWARDING_FIELDS
+from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all
 from .timeouts import Deadline
 from .wire import error_response, field_lines, status_line
 
@@ -33,11 +34,23 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="hello_asgi.http1")
 
+# The request fields on_headers_complete reads, noted by name as on_header receives them
+# (the values of a field sent twice joined by a LF, which no value has), so that it looks
+# them up rather than walking every field once for each.
+_NOTED = frozenset({b"host", b"transfer-encoding", b"content-length", b"te", b"expect", *FORWARDING_FIELDS})
+_NO_FIELDS: dict[bytes, bytes] = {}  # an idle connection's, never written: each request gets its own
+
 _LAST_CHUNK = b"0\r\n\r\n"
 _NO_HEADERS = cast("Headers", ())  # an idle connection's: shared, and a tuple so no one adds to it
 # A Host value: uri-host (a reg-name or an IP literal) and an optional port (RFC 9112 section 3.2).
 _is_host = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?").fullmatch
 _is_token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+# Host values found good: a server hears the same few again and again, and a set lookup
+# costs a fraction of the pattern. Bounded in number (emptied when full) and in the size of
+# a value kept (a DNS name with a port), so odd values cannot grow it.
+_good_hosts: set[bytes] = set()
+_MAX_GOOD_HOSTS = 256
+_MAX_GOOD_HOST_SIZE = 260
 
 
 def _new_parser(protocol: HTTP11Connection) -> httptools.HttpRequestParser:
@@ -72,7 +85,7 @@ class HTTP11Connection(Protocol):
     # a whole dict (CPython's shared-key limit): 1.7 KiB more for each idle connection.
     __slots__ = ("_chunked", "_closing", "_completed_in_read", "_connection", "_deadline", "_drain_waiters",
                  "_dropped", "_head_size", "_headers", "_in_head", "_keep_alive", "_keep_alive_response", "_no_body",
-                 "_parser", "_parsing", "_read_paused", "_rejection", "_requests", "_streams",
+                 "_noted", "_parser", "_parsing", "_read_paused", "_rejection", "_requests", "_streams",
                  "_switch", "_switch_pending", "_unfinished_head", "_upgrade", "_upgrade_body", "_url",
                  "_write_paused", "config", "factory")
 
@@ -94,6 +107,7 @@ class HTTP11Connection(Protocol):
         self._parsing: HTTPStream | None = None  # the request whose body is arriving
         self._url = b""
         self._headers: Headers = _NO_HEADERS  # a list from each request's first byte
+        self._noted = _NO_FIELDS  # its fields named in _NOTED, for on_headers_complete
         self._head_size = 0
         self._unfinished_head = 0
         self._completed_in_read = False
@@ -288,6 +302,7 @@ class HTTP11Connection(Protocol):
         self._in_head = True
         self._url = b""
         self._headers = []
+        self._noted = {}
         self._head_size = 0
         self._unfinished_head = 0
         self._deadline.set(self.config.request_head_timeout)
@@ -306,44 +321,40 @@ class HTTP11Connection(Protocol):
             raise _BadRequest(431, "too many header fields")
         if self._head_size > self.config.max_head_size:
             raise _BadRequest(431, "request head too large")
-        headers.append((name.lower(), value.rstrip(b" \t")))
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        headers.append((name, value))
+        if name in _NOTED:
+            noted = self._noted
+            noted[name] = noted[name] + b"\n" + value if name in noted else value  # no value has a LF
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._deadline.set(self.config.body_timeout)  # until the body ends (on_message_complete)
         parser = self._parser
         assert parser is not None  # it is calling us
+        noted = self._noted
+        upgrade = parser.should_upgrade()
+        if upgrade or _has_body(noted):
+            self._deadline.set(self.config.body_timeout)  # until the body ends (on_message_complete)
+        # (else on_message_complete follows in this same call: a request without a body ends here)
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
             raise _BadRequest(505, f"HTTP/{http_version} is not served here")
         method = parser.get_method()
         raw_path, query = self._target(method, http_version)
-        _check_transfer_coding(self._headers)
-        if parser.should_upgrade():
-            kind = self._wanted_upgrade(http_version)
-            if kind is not None:
-                self._upgrade = kind, RequestHead(method, self._url, raw_path, query, self._headers,
-                                                  dict(self._headers).get(b"http2-settings", b""))
-                return
-            fields = dict(self._headers)
-            if b"transfer-encoding" in fields:
-                raise _BadRequest(400, "an Upgrade request with a chunked body is not served")
-            self._upgrade_body = int(fields.get(b"content-length", b"0"))
-        extensions: dict[str, dict[str, object]] = {}
-        if http_version == "1.1":  # an HTTP/1.0 client takes neither 1xx responses nor trailers
-            extensions["http.response.early_hint"] = {}
-            if wants_trailers(self._headers):
-                extensions["http.response.trailers"] = {}
-        scope = self._connection.http(method.decode("ascii"), http_version, raw_path, query,
-                                      self._headers, extensions)
+        if b"transfer-encoding" in noted:
+            _check_transfer_coding(noted[b"transfer-encoding"])
+        if upgrade and self._upgrade_taken(method, http_version, raw_path, query):
+            return
+        scope = self._connection.http(method.decode("ascii"), http_version, raw_path, query, self._headers,
+                                      _extensions(noted, http_version),
+                                      forwarded=not FORWARDING_FIELDS.isdisjoint(noted))
         stream = HTTPStream(scope, self, body_complete=False)
         self._requests += 1
         limit = self.config.max_requests_per_connection
         stream.keep_alive = parser.should_keep_alive() and not (limit and self._requests >= limit)
-        if http_version == "1.1":
-            for name, value in self._headers:
-                if name == b"expect" and value.lower() == b"100-continue":
-                    stream.expect_continue = True
+        if b"expect" in noted and http_version == "1.1":
+            stream.expect_continue = b"100-continue" in noted[b"expect"].lower().split(b"\n")
         self._parsing = stream
         self._streams.append(stream)
         if len(self._streams) == 1:
@@ -358,8 +369,8 @@ class HTTP11Connection(Protocol):
         OPTIONS only, and CONNECT (which this server, no proxy, does not serve) takes only
         an authority."""
         url = self._url
-        _check_host(self._headers, http_version)
-        if b"#" in url:
+        _check_host(self._noted.get(b"host"), http_version)
+        if url.find(b"#") != -1:  # (cheaper than ``in``, which tries the byte as a number first)
             raise _BadRequest(400, "a request target has no fragment")
         if method == b"CONNECT":
             raise _BadRequest(405 if url[:1] != b"/" else 400, "this server is not a proxy")
@@ -373,6 +384,20 @@ class HTTP11Connection(Protocol):
         authority, raw_path, query = _absolute_form(url)
         self._headers = [(b"host", authority), *(field for field in self._headers if field[0] != b"host")]
         return raw_path, query
+
+    def _upgrade_taken(self, method: bytes, http_version: str, raw_path: bytes, query: bytes) -> bool:
+        """Whether the connection switches protocols after this request (llhttp stopped at its
+        head); if not, the request is served here, its body passed on from ``dataReceived``."""
+        kind = self._wanted_upgrade(http_version)
+        if kind is not None:
+            self._upgrade = kind, RequestHead(method, self._url, raw_path, query, self._headers,
+                                              dict(self._headers).get(b"http2-settings", b""))
+            return True
+        fields = dict(self._headers)
+        if b"transfer-encoding" in fields:
+            raise _BadRequest(400, "an Upgrade request with a chunked body is not served")
+        self._upgrade_body = int(fields.get(b"content-length", b"0"))
+        return False
 
     def _wanted_upgrade(self, http_version: str) -> str | None:
         """``h2c`` or ``websocket`` if this request's upgrade is served here, else ``None``.
@@ -606,6 +631,7 @@ class HTTP11Connection(Protocol):
                 # connection; nor need the last request's fields stay.
                 self._parser = None
                 self._headers = _NO_HEADERS
+                self._noted = _NO_FIELDS
         self._maybe_resume_reading()
 
     def abort(self, stream: HTTPStream) -> None:
@@ -628,12 +654,27 @@ class HTTP11Connection(Protocol):
             request_log.http(stream)
 
 
-def _check_transfer_coding(headers: Headers) -> None:
+def _has_body(noted: dict[bytes, bytes]) -> bool:
+    """Whether a body follows a request's head: in chunks, or of a length above 0."""
+    return b"transfer-encoding" in noted or noted.get(b"content-length", b"0") != b"0"
+
+
+def _extensions(noted: dict[bytes, bytes], http_version: str) -> dict[str, dict[str, object]]:
+    """The ASGI extensions of a request: an HTTP/1.0 client takes neither 1xx responses nor
+    trailers; trailers only for a client that said it takes them (``TE: trailers``)."""
+    if http_version != "1.1":
+        return {}
+    if b"te" in noted and b"trailers" in noted[b"te"].lower():
+        return {"http.response.early_hint": {}, "http.response.trailers": {}}
+    return {"http.response.early_hint": {}}
+
+
+def _check_transfer_coding(value: bytes) -> None:
     """Refuse a body in a transfer coding other than chunked alone (RFC 9112 section 6.1:
-    501); llhttp has already refused one whose last coding is not chunked."""
-    codings = [coding.strip().lower() for name, value in headers if name == b"transfer-encoding"
-               for coding in value.split(b",")]
-    if codings and codings != [b"chunked"]:
+    501); llhttp has already refused one whose last coding is not chunked. ``value`` is
+    every Transfer-Encoding field's, one a line."""
+    codings = [coding.strip().lower() for coding in value.replace(b"\n", b",").split(b",")]
+    if codings != [b"chunked"]:
         raise _BadRequest(501, "only the chunked transfer coding is served")
 
 
@@ -649,13 +690,22 @@ def _decodable_settings(value: bytes | None) -> bool:
     return len(payload) % 6 == 0
 
 
-def _check_host(headers: Headers, http_version: str) -> None:
-    """One Host in an HTTP/1.1 request, at most one in an HTTP/1.0 one, and a host in it."""
-    hosts = [value for name, value in headers if name == b"host"]
-    if (http_version == "1.1" and len(hosts) != 1) or len(hosts) > 1:
-        raise _BadRequest(400, "the request needs exactly one Host header")
-    if hosts and _is_host(hosts[0]) is None:
-        raise _BadRequest(400, "the Host header is not a host")
+def _check_host(host: bytes | None, http_version: str) -> None:
+    """One Host in an HTTP/1.1 request, at most one in an HTTP/1.0 one, and a host in it.
+    ``host`` is every Host field's value, one a line."""
+    if host is None:
+        if http_version == "1.1":
+            raise _BadRequest(400, "the request needs exactly one Host header")
+        return
+    if host in _good_hosts:
+        return
+    if _is_host(host) is None:  # which a LF, joining two Host fields, is not part of
+        raise _BadRequest(400, "the request needs exactly one Host header" if b"\n" in host
+                          else "the Host header is not a host")
+    if len(host) <= _MAX_GOOD_HOST_SIZE:
+        if len(_good_hosts) >= _MAX_GOOD_HOSTS:
+            _good_hosts.clear()
+        _good_hosts.add(host)
 
 
 def _absolute_form(url: bytes) -> tuple[bytes, bytes, bytes]:

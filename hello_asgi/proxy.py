@@ -98,6 +98,11 @@ def apply_forwarded(scope: Scope, trusted: TrustedProxies) -> None:
         scope["server"] = (host, port or (443 if scope["scheme"] == "https" else 80))
 
 
+# The fields apply_forwarded reads: a request with none of them is left as it is.
+FORWARDING_FIELDS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                               b"x-forwarded-port"})
+
+
 def _hops(headers: list[tuple[bytes, bytes]]) -> list[_Hop]:
     forwarded: list[bytes] = []
     legacy: dict[bytes, list[bytes]] = {}

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from hello_asgi import ClientDisconnected
+from hello_asgi import ClientDisconnected, stream
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import TIMEOUT, connect, exchange, hello_app
@@ -235,3 +235,22 @@ class AccessLogTests(unittest.TestCase):
         self.assertEqual([e for e in lines if e.get("log_namespace") == "hello_asgi.access"], [])
         with open(path) as log_file:
             self.assertIn('"GET / HTTP/1.1" 200 8', log_file.read())
+
+
+class ResponseHeaderCheckTests(unittest.TestCase):
+    """``checked_headers`` remembers the fields it found good, in a set bounded in count and
+    in value size; what it refused it never remembers."""
+
+    def test_good_fields_are_remembered_boundedly_and_bad_ones_never(self) -> None:
+        fields = [(b"x-name-%d" % i, b"v") for i in range(stream._MAX_GOOD_FIELDS + 100)]
+        for field in fields:
+            self.assertEqual(stream.checked_headers([field]), [field])
+            self.assertLessEqual(len(stream._good_fields), stream._MAX_GOOD_FIELDS)
+        self.assertIn(fields[-1], stream._good_fields)
+        long_value = (b"x-long", b"v" * (stream._MAX_GOOD_VALUE_SIZE + 1))
+        self.assertEqual(stream.checked_headers([long_value]), [long_value])
+        self.assertNotIn(long_value, stream._good_fields)
+        for bad in ((b"bad name", b"v"), (b"", b"v"), (b"x:y", b"v"), (fields[-1][0] + b"\n", b"v"),
+                    (fields[-1][0], b"a\r\nb"), (fields[-1][0], b"a\x00")):
+            self.assertRaises(ValueError, stream.checked_headers, [bad])
+            self.assertNotIn(bad, stream._good_fields)

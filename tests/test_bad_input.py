@@ -50,6 +50,9 @@ CASES: dict[str, tuple[bytes, int]] = {
     "CONNECT to an authority": (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405),
     "gzip then chunked": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                           b"3\r\nabc\r\n0\r\n\r\n", 501),
+    "gzip then chunked, in two fields": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+                                         b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501),
+    "a second, empty Host": (b"GET / HTTP/1.1\r\nHost: x\r\nHost: \r\n\r\n", 400),
     "unregistered method PURGEX": (b"PURGEX / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
     "unregistered method FOO": (b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
 }

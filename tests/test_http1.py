@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from typing import Any
 
+import anyio
 import httpx
 from twisted.trial import unittest
 
-from hello_asgi import demo
+from hello_asgi import demo, http1
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import TIMEOUT, connect, exchange, header, hello_app, parse_responses
@@ -344,3 +346,80 @@ class FlowControlTests(unittest.TestCase):
         writer.close()
         self.assertEqual(total, len(chunk) * count)
         self.assertEqual(len(progress), count)
+
+
+class AppTaskTests(unittest.TestCase):
+    """Each request's app runs as one asyncio task, in a context of its own, from its first
+    line (what anyio, under Starlette and FastAPI, relies on), and pipelined requests start
+    one after another however many arrive in one read."""
+
+    @asyncio_test
+    async def test_the_app_is_one_task_in_a_context_of_its_own_from_its_first_line(self) -> None:
+        seen: list[tuple[object, object, str | None]] = []
+        request_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_var")
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            first = asyncio.current_task()
+            leaked = request_var.get(None)  # set by the request before, in its own context only
+            request_var.set(scope["path"])
+            await receive()
+            await asyncio.sleep(0)  # a real wait: the rest runs from the loop
+            seen.append((first, asyncio.current_task(), leaked))
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"hello %s " % scope["path"].encode()})
+
+        server = await serve(self, app)
+        reader, writer = await connect(server.port)
+        for path in (b"/a", b"/b"):
+            writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            await asyncio.wait_for(reader.readuntil(b"hello %s " % path), TIMEOUT)
+        writer.close()
+        for first, later, leaked in seen:
+            self.assertIsInstance(first, asyncio.Task)
+            self.assertIs(first, later)
+            self.assertIsNone(leaked)
+        self.assertEqual(len(seen), 2)
+
+    @asyncio_test
+    async def test_a_thousand_pipelined_requests_in_one_read_are_answered_in_order(self) -> None:
+        # Each next one is started from the task before it, as that one's response completes.
+        server = await serve(self, hello_app)
+        paths = [b"/%d" % i for i in range(1000)]
+        data = await exchange(server.port, b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path for path in paths)
+                              + b"GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        bodies = [body for _, body in parse_responses(data, [b"GET"] * 1001)]
+        self.assertEqual(bodies, [b"hello %s " % path for path in [*paths, b"/end"]])
+
+    @asyncio_test
+    async def test_an_anyio_app_runs_from_its_first_line(self) -> None:
+        # anyio's cancel scopes (Starlette, FastAPI) need the current task from the first line on.
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            with anyio.CancelScope():
+                async with anyio.create_task_group() as group:
+                    group.start_soon(anyio.sleep, 0)
+                await hello_app(scope, receive, send)
+
+        server = await serve(self, app)
+        data = await exchange(server.port, b"GET /anyio HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual([body for _, body in parse_responses(data)], [b"hello /anyio "])
+
+
+class HostCheckTests(unittest.TestCase):
+    """Host values found good are remembered, in a set bounded in count and in value size."""
+
+    def test_good_hosts_are_remembered_boundedly_and_bad_ones_never(self) -> None:
+        hosts = [b"host-%d.example:80" % i for i in range(http1._MAX_GOOD_HOSTS + 50)]
+        for host in hosts:
+            http1._check_host(host, "1.1")
+            self.assertLessEqual(len(http1._good_hosts), http1._MAX_GOOD_HOSTS)
+        self.assertIn(hosts[-1], http1._good_hosts)
+        long_host = b"a" * (http1._MAX_GOOD_HOST_SIZE + 1)
+        http1._check_host(long_host, "1.1")  # good, but too long to keep
+        self.assertNotIn(long_host, http1._good_hosts)
+        for bad in (b"a b", b"u@a", hosts[-1] + b"\n" + hosts[-1]):
+            self.assertRaises(http1._BadRequest, http1._check_host, bad, "1.1")
+            self.assertNotIn(bad, http1._good_hosts)
