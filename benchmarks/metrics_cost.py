@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from hello_asgi.access_log import GUNICORN_DEFAULT, AccessLog, EventLog, LineBuffer
+from hello_asgi.access_log import GUNICORN_DEFAULT, AccessLog, EventLog, LineBuffer, writing
 from hello_asgi.metrics import Figures, MeteredLog
 
 ROUNDS = 200_000
@@ -46,7 +46,7 @@ def main() -> None:
     devnull = open(os.devnull, "w", encoding="utf-8")
 
     def log(log_format: str | None) -> AccessLog:
-        return AccessLog(LineBuffer(lambda: devnull, lambda flush: None), log_format)
+        return writing(LineBuffer(lambda: devnull, lambda flush: None), log_format)
 
     rows = []
     for name, log_format in (("default line", None), ("Gunicorn's default format", GUNICORN_DEFAULT),
