@@ -18,7 +18,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -211,7 +211,7 @@ class SocketTransport:
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
-    async def send_file(self, file: Any, offset: int, count: int) -> int:
+    def send_file(self, file: Any, offset: int, count: int) -> Coroutine[Any, Any, int]:
         """Send ``count`` bytes of ``file`` from ``offset`` with ``os.sendfile``, after what
         was written before; the bytes sent (fewer: the file ended early, or the connection
         is gone: see ``lost``).
@@ -220,17 +220,21 @@ class SocketTransport:
         socket is offered more only when it is writable, so a client that stops reading
         stops the file, and the loop serves other connections between calls. While the file
         goes, the producer is paused, as above ``HIGH_WATER``; a ``loseConnection`` waits for
-        the file, as it does for written bytes.
+        the file, as it does for written bytes. The file's place is taken at this call: what
+        is written after it goes after the file. Await what it returns.
         """
         if self._file is not None:
             raise RuntimeError("a file is being sent on this connection already")
         if self._lost or self._write_closed:
-            return 0
+            count = 0
         self._file = _FileSend()
-        if not self._writing_paused:
+        if not self._writing_paused and not self._lost:
             self._writing_paused = True
             if self._producer is not None and self._streaming_producer:
                 self._tell_producer("pauseProducing")
+        return self._sending_file(file, offset, count)
+
+    async def _sending_file(self, file: Any, offset: int, count: int) -> int:
         sent = 0
         try:
             while sent < count and not self._lost:
