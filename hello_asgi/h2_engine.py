@@ -155,6 +155,7 @@ class Connection(h2.connection.H2Connection):
         # Output in order: h2's own buffer of frames, moved here before each DATA frame
         # written here, then that frame's header and its payload as given (not copied).
         self._pieces: list[Any] = []
+        self.queued = 0  # payload bytes in _pieces: http2 writes them out now once there are many
         self._held = b""  # the start of a frame still arriving, kept from h2 while h2 holds nothing
 
     # DATA out.
@@ -184,6 +185,7 @@ class Connection(h2.connection.H2Connection):
                                          stream_id & 0x7FFFFFFF))
         if size:
             pieces.append(data)
+            self.queued += size
 
     def data_to_send(self, amount: int | None = None) -> bytes:
         pieces = self._pieces
@@ -193,6 +195,7 @@ class Connection(h2.connection.H2Connection):
             pieces.append(self._data_to_send)
         data = b"".join(pieces)
         pieces.clear()
+        self.queued = 0
         self._data_to_send = bytearray()
         if amount is not None:
             self._data_to_send += data[amount:]
@@ -201,6 +204,7 @@ class Connection(h2.connection.H2Connection):
 
     def clear_outbound_data_buffer(self) -> None:
         self._pieces.clear()
+        self.queued = 0
         super().clear_outbound_data_buffer()
 
     # DATA in.

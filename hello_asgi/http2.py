@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="hello_asgi.http2")
 
+FLUSH_AT = 64 * 1024  # bytes of response DATA written at once rather than at the end of the loop's turn
+
 
 # Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
@@ -239,7 +241,12 @@ class H2Connection(Protocol):
             self.transport.write(data)  # type: ignore[union-attr]
 
     def _flush_soon(self) -> None:
-        """Write what the apps produced in this turn of the loop as one write, not one each."""
+        """Write what the apps produced in this turn of the loop as one write, not one each;
+        at once from ``FLUSH_AT`` bytes of DATA, so that the transport's backpressure reaches
+        a ``send()`` that never yields (and a fast stream is not all held here first)."""
+        if self._h2.queued >= FLUSH_AT:
+            self._flush()
+            return
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.factory.loop.call_soon(self._flush)

@@ -233,8 +233,11 @@ def _expires_soon(cert_path: Path) -> bool:
     return remaining < datetime.timedelta(days=7)
 
 
+_BIO_READ = 2**17  # the records of a 64 KiB write and more, in one read of the send BIO
+
+
 class BoundedTLSProtocol(BufferingTLSTransport):
-    """Twisted's TLS, with a bound on closing.
+    """Twisted's TLS, with a bound on closing, and the records of a write sent together.
 
     Twisted's TLS closes by sending close_notify and then waits for the peer's, without
     limit: a peer that sends neither close_notify nor a FIN held its connection (and its
@@ -245,6 +248,34 @@ class BoundedTLSProtocol(BufferingTLSTransport):
     """
 
     _close_timer: Any = None
+    _holding_records = False  # inside _write: the records go out together at its end
+
+    def _write(self, bytes: bytes) -> None:  # noqa: A002 (Twisted's name)
+        """Twisted's, but the TLS records made from one write leave in one transport write:
+        Twisted writes each 16 KiB record as it is made, a system call each (a quarter more
+        server CPU for a 200 MB download than one call per 64 KiB chunk)."""
+        self._holding_records = True
+        try:
+            super()._write(bytes)
+        finally:
+            self._holding_records = False
+        self._flushSendBIO()
+
+    def _flushSendBIO(self) -> None:
+        """Everything in the send BIO, in one transport write."""
+        if self._holding_records:
+            return
+        pieces = []
+        while True:
+            try:
+                data = self._tlsConnection.bio_read(_BIO_READ)
+            except SSL.WantReadError:
+                break
+            pieces.append(data)
+            if len(data) < _BIO_READ:
+                break
+        if pieces:
+            self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def loseConnection(self) -> None:
         super().loseConnection()
