@@ -495,13 +495,7 @@ class HTTPStream:
                 "the response was started/its body began"
             )
         with open(path, "rb", buffering=0) as file:
-            size = os.fstat(file.fileno()).st_size
-            if self.status in NO_BODY_STATUSES or self.scope["method"] == "HEAD":
-                size = 0  # the head alone
-            elif self.length_left is not None:
-                self._count_body(size, False)
-            elif not self.trailers:
-                self._headers.append((b"content-length", b"%d" % size))
+            size = self._file_length(os.fstat(file.fileno()).st_size)
             if not size:
                 self._state = _TRAILERS if self.trailers else _DONE
                 self._writer.write_response(self, self.status, self._headers, b"", self._state == _DONE)
@@ -520,6 +514,18 @@ class HTTPStream:
                 raise RuntimeError(f"{path!r} ended {size - sent} bytes short of its size when it was opened")
         self._state = _TRAILERS if self.trailers else _DONE
         self._writer.write_body(self, b"", self._state == _DONE)
+
+    def _file_length(self, size: int) -> int:
+        """Hold a file of ``size`` bytes to the response's Content-Length, or make it the
+        Content-Length (a HEAD's too); the bytes of it to send."""
+        if self.length_left is not None:
+            self._count_body(size, False)
+        elif not self.trailers and self.status not in NO_BODY_STATUSES \
+                and not any(name.lower() == b"content-length" for name, _ in self._headers):
+            self._headers.append((b"content-length", b"%d" % size))
+        if self.status in NO_BODY_STATUSES or self.scope["method"] == "HEAD":
+            return 0  # the head alone
+        return size
 
     async def _read_out(self, file: Any, size: int) -> int:
         """Write ``size`` bytes of ``file`` as body chunks, each once the client took the last;

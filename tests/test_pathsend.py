@@ -98,6 +98,18 @@ class PathsendTests(unittest.TestCase):
         self.assertEqual(files_open(path), 0)
 
     @asyncio_test
+    async def test_head_gets_the_length_and_no_body(self) -> None:
+        path, _ = self.file(SMALL)
+        app = FileApp(path)
+        server = await serve(self, app)
+        data = await exchange(server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        ((response, body),) = parse_responses(data, [b"HEAD"])
+        self.assertEqual((response.status_code, body), (200, b""))
+        self.assertEqual(header(response, b"content-length"), b"%d" % SMALL)
+        self.assertTrue(data.endswith(b"\r\n\r\n"))
+        self.assertEqual(files_open(path), 0)
+
+    @asyncio_test
     async def test_http11_over_tls_reads_the_file(self) -> None:
         path, content = self.file(SMALL)
         app = FileApp(path, [(b"content-length", b"%d" % SMALL)])
