@@ -4,8 +4,9 @@
         --servers hello-asgi,uvicorn,granian --peers /path/to/venv
 
 Each server runs ``bulk_app.py`` as one process pinned to CPU 0, curl runs pinned to CPU 1;
-servers are interleaved round by round. For each transfer: curl's wall time and the
-server's CPU time (every process of its session). Median and range over the rounds.
+servers are interleaved round by round. Each round starts the server, makes one transfer
+to warm it up, then ``--transfers`` more: their median wall time (curl's) and the server's
+CPU time (every process of its session) divided by them. Median and range over the rounds.
 hello-asgi runs from this checkout's ``.venv``; the peers from ``--peers`` (a venv with
 uvicorn[standard], hypercorn, granian and starlette).
 """
@@ -68,7 +69,7 @@ def curl(url: str, options: list[str], upload: bool) -> tuple[float, int, str]:
     return float(seconds), received, status
 
 
-def run_one(server: str, scenario: str, peers: Path, tls: tuple[str, str]) -> dict[str, float | str]:
+def run_one(server: str, scenario: str, peers: Path, tls: tuple[str, str], transfers: int) -> dict[str, float | str]:
     secure, options, path = SCENARIOS[scenario]
     port = free_port()
     command = commands(peers, port, tls if secure else None)[server]
@@ -79,10 +80,14 @@ def run_one(server: str, scenario: str, peers: Path, tls: tuple[str, str]) -> di
         url = f"{'https' if secure else 'http'}://127.0.0.1:{port}{path}"
         curl(url, options, path == "/upload")  # warm-up
         before = cpu_seconds(process.pid)
-        seconds, received, status = curl(url, options, path == "/upload")
-        cpu = cpu_seconds(process.pid) - before
-        ok = received == SIZE and status == "200"
-        return {"seconds": seconds, "cpu": cpu, "ok": "ok" if ok else f"FAILED ({status}, {received} bytes)"}
+        times, failures = [], []
+        for _ in range(transfers):
+            seconds, received, status = curl(url, options, path == "/upload")
+            times.append(seconds)
+            if received != SIZE or status != "200":
+                failures.append(f"FAILED ({status}, {received} bytes)")
+        cpu = (cpu_seconds(process.pid) - before) / transfers
+        return {"seconds": statistics.median(times), "cpu": cpu, "ok": failures[0] if failures else "ok"}
     except Exception as error:
         return {"seconds": 0.0, "cpu": 0.0, "ok": f"FAILED ({error})"}
     finally:
@@ -100,6 +105,8 @@ def main() -> None:
     parser.add_argument("--servers", default="hello-asgi,uvicorn,hypercorn,granian")
     parser.add_argument("--scenarios", default="h1-plain,h1-stream,h1-file")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--transfers", type=int, default=3, help="per server start: the median wall time of "
+                        "these, and their CPU time divided by them (/proc counts CPU in 10 ms ticks)")
     parser.add_argument("--peers", type=Path, default=HERE.parent / ".peers" / "bin")
     args = parser.parse_args()
     if not os.path.exists(FILE) or os.path.getsize(FILE) != SIZE:
@@ -116,7 +123,7 @@ def main() -> None:
             for server in args.servers.split(","):
                 if server == "uvicorn" and scenario.startswith("h2"):
                     continue  # no HTTP/2
-                results.setdefault(server, []).append(run_one(server, scenario, args.peers, tls))
+                results.setdefault(server, []).append(run_one(server, scenario, args.peers, tls, args.transfers))
         for server, runs in results.items():
             failed = [run["ok"] for run in runs if run["ok"] != "ok"]
             seconds = [float(run["seconds"]) for run in runs]
