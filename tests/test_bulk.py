@@ -54,9 +54,12 @@ class BulkTests(unittest.TestCase):
             original(transport, data)
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] == "http":
-                await send({"type": "http.response.start", "status": 200})
-                await send({"type": "http.response.body", "body": b"t" * MIB})
+            if scope["type"] == "http":  # small writes are gathered, a large one is not: the order holds
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", b"%d" % (MIB + 6))]})
+                await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+                await send({"type": "http.response.body", "body": b"t" * MIB, "more_body": True})
+                await send({"type": "http.response.body", "body": b"xyz"})
 
         cert, key, _ = development_certificate(Path(self.mktemp()))
         server = await serve(self, app, certfile=str(cert), keyfile=str(key))
@@ -68,7 +71,7 @@ class BulkTests(unittest.TestCase):
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = await asyncio.wait_for(reader.read(), TIMEOUT)
         writer.close()
-        self.assertEqual(parse_responses(data)[0][1], b"t" * MIB)
+        self.assertEqual(parse_responses(data)[0][1], b"abc" + b"t" * MIB + b"xyz")
         self.assertLessEqual(len([size for size in writes if size > 16384]), 2)  # not 64 records, one each
         self.assertGreater(max(writes), MIB)
 
