@@ -142,7 +142,10 @@ class TransportTests(unittest.TestCase):
 
     @asyncio_test
     async def test_everything_written_arrives_before_the_close_while_the_producer_is_paused(self) -> None:
-        protocol, transport, reader, _ = await self.connection()
+        protocol, transport, reader, writer = await self.connection()
+        # Small buffers both ends, or a kernel that autotunes them large takes all 4 MiB at once.
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         transport.registerProducer(protocol, True)
         fill(transport)
         transport.loseConnection()
