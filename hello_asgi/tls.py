@@ -233,7 +233,7 @@ def _expires_soon(cert_path: Path) -> bool:
     return remaining < datetime.timedelta(days=7)
 
 
-_BIO_READ = 2**17  # the records of a 64 KiB write and more, in one read of the send BIO
+_BIO_READ = 80 * 1024  # the records of a 64 KiB write in one read of the send BIO, below malloc's mmap threshold
 _DIRECT = 16 * 1024  # a write this large is not gathered with others first
 
 
