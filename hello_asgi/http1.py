@@ -15,7 +15,7 @@ import binascii
 import re
 from collections.abc import Awaitable
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
@@ -27,6 +27,7 @@ from zope.interface import implementer
 from .proxy import FORWARDING_FIELDS
 from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all
 from .timeouts import Deadline
+from .transport import SocketTransport
 from .wire import error_response, field_lines, status_line
 
 if TYPE_CHECKING:
@@ -596,6 +597,21 @@ class HTTP11Connection(Protocol):
             if self._chunked and not self._no_body:
                 transport.write(_LAST_CHUNK)  # type: ignore[union-attr]
             self._response_complete(stream)
+
+    def send_file(self, stream: HTTPStream, file: Any, count: int) -> Awaitable[int] | None:
+        """By ``os.sendfile`` on hello-asgi's own socket transport, for a body framed by its
+        length; ``None`` (the stream reads the file) on TLS, on Twisted's transports (another
+        reactor, the companion loop's crossing, a wrapper such as PROXY's) and for chunks."""
+        transport = self.transport
+        if type(transport) is not SocketTransport or self._chunked or self._no_body or self._closing:
+            return None
+        return self._send_file(stream, transport, file, count)
+
+    async def _send_file(self, stream: HTTPStream, transport: SocketTransport, file: Any, count: int) -> int:
+        sent = await transport.send_file(file, 0, count)
+        if transport.lost:
+            stream.disconnect()  # before connectionLost says so: the app learns it now
+        return sent
 
     def _frame(self, body: bytes) -> bytes:
         """A body chunk as it goes on the wire (``HTTPStream`` holds it to any Content-Length)."""

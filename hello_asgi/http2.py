@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="hello_asgi.http2")
 
+FLUSH_AT = 64 * 1024  # bytes of response DATA written at once rather than at the end of the loop's turn
+
 
 # Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
@@ -239,7 +241,12 @@ class H2Connection(Protocol):
             self.transport.write(data)  # type: ignore[union-attr]
 
     def _flush_soon(self) -> None:
-        """Write what the apps produced in this turn of the loop as one write, not one each."""
+        """Write what the apps produced in this turn of the loop as one write, not one each;
+        at once from ``FLUSH_AT`` bytes of DATA, so that the transport's backpressure reaches
+        a ``send()`` that never yields (and a fast stream is not all held here first)."""
+        if self._h2.queued >= FLUSH_AT:
+            self._flush()
+            return
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.factory.loop.call_soon(self._flush)
@@ -549,15 +556,33 @@ class H2Connection(Protocol):
     def _send_data(self, stream_id: int, data: bytes, end: bool) -> None:
         outbound = self._outbound.get(stream_id)
         if outbound is None:
-            connection = self._h2
-            if data and len(data) <= min(connection.local_flow_control_window(stream_id),
-                                         connection.max_outbound_frame_size):
-                connection.send_data(stream_id, data, end_stream=end)  # the common case: it all fits
-                return
+            data = self._send_fitting(stream_id, data, end)
+            if data is None:
+                return  # the common case: it all fits
             outbound = self._outbound[stream_id] = _Outbound()
         outbound.pending += data
         outbound.end = end
         self._send_pending(stream_id)
+
+    def _send_fitting(self, stream_id: int, data: bytes, end: bool) -> bytes | memoryview | None:
+        """Send what of ``data`` the windows take now, in frames that are views of it (not
+        copies); the rest, or ``None`` once all of it (and ``end``) is sent."""
+        connection = self._h2
+        try:
+            room = min(connection.local_flow_control_window(stream_id), len(data))
+        except h2.exceptions.StreamClosedError:
+            return data  # _send_pending finds it closed
+        if not data or room <= 0:
+            return data
+        frame_size = connection.max_outbound_frame_size
+        view = memoryview(data)
+        sent = 0
+        while sent < room:
+            size = min(frame_size, room - sent)
+            last = end and sent + size == len(data)
+            connection.send_data(stream_id, view[sent:sent + size], end_stream=last)
+            sent += size
+        return None if sent == len(data) else view[sent:]
 
     def _send_pending(self, stream_id: int) -> None:
         """Send what the windows allow, in frames as large as the peer takes."""
@@ -568,12 +593,12 @@ class H2Connection(Protocol):
         pending = outbound.pending
         try:
             while pending:
-                size = min(connection.local_flow_control_window(stream_id), connection.max_outbound_frame_size,
-                           len(pending))
+                size = min(connection.local_flow_control_window(stream_id), len(pending))
                 if size <= 0:
                     break
                 last = outbound.end and size == len(pending)
-                connection.send_data(stream_id, bytes(pending[:size]), end_stream=last)
+                with memoryview(pending) as view:  # released before the bytearray shrinks
+                    self._send_fitting(stream_id, view[:size].tobytes(), last)  # all of it: it fits
                 del pending[:size]
                 if last:
                     outbound.end = False

@@ -40,6 +40,7 @@ _has_forbidden = re.compile(rb"[\x00\r\n]").search
 
 
 NO_BODY_STATUSES = frozenset({204, 304})
+FILE_CHUNK = 256 * 1024  # pathsend read where the file cannot go by os.sendfile
 _MAX_LENGTH_DIGITS = 18  # a Content-Length beyond 10**18 bytes is no real length
 
 
@@ -142,6 +143,12 @@ class ResponseWriter(Protocol):
 
     def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
         """A waitable while the peer is not reading fast enough, else ``None``."""
+
+    def send_file(self, stream: HTTPStream, file: Any, count: int) -> Awaitable[int] | None:
+        """Send ``count`` bytes of ``file`` (an open file, at its start) as the body after the
+        head, without reading it into memory (``os.sendfile``): a waitable of the bytes sent,
+        or ``None`` where this connection cannot, and the stream reads and writes the file.
+        Optional: a writer without it always gets the file read."""
 
     def abort(self, stream: HTTPStream) -> None:
         """The response cannot be completed: cut it off so the client sees it truncated."""
@@ -309,6 +316,7 @@ class HTTPStream:
         self._waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.started_at = time.monotonic()
+        scope["extensions"]["http.response.pathsend"] = {}  # every writer serves it (_send_path)
 
     @property
     def response_started(self) -> bool:
@@ -468,6 +476,8 @@ class HTTPStream:
                     await waiting
                     if self.disconnected:
                         raise ClientDisconnected("client disconnected while the response was sent")
+        elif message_type == "http.response.pathsend":
+            await self._send_path(state, message["path"])
         elif message_type == "http.response.start":
             if state != _AWAITING_START:
                 raise RuntimeError("'http.response.start' sent twice")
@@ -498,6 +508,66 @@ class HTTPStream:
             return  # some apps echo this back; it asks nothing of the server
         else:
             raise RuntimeError(f"unexpected ASGI message {message_type!r} in an HTTP exchange")
+
+    async def _send_path(self, state: int, path: Any) -> None:
+        """The ``http.response.pathsend`` extension: the file at ``path`` is the whole body.
+
+        The file is opened here, so a missing one is the app's error (a 500); its size is
+        held to the response's Content-Length, or becomes it. Over cleartext HTTP/1.1 the
+        kernel sends it (``os.sendfile``); elsewhere it is read in ``FILE_CHUNK`` pieces,
+        each written once the client has taken the one before. It is closed whatever happens.
+        """
+        if state != _STARTED:
+            raise RuntimeError(
+                f"'http.response.pathsend' sent {'before' if state == _AWAITING_START else 'after'} "
+                "the response was started/its body began"
+            )
+        with open(path, "rb", buffering=0) as file:
+            size = self._file_length(os.fstat(file.fileno()).st_size)
+            if not size:
+                self._state = _TRAILERS if self.trailers else _DONE
+                self._writer.write_response(self, self.status, self._headers, b"", self._state == _DONE)
+                return
+            self._writer.write_response(self, self.status, self._headers, b"", False)
+            self._state = _STREAMING
+            send_file = getattr(self._writer, "send_file", None)
+            sending = send_file(self, file, size) if send_file is not None else None
+            sent = await sending if sending is not None else await self._read_out(file, size)
+            self.bytes_sent += sent
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected while the file was sent")
+            if sent < size:
+                raise RuntimeError(f"{path!r} ended {size - sent} bytes short of its size when it was opened")
+        self._state = _TRAILERS if self.trailers else _DONE
+        self._writer.write_body(self, b"", self._state == _DONE)
+
+    def _file_length(self, size: int) -> int:
+        """Hold a file of ``size`` bytes to the response's Content-Length, or make it the
+        Content-Length (a HEAD's too); the bytes of it to send."""
+        if self.length_left is not None:
+            self._count_body(size, False)
+        elif not self.trailers and self.status not in NO_BODY_STATUSES \
+                and not any(name.lower() == b"content-length" for name, _ in self._headers):
+            self._headers.append((b"content-length", b"%d" % size))
+        if self.status in NO_BODY_STATUSES or self.scope["method"] == "HEAD":
+            return 0  # the head alone
+        return size
+
+    async def _read_out(self, file: Any, size: int) -> int:
+        """Write ``size`` bytes of ``file`` as body chunks, each once the client took the last;
+        the bytes written (fewer: the file ended early, or the client left)."""
+        sent = 0
+        writer = self._writer
+        while sent < size and not self.disconnected:
+            chunk = file.read(min(FILE_CHUNK, size - sent))
+            if not chunk:
+                break
+            sent += len(chunk)
+            writer.write_body(self, chunk, False)
+            waiting = writer.drained(self)
+            if waiting is not None:
+                await waiting
+        return sent
 
     def _count_body(self, size: int, more: bool) -> None:
         """Hold the body to its Content-Length: an app that sends more, or ends with less,

@@ -20,7 +20,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IProtocolFactory
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -233,8 +233,12 @@ def _expires_soon(cert_path: Path) -> bool:
     return remaining < datetime.timedelta(days=7)
 
 
+_BIO_READ = 80 * 1024  # the records of a 64 KiB write in one read of the send BIO, below malloc's mmap threshold
+_DIRECT = 16 * 1024  # a write this large is not gathered with others first
+
+
 class BoundedTLSProtocol(BufferingTLSTransport):
-    """Twisted's TLS, with a bound on closing.
+    """Twisted's TLS, with a bound on closing, and the records of a write sent together.
 
     Twisted's TLS closes by sending close_notify and then waits for the peer's, without
     limit: a peer that sends neither close_notify nor a FIN held its connection (and its
@@ -245,6 +249,63 @@ class BoundedTLSProtocol(BufferingTLSTransport):
     """
 
     _close_timer: Any = None
+    _holding_records = False  # inside _write: the records go out together at its end
+
+    def __init__(self, factory: Any, wrappedProtocol: Any, _connectWrapped: bool = True) -> None:
+        super().__init__(factory, wrappedProtocol, _connectWrapped)
+        aggregate = self.write  # Twisted's: small writes gathered until the loop's next turn
+        direct = TLSMemoryBIOProtocol.write.__get__(self)
+
+        def write(data: bytes) -> None:
+            """A large write goes straight on, after what was gathered before it, rather than
+            being copied into the gathering first."""
+            if len(data) < _DIRECT:
+                aggregate(data)
+            else:
+                self._aggregator.flush()
+                direct(data)
+
+        self.write = write  # type: ignore[method-assign]
+
+    def _write(self, bytes: bytes) -> None:  # noqa: A002 (Twisted's name)
+        """Twisted's, but the TLS records made from one write leave in one transport write,
+        and OpenSSL is handed the write whole rather than in 16 KiB copies: Twisted writes
+        each record as it is made, a system call each (a quarter more server CPU for a
+        200 MB download than one call per 64 KiB chunk)."""
+        if self._lostTLSConnection:
+            return
+        view = memoryview(bytes)
+        done = 0
+        self._holding_records = True
+        try:
+            while done < len(view):
+                try:
+                    done += self._tlsConnection.send(view[done:])
+                except SSL.WantReadError:  # renegotiating: the rest waits, as in Twisted's
+                    self._bufferedWrite(bytes[done:])
+                    break
+                except SSL.Error:  # as Twisted does: the connection is lost, with the error
+                    self._tlsShutdownFinished(Failure())
+                    break
+        finally:
+            self._holding_records = False
+        self._flushSendBIO()
+
+    def _flushSendBIO(self) -> None:
+        """Everything in the send BIO, in one transport write."""
+        if self._holding_records:
+            return
+        pieces = []
+        while True:
+            try:
+                data = self._tlsConnection.bio_read(_BIO_READ)
+            except SSL.WantReadError:
+                break
+            pieces.append(data)
+            if len(data) < _BIO_READ:
+                break
+        if pieces:
+            self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def loseConnection(self) -> None:
         super().loseConnection()

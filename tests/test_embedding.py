@@ -179,6 +179,39 @@ class ServerFactoryTests(unittest.TestCase):
         self.assertGreater(received, 32 * 1048576)
 
 
+    async def test_pathsend_is_read_on_twisted_transports(self) -> None:
+        """Twisted's own TCP transport (and, under another reactor, the companion loop's
+        crossing) cannot ``sendfile``: the file is read, and arrives whole over both versions."""
+        from hello_asgi.transport import SendfileCounter
+
+        app = FileSender(Path(self.mktemp()))
+        factory = ASGIServerFactory(app, Config(access_log=None))
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(factory.whenDrained)
+        self.addCleanup(port.stopListening)
+        before = SendfileCounter.sent
+        for http2 in (False, True):
+            response = await deferToThread(get, f"http://127.0.0.1:{port.getHost().port}/", http2=http2)
+            self.assertEqual((response.status_code, response.content), (200, app.content))
+            self.assertEqual(response.headers["content-length"], str(len(app.content)))
+        self.assertEqual(SendfileCounter.sent, before)
+
+
+class FileSender:
+    """Sends a file of 3 MiB and a little by ``http.response.pathsend``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.content = os.urandom(3 * 1048576 + 5)
+        path.write_bytes(self.content)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": str(self.path)})
+
+
 class Firehose:
     """An app that sends 32 MiB in chunks of 1 MiB, counting the ``send()`` calls that returned."""
 
@@ -283,6 +316,12 @@ class ResourceTests(unittest.TestCase):
         sent_while_paused, received = await deferToThread(read_slowly, base, "/api/", app.progress)
         self.assertLess(sent_while_paused, 32, "send() never waited for the client")
         self.assertGreater(received, 32 * 1048576)  # all of it, once the client read
+
+    async def test_pathsend_in_a_site(self) -> None:
+        app = FileSender(Path(self.mktemp()))
+        base, _ = await self.start_site(app)
+        response = await deferToThread(get, base + "/api/file")
+        self.assertEqual((response.status_code, response.content), (200, app.content))
 
     async def test_app_error_is_a_500_and_the_site_goes_on(self) -> None:
         base, _ = await self.start_site(Recorder())

@@ -1,4 +1,4 @@
-"""The HTTP response extensions: trailers, early hints (103) and server push."""
+"""The HTTP response extensions: trailers, early hints (103), server push and pathsend."""
 
 from __future__ import annotations
 
@@ -48,19 +48,19 @@ class HTTP11ExtensionTests(unittest.TestCase):
         self.assertIn(b"transfer-encoding: chunked", head)
         self.assertNotIn(b"content-length", head)
         self.assertTrue(body.endswith(b"1\r\n.\r\n0\r\nx-checksum: abc\r\nx-count: 2\r\n\r\n"), body)
-        self.assertIn(b"http.response.early_hint,http.response.trailers", body)
+        self.assertIn(b"http.response.early_hint,http.response.pathsend,http.response.trailers", body)
         response, decoded = parse_responses(data[data.index(b"HTTP/1.1 200"):])[0]
-        self.assertEqual(decoded, b"http.response.early_hint,http.response.trailers.")
+        self.assertEqual(decoded, b"http.response.early_hint,http.response.pathsend,http.response.trailers.")
 
     @asyncio_test
-    async def test_no_trailers_offered_without_te_and_nothing_for_http10(self) -> None:
+    async def test_no_trailers_offered_without_te_and_only_pathsend_for_http10(self) -> None:
         server = await serve(self, extensions_app)
         data = await exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         _, body = parse_responses(data[data.index(b"HTTP/1.1 200"):])[0]
-        self.assertEqual(body, b"http.response.early_hint.")
+        self.assertEqual(body, b"http.response.early_hint,http.response.pathsend.")
         old = await exchange(server.port, b"GET / HTTP/1.0\r\n\r\n")
         self.assertTrue(old.startswith(b"HTTP/1.1 200 OK"))
-        self.assertTrue(old.endswith(b"\r\n\r\n."))
+        self.assertTrue(old.endswith(b"\r\n\r\nhttp.response.pathsend."))
 
 
 class HTTP2ExtensionTests(unittest.TestCase):
@@ -70,7 +70,7 @@ class HTTP2ExtensionTests(unittest.TestCase):
         client = await H2Client.open(server.port)
         stream_id = client.request("/", headers=[(b"te", b"trailers")])
         headers, body = await client.response(stream_id)
-        self.assertEqual(body, b"http.response.early_hint,http.response.push,http.response.trailers.")
+        self.assertEqual(body, b"http.response.early_hint,http.response.pathsend,http.response.push,http.response.trailers.")
         self.assertNotIn(b"content-length", headers)
         self.assertEqual(client.trailers[stream_id], [(b"x-checksum", b"abc"), (b"x-count", b"2")])
         self.assertEqual(client.informational[stream_id],
@@ -91,4 +91,4 @@ class HTTP2ExtensionTests(unittest.TestCase):
         client.flush()
         _, body = await client.response(client.request("/"))
         client.close()
-        self.assertEqual(body, b"http.response.early_hint.")
+        self.assertEqual(body, b"http.response.early_hint,http.response.pathsend.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import hpack
 from hyperframe.frame import Frame
@@ -101,3 +102,196 @@ class FrameReprTests(unittest.TestCase):
             "curl", ["-sS", "--http2-prior-knowledge", server.url + "/a"]).asFuture(loop)
         self.assertEqual((out, err, code), (b"hello /a ", b"", 0))
         self.assertEqual(reprs, [])
+
+
+# The DATA fast paths, held to h2 itself: the same client bytes, cut into the same reads, and
+# the same server calls, given to h2's connection and to ours, must give the same events,
+# the same errors, the same bytes out and the same windows and stream states.
+
+_CONFIG = dict(client_side=False, header_encoding=None, validate_outbound_headers=False,
+               normalize_outbound_headers=False, validate_inbound_headers=False, normalize_inbound_headers=False)
+_REQUEST = [(b":method", b"POST"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"x")]
+_STREAMS = [0, 1, 3, 5, 7]  # 0 is the connection; 5 is opened only by a script that says so; 7 never
+_SIZES = [0, 1, 100, 16384, 16385, 65535]
+
+_data_frames = st.tuples(st.just("data"), st.sampled_from([1, 1, 1, 3, 3, *_STREAMS]),
+                        st.sampled_from([0, 1, 100, 100, 16384, 16384, 16385, 65535]),
+                        st.sampled_from([0, 0, 0, 0x1, 0x8, 0x9, 0x2, 0x20]), st.integers(0, 20))
+# Two requests open (one with a Content-Length), then mostly DATA, among frames of every other kind.
+client_frames = st.tuples(
+    st.sampled_from([None, 100, 20000]), st.booleans(),
+    st.lists(st.one_of(
+        _data_frames, _data_frames, _data_frames, _data_frames, _data_frames, _data_frames,
+        st.tuples(st.just("headers"), st.sampled_from([1, 3, 5]), st.sampled_from([None, 0, 100, 20000]),
+                  st.booleans(), st.booleans()),
+        st.tuples(st.just("window"), st.sampled_from([0, 1, 3]), st.sampled_from([1, 65535, 2**31 - 1])),
+        st.tuples(st.just("reset"), st.sampled_from([1, 3]), st.just(0)),
+        st.tuples(st.just("settings"), st.sampled_from([16384, 65536]), st.sampled_from([0, 65535, 1 << 20])),
+        st.tuples(st.just("ping"), st.just(0)),
+        st.tuples(st.just("goaway"), st.just(0)),
+    ), max_size=14),
+).map(lambda opening: [("headers", 1, opening[0], False, opening[1]), ("headers", 3, None, False, False),
+                       *opening[2]])
+more_frames = st.lists(_data_frames, max_size=6)
+server_calls = st.lists(st.one_of(
+    st.tuples(st.just("send"), st.sampled_from([1, 3, 5, 7]), st.sampled_from(_SIZES + [70000]), st.booleans(),
+              st.sampled_from(["bytes", "bytearray", "view", "pad"])),
+    st.tuples(st.just("respond"), st.sampled_from([1, 3, 5]), st.booleans()),
+    st.tuples(st.just("end"), st.sampled_from([1, 3])),
+    st.tuples(st.just("ack"), st.sampled_from([1, 3]), st.sampled_from([1, 100, 65535])),
+    st.tuples(st.just("grow"), st.sampled_from([0, 1, 3]), st.sampled_from([1, 1 << 20])),
+), max_size=8)
+
+
+def client_bytes(script: list[tuple[Any, ...]]) -> bytes:
+    """The client's side of a connection: preface, SETTINGS, then the script's frames."""
+    from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame,
+                                  RstStreamFrame, SettingsFrame, WindowUpdateFrame)
+
+    encoder = hpack.Encoder()
+    out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", SettingsFrame(0).serialize()]
+    for step in script:
+        kind = step[0]
+        if kind == "data":
+            _, stream_id, size, flags, pad = step
+            frame = DataFrame(stream_id) if stream_id else None
+            if frame is None:  # hyperframe will not make one on stream 0: by hand
+                out.append(size.to_bytes(3, "big") + bytes([0, flags]) + b"\0\0\0\0" + b"d" * size)
+                continue
+            frame.data = b"d" * size
+            frame.flags = {name for bit, name in ((0x1, "END_STREAM"), (0x8, "PADDED")) if flags & bit}
+            frame.pad_length = pad if flags & 0x8 else 0
+            raw = bytearray(frame.serialize())
+            raw[4] |= flags & ~0x9  # flags DATA does not define, which must be ignored
+            out.append(bytes(raw))
+        elif kind == "headers":
+            _, stream_id, length, end, split = step
+            fields = _REQUEST + ([(b"content-length", b"%d" % length)] if length is not None else [])
+            block = encoder.encode(fields)
+            frame = HeadersFrame(stream_id, block[:3] if split else block)
+            frame.flags = {"END_STREAM"} if end else set()
+            if not split:
+                frame.flags.add("END_HEADERS")
+                out.append(frame.serialize())
+                continue
+            rest = ContinuationFrame(stream_id, block[3:])
+            rest.flags = {"END_HEADERS"}
+            out += [frame.serialize(), rest.serialize()]
+        elif kind == "window":
+            out.append(WindowUpdateFrame(step[1], window_increment=step[2]).serialize())
+        elif kind == "reset":
+            out.append(RstStreamFrame(step[1], error_code=8).serialize())
+        elif kind == "settings":
+            settings_frame = SettingsFrame(0)
+            settings_frame.settings = {0x5: step[1], **({0x4: step[2]} if step[2] else {})}
+            out.append(settings_frame.serialize())
+        elif kind == "ping":
+            out.append(PingFrame(0, opaque_data=b"12345678").serialize())
+        else:
+            out.append(GoAwayFrame(0, last_stream_id=0).serialize())
+    return b"".join(out)
+
+
+def described(events: list[Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    return [(type(event).__name__, sorted((key, repr(value)) for key, value in vars(event).items()))
+            for event in events]
+
+
+def state(connection: Any) -> tuple[Any, ...]:
+    """Windows, stream states and lengths: what the accounting leaves behind."""
+    streams = {stream_id: (stream.state_machine.state, stream.inbound_flow_control_window,
+                           stream.outbound_flow_control_window, stream._actual_content_length)
+               for stream_id, stream in connection.streams.items()}
+    return (connection.state_machine.state, connection.inbound_flow_control_window,
+            connection.outbound_flow_control_window, streams)
+
+
+def outcome(connection: Any, call: Any) -> tuple[Any, ...]:
+    """What one call did: its events (or its error), the bytes to send, and the state."""
+    try:
+        result: Any = described(call() or [])
+    except Exception as error:
+        result = (type(error).__name__, str(error))
+    return result, connection.data_to_send(), state(connection)
+
+
+def server_call(connection: Any, step: tuple[Any, ...]) -> Any:
+    kind = step[0]
+    if kind == "send":
+        _, stream_id, size, end, form = step
+        payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+        data = {"bytes": payload, "bytearray": bytearray(payload), "view": memoryview(payload),
+                "pad": payload}[form]
+        return lambda: connection.send_data(stream_id, data, end_stream=end, pad_length=3 if form == "pad" else None)
+    if kind == "respond":
+        return lambda: connection.send_headers(step[1], [(b":status", b"200")], end_stream=step[2])
+    if kind == "end":
+        return lambda: connection.end_stream(step[1])
+    if kind == "ack":
+        return lambda: connection.acknowledge_received_data(step[2], step[1])
+    return lambda: connection.increment_flow_control_window(step[2], step[1] or None)
+
+
+class DataFastPathTests(unittest.TestCase):
+    def pair(self) -> tuple[Any, Any]:
+        import h2.config
+        import h2.connection
+
+        from hello_asgi.h2_engine import Connection
+
+        plain = h2.connection.H2Connection(h2.config.H2Configuration(**_CONFIG))
+        fast = Connection(h2.config.H2Configuration(**_CONFIG))
+        for connection in (plain, fast):
+            connection.initiate_connection()
+        self.assertEqual(fast.data_to_send(), plain.data_to_send())
+        return plain, fast
+
+    @settings(max_examples=400, deadline=None)
+    @given(client_frames, st.lists(st.integers(1, 200000), max_size=6), server_calls, more_frames)
+    def test_same_results_as_h2_alone(self, script: list[Any], cuts: list[int], calls: list[Any],
+                                      more: list[Any]) -> None:
+        plain, fast = self.pair()
+        data = client_bytes(script + more)
+        middle = len(client_bytes(script))  # the server's calls come after the first script
+        cuts = sorted({cut % (len(data) + 1) for cut in cuts} | {middle})
+        for start, stop in zip([0, *cuts], [*cuts, len(data)]):
+            chunk = data[start:stop]
+            expected = outcome(plain, lambda: plain.receive_data(chunk))
+            self.assertEqual(outcome(fast, lambda: fast.receive_data(chunk)), expected)
+            if isinstance(expected[0], tuple):
+                return  # a connection error: h2 takes nothing more
+            if stop == middle:
+                for step in calls:
+                    expected = outcome(plain, server_call(plain, step))
+                    self.assertEqual(outcome(fast, server_call(fast, step)), expected, step)
+
+    def test_the_fast_paths_are_taken(self) -> None:
+        """An upload's DATA frames, cut mid-frame, are not parsed by hyperframe, and a
+        response's DATA frames are not built by it; the bytes are h2's all the same."""
+        from hyperframe.frame import DataFrame
+
+        plain, fast = self.pair()
+        script = [("headers", 1, None, False, False)] + [("data", 1, 16384, 0, 0)] * 3
+        data = client_bytes(script)
+        built: list[int] = []
+        original = DataFrame.__init__
+
+        def counted(frame: Any, *args: Any, **kwargs: Any) -> None:
+            built.append(1)
+            original(frame, *args, **kwargs)
+
+        self.patch(DataFrame, "__init__", counted)
+        for chunk in (data[:100], data[100:30000], data[30000:]):
+            expected = outcome(plain, lambda: plain.receive_data(chunk))
+            built.clear()
+            self.assertEqual(outcome(fast, lambda: fast.receive_data(chunk)), expected)
+            self.assertEqual(built, [])
+        body = b"b" * 40000
+        plain.send_headers(1, [(b":status", b"200")])
+        fast.send_headers(1, [(b":status", b"200")])
+        for offset in range(0, len(body), 16384):
+            plain.send_data(1, body[offset:offset + 16384])
+            built.clear()
+            fast.send_data(1, memoryview(body)[offset:offset + 16384])
+            self.assertEqual(built, [])
+        self.assertEqual(fast.data_to_send(), plain.data_to_send())

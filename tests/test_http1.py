@@ -41,7 +41,7 @@ class ScopeTests(unittest.TestCase):
         self.assertEqual(scope["client"][0], "127.0.0.1")
         self.assertEqual(scope["server"], ["127.0.0.1", server.port])
         self.assertEqual(scope["state"], {})
-        self.assertEqual(scope["extensions"], {"http.response.early_hint": {}})
+        self.assertEqual(scope["extensions"], {"http.response.early_hint": {}, "http.response.pathsend": {}})
 
     @asyncio_test
     async def test_asgi3_app_and_bytes_in_scope(self) -> None:

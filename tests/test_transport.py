@@ -336,3 +336,89 @@ class TransportTests(unittest.TestCase):
         writer.write(b"still heard")
         await self.wait(protocol.arrived(11))
         self.assertFalse(protocol.lost.called)
+
+
+class SendFileTests(unittest.TestCase):
+    """``SocketTransport.send_file``: ``os.sendfile`` in the transport's order of bytes, with
+    its producer and its close."""
+
+    async def connection(self) -> tuple[Recorder, SocketTransport, asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection whose buffers are small both ends, so a client that does not read
+        soon leaves the server's writes waiting."""
+        built: list[Recorder] = []
+
+        def build() -> Recorder:
+            built.append(Recorder())
+            return built[-1]
+
+        port = FastListeningReactor(reactor, reactor._asyncioEventloop).listenTCP(  # type: ignore[attr-defined]
+            0, Factory.forProtocol(build), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port.getHost().port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=65536)
+        self.addCleanup(writer.close)
+        while not built:
+            await asyncio.sleep(0)  # accepted on the loop's next turn
+        protocol = built[-1]
+        await asyncio.wait_for(protocol.made.asFuture(asyncio.get_running_loop()), TIMEOUT)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        return protocol, transport, reader, writer
+
+    def file(self, size: int) -> tuple[object, bytes]:
+        content = bytes(range(256)) * (size // 256)
+        path = self.mktemp()
+        with open(path, "wb") as out:
+            out.write(content)
+        file = open(path, "rb", buffering=0)
+        self.addCleanup(file.close)
+        return file, content
+
+    @asyncio_test
+    async def test_the_file_goes_after_what_was_written_before_it_and_before_what_is_written_during_it(self) -> None:
+        from hello_asgi.transport import SendfileCounter
+
+        protocol, transport, reader, _ = await self.connection()
+        file, content = self.file(8 * 1024 * 1024)
+        before = SendfileCounter.sent
+        for _ in range(16):
+            transport.write(CHUNK)  # 1 MiB: more than the kernel takes while the client waits
+        self.assertIsNotNone(transport._unsent)
+        sending = asyncio.ensure_future(transport.send_file(file, 256, len(content) - 512))
+        transport.write(b"after")
+        transport.loseConnection()  # waits for the file, and for what was written after it
+        received = await asyncio.wait_for(reader.read(), TIMEOUT)
+        self.assertEqual(received, CHUNK * 16 + content[256:-256] + b"after")
+        self.assertEqual(await sending, len(content) - 512)
+        self.assertEqual(SendfileCounter.sent - before, len(content) - 512)
+        self.assertIsInstance(await protocol.lost.asFuture(asyncio.get_running_loop()), ConnectionDone)
+
+    @asyncio_test
+    async def test_the_producer_is_paused_while_the_file_goes_and_a_short_file_says_so(self) -> None:
+        protocol, transport, reader, _ = await self.connection()
+        transport.registerProducer(protocol, True)
+        file, content = self.file(4 * 1024 * 1024)
+        sending = asyncio.ensure_future(transport.send_file(file, 0, len(content) + 1000))
+        await asyncio.wait_for(protocol.paused.asFuture(asyncio.get_running_loop()), TIMEOUT)
+        self.assertFalse(protocol.resumed.called)
+        received = await asyncio.wait_for(reader.readexactly(len(content)), TIMEOUT)
+        self.assertEqual(await asyncio.wait_for(sending, TIMEOUT), len(content))  # it ended early
+        self.assertEqual(received, content)
+        self.assertTrue(protocol.resumed.called)
+        self.assertFalse(transport.lost)
+
+    @asyncio_test
+    async def test_an_abort_ends_the_file_with_what_was_sent(self) -> None:
+        protocol, transport, reader, _ = await self.connection()
+        file, content = self.file(16 * 1024 * 1024)
+        sending = asyncio.ensure_future(transport.send_file(file, 0, len(content)))
+        await reader.readexactly(65536)
+        transport.abortConnection()
+        sent = await asyncio.wait_for(sending, TIMEOUT)
+        self.assertLess(sent, len(content))
+        self.assertTrue(transport.lost)
+        self.assertIsInstance(await protocol.lost.asFuture(asyncio.get_running_loop()), ConnectionAborted)
