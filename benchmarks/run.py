@@ -82,9 +82,11 @@ class Server:
     logs: bool = True  # has an access log to turn on
 
 
-def _hello_asgi(launch: Launch, *, log: bool, reactor: str | None = None) -> list[str]:
+def _hello_asgi(launch: Launch, *, log: bool, reactor: str | None = None, loop: str = "asyncio") -> list[str]:
+    # The loop named, as this venv has uvloop (Uvicorn's) and --loop auto would take it: plain
+    # `pip install hello-asgi` runs on asyncio's loop, `hello-asgi[uvloop]` on uvloop's.
     return [str(BIN / "twist"), *([f"--reactor={reactor}"] if reactor else []), "hello-asgi",
-            "--app", "app:app", "--app-dir", str(HERE),
+            "--app", "app:app", "--app-dir", str(HERE), *(["--loop", loop] if reactor is None else []),
             *(["--listen", f"unix:{launch.unix}"] if launch.unix else ["--port", str(launch.port)]),
             *([] if log else ["--no-access-log"]),
             *(["--limit-concurrency", "20000", "--timeout-keep-alive", "300"] if launch.idle else []),
@@ -133,6 +135,8 @@ ALL = frozenset({"http1", "h2c", "h2-tls", "ws", "unix", "idle"})
 SERVERS = [
     Server("hello-asgi", lambda launch: _hello_asgi(launch, log=launch.access_log), ALL),
     Server("hello-asgi-nolog", lambda launch: _hello_asgi(launch, log=False), ALL, only_with_logs=True),
+    Server("hello-asgi-uvloop", lambda launch: _hello_asgi(launch, log=launch.access_log, loop="uvloop"),
+           frozenset({"http1", "h2c", "h2-tls", "ws", "unix"})),
     Server("hello-asgi --reactor=epoll (apps in a thread)",
            lambda launch: _hello_asgi(launch, log=launch.access_log, reactor="epoll"),
            frozenset({"http1", "h2c", "ws"}), default=False),
