@@ -223,7 +223,7 @@ class Servers(unittest.TestCase):
 
     def test_the_defaults_scenario_adds_hello_asgi_without_its_log(self) -> None:
         rows = [case.row for case in run.cases(run.SCENARIOS["defaults"], True, None)]
-        self.assertEqual(rows, ["hello-asgi", "hello-asgi-nolog", "uvicorn", "hypercorn", "daphne", "granian"])
+        self.assertEqual(rows, ["hello-asgi", "hello-asgi-nolog", "hello-asgi-uvloop", "uvicorn", "hypercorn", "daphne", "granian"])
         rows = [case.row for case in run.cases(run.SCENARIOS["http1"], False, None)]
         self.assertNotIn("hello-asgi-nolog", rows)
         rows = [case.row for case in run.cases(run.SCENARIOS["download"], False, None)]
