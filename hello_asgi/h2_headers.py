@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .known_good import KnownGood
+
 # A field name: no control, space, uppercase, DEL or non-ASCII byte, and no colon but a
 # pseudo-header's leading one (section 8.2.1).
 _is_name = re.compile(rb":?[\x21-\x39\x3b-\x40\x5b-\x7e]+").fullmatch
@@ -23,12 +25,9 @@ _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b"
 
 Fields = Sequence[tuple[bytes, bytes]]
 
-# Fields already found well-formed. Most of a request's fields repeat from one request to
-# the next (:method, :scheme, :authority, user-agent, accept...), so a set lookup replaces
-# two regular expressions and three comparisons for them. Only good fields go in, so it can
-# never let a bad one through; it is emptied when full, so it stays small.
-_GOOD_FIELDS: set[tuple[bytes, bytes]] = set()
-_GOOD_FIELDS_MAX = 1024
+# Fields already found well-formed: most of a request's fields repeat from one request to
+# the next (:method, :scheme, :authority, user-agent, accept...).
+_good_fields: KnownGood[tuple[bytes, bytes]] = KnownGood(most=1024, longest=260)
 
 
 def request_problem(headers: Fields) -> str | None:
@@ -38,11 +37,11 @@ def request_problem(headers: Fields) -> str | None:
     regular = False
     for field in headers:
         name, value = field
-        if field not in _GOOD_FIELDS:
+        if field not in _good_fields:
             problem = _field_problem(name, value)
             if problem is not None:
                 return problem
-            _remember(field)
+            _good_fields.remember(field, len(value))
         if name[0] == 0x3A:  # ":"
             if regular or name in pseudo or name not in _REQUEST_PSEUDO:
                 return f"pseudo-header {name!r} unknown, repeated or after a regular field (section 8.3)"
@@ -65,12 +64,6 @@ def trailers_problem(headers: Fields) -> str | None:
         if name[0] == 0x3A:
             return f"pseudo-header {name!r} in trailers (section 8.1)"
     return None
-
-
-def _remember(field: tuple[bytes, bytes]) -> None:
-    if len(_GOOD_FIELDS) >= _GOOD_FIELDS_MAX:
-        _GOOD_FIELDS.clear()
-    _GOOD_FIELDS.add(field)
 
 
 def _field_problem(name: bytes, value: bytes) -> str | None:

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .known_good import KnownGood
 from .proxy import FORWARDING_FIELDS
 from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all
 from .timeouts import Deadline
@@ -46,12 +47,9 @@ _NO_HEADERS = cast("Headers", ())  # an idle connection's: shared, and a tuple s
 # A Host value: uri-host (a reg-name or an IP literal) and an optional port (RFC 9112 section 3.2).
 _is_host = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?").fullmatch
 _is_token = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-# Host values found good: a server hears the same few again and again, and a set lookup
-# costs a fraction of the pattern. Bounded in number (emptied when full) and in the size of
-# a value kept (a DNS name with a port), so odd values cannot grow it.
-_good_hosts: set[bytes] = set()
-_MAX_GOOD_HOSTS = 256
-_MAX_GOOD_HOST_SIZE = 260
+# Host values found good: a server hears the same few again and again. A value kept is at
+# most a DNS name with a port.
+_good_hosts: KnownGood[bytes] = KnownGood(most=256, longest=260)
 
 
 def _new_parser(protocol: HTTP11Connection) -> httptools.HttpRequestParser:
@@ -718,10 +716,7 @@ def _check_host(host: bytes | None, http_version: str) -> None:
     if _is_host(host) is None:  # which a LF, joining two Host fields, is not part of
         raise _BadRequest(400, "the request needs exactly one Host header" if b"\n" in host
                           else "the Host header is not a host")
-    if len(host) <= _MAX_GOOD_HOST_SIZE:
-        if len(_good_hosts) >= _MAX_GOOD_HOSTS:
-            _good_hosts.clear()
-        _good_hosts.add(host)
+    _good_hosts.remember(host, len(host))
 
 
 def _absolute_form(url: bytes) -> tuple[bytes, bytes, bytes]:

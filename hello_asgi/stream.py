@@ -23,6 +23,7 @@ from twisted.internet.interfaces import INegotiated
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from .known_good import KnownGood
 from .loading import ASGIApp, Message, Scope
 from .proxy import TrustedProxies, apply_forwarded
 
@@ -44,12 +45,8 @@ FILE_CHUNK = 256 * 1024  # pathsend read where the file cannot go by os.sendfile
 _MAX_LENGTH_DIGITS = 18  # a Content-Length beyond 10**18 bytes is no real length
 
 
-# Response header fields found good. An app sends the same few names, and mostly the same
-# values, again and again: a set lookup costs a fraction of the two patterns. Bounded in
-# number (emptied when full) and in the size of a value kept.
-_good_fields: set[tuple[bytes, bytes]] = set()
-_MAX_GOOD_FIELDS = 512
-_MAX_GOOD_VALUE_SIZE = 100
+# Response header fields found good: an app sends the same few again and again.
+_good_fields: KnownGood[tuple[bytes, bytes]] = KnownGood(most=512, longest=100)
 
 
 def checked_headers(headers: Any) -> Headers:
@@ -71,10 +68,7 @@ def _check_field(field: tuple[bytes, bytes]) -> None:
         raise ValueError(f"invalid response header name {name!r}")
     if _has_forbidden(value):
         raise ValueError(f"response header {name!r} has a CR, LF or NUL in its value")
-    if len(value) <= _MAX_GOOD_VALUE_SIZE:
-        if len(_good_fields) >= _MAX_GOOD_FIELDS:
-            _good_fields.clear()
-        _good_fields.add(field)
+    _good_fields.remember(field, len(value))
 
 
 def checked_response(status: Any, headers: Any) -> tuple[Headers, int | None]:

@@ -242,12 +242,12 @@ class ResponseHeaderCheckTests(unittest.TestCase):
     in value size; what it refused it never remembers."""
 
     def test_good_fields_are_remembered_boundedly_and_bad_ones_never(self) -> None:
-        fields = [(b"x-name-%d" % i, b"v") for i in range(stream._MAX_GOOD_FIELDS + 100)]
+        fields = [(b"x-name-%d" % i, b"v") for i in range(stream._good_fields.most + 100)]
         for field in fields:
             self.assertEqual(stream.checked_headers([field]), [field])
-            self.assertLessEqual(len(stream._good_fields), stream._MAX_GOOD_FIELDS)
+            self.assertLessEqual(len(stream._good_fields), stream._good_fields.most)
         self.assertIn(fields[-1], stream._good_fields)
-        long_value = (b"x-long", b"v" * (stream._MAX_GOOD_VALUE_SIZE + 1))
+        long_value = (b"x-long", b"v" * (stream._good_fields.longest + 1))
         self.assertEqual(stream.checked_headers([long_value]), [long_value])
         self.assertNotIn(long_value, stream._good_fields)
         for bad in ((b"bad name", b"v"), (b"", b"v"), (b"x:y", b"v"), (fields[-1][0] + b"\n", b"v"),

@@ -91,13 +91,19 @@ class GoodFieldMemoTests(unittest.TestCase):
 
     def test_remembered_fields_still_obey_the_block_rules(self) -> None:
         self.assertIsNone(request_problem(self.BLOCK))
-        self.assertIn(self.BLOCK[-1], h2_headers._GOOD_FIELDS)
+        self.assertIn(self.BLOCK[-1], h2_headers._good_fields)
         reordered = [self.BLOCK[-1], *self.BLOCK[:-1]]  # a pseudo-header after a regular field
         self.assertIsNotNone(request_problem(reordered))
         self.assertIsNotNone(request_problem([*self.BLOCK, self.BLOCK[1]]))  # :scheme twice
         self.assertIsNotNone(request_problem([*self.BLOCK, (b"connection", b"close")]))
 
     def test_the_memo_stays_bounded(self) -> None:
-        for n in range(3 * h2_headers._GOOD_FIELDS_MAX):
+        for n in range(3 * h2_headers._good_fields.most):
             self.assertIsNone(request_problem([*self.BLOCK[:4], (b"x-n", b"%d" % n)]))
-            self.assertLessEqual(len(h2_headers._GOOD_FIELDS), h2_headers._GOOD_FIELDS_MAX)
+            self.assertLessEqual(len(h2_headers._good_fields), h2_headers._good_fields.most)
+        long_value = (b"x-long", b"v" * (h2_headers._good_fields.longest + 1))
+        self.assertIsNone(request_problem([*self.BLOCK[:4], long_value]))
+        self.assertNotIn(long_value, h2_headers._good_fields)
+        bad = (b"x-bad", b" leading space")
+        self.assertIsNotNone(request_problem([*self.BLOCK[:4], bad]))
+        self.assertNotIn(bad, h2_headers._good_fields)

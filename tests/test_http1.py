@@ -412,12 +412,12 @@ class HostCheckTests(unittest.TestCase):
     """Host values found good are remembered, in a set bounded in count and in value size."""
 
     def test_good_hosts_are_remembered_boundedly_and_bad_ones_never(self) -> None:
-        hosts = [b"host-%d.example:80" % i for i in range(http1._MAX_GOOD_HOSTS + 50)]
+        hosts = [b"host-%d.example:80" % i for i in range(http1._good_hosts.most + 50)]
         for host in hosts:
             http1._check_host(host, "1.1")
-            self.assertLessEqual(len(http1._good_hosts), http1._MAX_GOOD_HOSTS)
+            self.assertLessEqual(len(http1._good_hosts), http1._good_hosts.most)
         self.assertIn(hosts[-1], http1._good_hosts)
-        long_host = b"a" * (http1._MAX_GOOD_HOST_SIZE + 1)
+        long_host = b"a" * (http1._good_hosts.longest + 1)
         http1._check_host(long_host, "1.1")  # good, but too long to keep
         self.assertNotIn(long_host, http1._good_hosts)
         for bad in (b"a b", b"u@a", hosts[-1] + b"\n" + hosts[-1]):
