@@ -6,7 +6,7 @@ a flush). Here the line's format is prepared at start-up, each request's line is
 ``%`` format of only the values it names, and the lines of one loop turn are written
 together after it, in writes of whole lines that stay under ``PIPE_BUF`` so that workers
 sharing one pipe never interleave inside a line. Nothing is lost: the buffer is also
-written when it grows past ``FLUSH_SIZE``, when the server stops, and at exit.
+written when it holds ``FLUSH_LINES`` lines, when the server stops, and at exit.
 
 Where lines go (``Config.access_log``): ``-`` is the main log. When hello-asgi set the
 main log up (``twist hello-asgi``, ``python -m hello_asgi``, ``run()``), lines are written
@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from time import monotonic as _monotonic, time as _wall_clock
+
 from twisted.logger import ILogObserver, Logger, LogLevel
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
     Exchange = HTTPStream | WebSocketSession
 
-FLUSH_SIZE = 64 * 1024  # characters buffered before a write without waiting for the turn's end
+FLUSH_LINES = 512  # lines buffered before a write without waiting for the turn's end (about 64 KiB)
 PIPE_BUF = 4096  # POSIX: a pipe write of at most this many bytes is never split
 NAMESPACE = "hello_asgi.access"
 EVENTS = "events"  # Config.access_log's word for "as twisted.logger events"
@@ -88,36 +90,38 @@ def main_log_is(log_format: str, level: LogLevel, output: IO[str] | None = None)
 
 class LineBuffer:
     """Lines gathered during a loop turn, written after it by one ``write`` per
-    ``PIPE_BUF`` of whole lines, then flushed."""
+    ``PIPE_BUF`` of whole lines, then flushed. The first line of a turn asks for the
+    write; ``FLUSH_LINES`` lines are written at once."""
 
     def __init__(self, output: Callable[[], IO[str] | None], call_soon: Callable[[Callable[[], None]], Any]) -> None:
         self._output = output  # looked up at each write: twist opens the main log after the service is made
         self._call_soon = call_soon
         self._lines: list[str] = []
-        self._size = 0
-        self._scheduled = False
         atexit.register(self.flush)
 
     def add(self, line: str) -> None:
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size > FLUSH_SIZE:
-            self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
+        lines = self._lines
+        lines.append(line)
+        if len(lines) == 1:
             self._call_soon(self.flush)
+        elif len(lines) >= FLUSH_LINES:
+            self.flush()  # the turn's own flush, still to come, finds the buffer empty or newer lines
 
     def flush(self) -> None:
-        self._scheduled = False
-        if not self._lines:
+        lines = self._lines
+        if not lines:
             return
-        lines, self._lines, self._size = self._lines, [], 0
+        self._lines = []
         output = self._output()
         if output is None:
             return
+        text = "".join(lines)
         try:
-            for chunk in _whole_line_chunks(lines):
-                output.write(chunk)
+            if len(text) <= PIPE_BUF:
+                output.write(text)
+            else:
+                for chunk in _whole_line_chunks(lines):
+                    output.write(chunk)
             output.flush()
         except (OSError, ValueError):  # a closed or broken log file must not break serving
             pass
@@ -147,7 +151,7 @@ class _Clock:
     """Wall-clock texts a line needs, made once a second, not once a line."""
 
     def __init__(self, worker: int | None = None) -> None:
-        self._second = -1
+        self.second = -1
         self._tag = f"[{NAMESPACE}#info] " + (f"[worker {worker}] " if worker is not None else "")
         self.prefix = ""  # 2026-12-05T07:40:00+0000 [hello_asgi.access#info] , as the main log's text lines begin
         self.common = ""  # [05/Dec/2026:07:40:00 +0000], the Common Log Format's
@@ -155,8 +159,8 @@ class _Clock:
     def tick(self) -> str:
         """Bring the texts to this second; the prefix."""
         second = int(time.time())
-        if second != self._second:
-            self._second = second
+        if second != self.second:
+            self.second = second
             local = time.localtime(second)
             self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S%z", local) + " " + self._tag
             self.common = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", local)
@@ -166,7 +170,11 @@ class _Clock:
 def _safe(text: str) -> str:
     """``text`` with control characters escaped: a decoded ``%0a`` in a path must not
     start a forged line of its own."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if text.isprintable() else _escaped(text)
+
+
+def _escaped(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _fields(exchange: Exchange) -> dict[str, Any]:
@@ -307,14 +315,24 @@ class AccessLog:
 
     def __init__(self, buffer: LineBuffer, worker: int | None = None) -> None:
         self.buffer = buffer
+        self._add = buffer.add
         self._clock = _Clock(worker)
 
     def http(self, stream: HTTPStream) -> None:
         scope = stream.scope
         client = scope["client"]
-        self.buffer.add('%s%s - "%s %s HTTP/%s" %d %d %.3fs\n' % (
-            self._clock.tick(), "%s:%d" % client if client else "unix", scope["method"], _target(scope),
-            scope["http_version"], stream.status, stream.bytes_sent, time.monotonic() - stream.started_at))
+        path = scope["path"]
+        query = scope["query_string"]
+        if query:
+            path += "?" + query.decode("latin-1")
+        if not path.isprintable():
+            path = _escaped(path)
+        clock = self._clock
+        if int(_wall_clock()) != clock.second:
+            clock.tick()
+        where = f"{client[0]}:{client[1]}" if client else "unix"
+        self._add(f'{clock.prefix}{where} - "{scope["method"]} {path} HTTP/{scope["http_version"]}" '
+                  f'{stream.status} {stream.bytes_sent} {_monotonic() - stream.started_at:.3f}s\n')
 
     def websocket(self, session: WebSocketSession) -> None:
         scope = session.scope
