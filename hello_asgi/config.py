@@ -185,10 +185,6 @@ class Config:
     loop: LoopKind = "auto"
 
     def validate(self) -> None:
-        if self.access_log_format not in (None, "", "json"):
-            from .access_log import prepared_format
-
-            prepared_format(self.access_log_format)
         """Raise ``ValueError`` naming the first setting that cannot work."""
         if self.interface not in ("auto", "asgi3", "asgi2"):
             raise ValueError(f"interface must be auto, asgi3 or asgi2, not {self.interface!r}")
@@ -247,3 +243,7 @@ class Config:
             raise ValueError("max_requests and max_requests_jitter must be 0 (off) or more")
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
+        if self.access_log_format not in (None, "", "json"):
+            from .access_log import prepared_format
+
+            prepared_format(self.access_log_format)  # an unknown atom is refused here, at start
