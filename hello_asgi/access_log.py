@@ -286,6 +286,11 @@ def prepared_format(log_format: str) -> Callable[[Exchange, _Clock], str]:
     return line
 
 
+def _message(exchange: Exchange, fields: dict[str, Any]) -> str:
+    """The access line of ``fields`` (``_fields(exchange)``), as JSON and events carry it."""
+    return (_HTTP_MESSAGE if "method" in exchange.scope else _WEBSOCKET_MESSAGE) % fields
+
+
 _HTTP_MESSAGE = '%(client)s - "%(method)s %(path)s%(query)s HTTP/%(http_version)s" %(status)d %(bytes_sent)d %(duration).3fs'
 _WEBSOCKET_MESSAGE = '%(client)s - "WEBSOCKET %(path)s%(query)s HTTP/%(http_version)s" %(status)d %(duration).3fs'
 
@@ -295,7 +300,7 @@ def json_access_line(exchange: Exchange, worker: int | None = None) -> str:
     ``message``, ``worker`` in a worker) and the access fields."""
     now = time.time()
     fields = _fields(exchange)
-    message = (_HTTP_MESSAGE if "method" in exchange.scope else _WEBSOCKET_MESSAGE) % fields
+    message = _message(exchange, fields)
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03d+00:00" % int(now % 1 * 1000),
         "level": "info",
@@ -369,10 +374,6 @@ class FormattedAccessLog(AccessLog):
         self.buffer.add(self._line(session))
 
 
-_HTTP_EVENT = '{client} - "{method} {path}{query} HTTP/{http_version}" {status} {bytes_sent} {duration:.3f}s'
-_WEBSOCKET_EVENT = '{client} - "WEBSOCKET {path}{query} HTTP/{http_version}" {status} {duration:.3f}s'
-
-
 class EventLog:
     """Each exchange as a twisted.logger event, for a program's own observers: what the
     access log was before it was buffered, at the same cost (tens of µs a request)."""
@@ -381,10 +382,14 @@ class EventLog:
         self._logger = Logger(namespace=NAMESPACE, observer=observer)
 
     def http(self, stream: HTTPStream) -> None:
-        self._logger.info(_HTTP_EVENT, **_fields(stream))
+        self._event(stream)
 
     def websocket(self, session: WebSocketSession) -> None:
-        self._logger.info(_WEBSOCKET_EVENT, **_fields(session))
+        self._event(session)
+
+    def _event(self, exchange: Exchange) -> None:
+        fields = _fields(exchange)
+        self._logger.info("{access_line}", access_line=_message(exchange, fields), **fields)
 
     def close(self) -> None:
         pass
