@@ -299,6 +299,8 @@ class Options(usage.Options):
                 _fail(f"--listen {description}: {error}")
         if self["tls"] or config.certfile is not None:
             self._check_tls(config)
+        if self["reload"]:
+            reload.without_bytecode()
         try:
             self["loaded_app"] = load_app(self["app"], self["app-dir"], config.interface)
         except AppLoadError as error:

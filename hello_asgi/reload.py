@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,3 +189,13 @@ def watcher(files: WatchedFiles, reactor: Any) -> InotifyWatcher | ScanningWatch
     if platform.supportsINotify():
         return InotifyWatcher(files, reactor)
     return ScanningWatcher(files, reactor)
+
+
+def without_bytecode() -> None:
+    """No process of a reloading server writes ``.pyc`` files: not this one, nor the workers,
+    which inherit the variable. Python takes a cached ``.pyc`` as current while the source's
+    size and its mtime, in whole seconds, are unchanged, so an edit that keeps the size (one
+    character for another) saved within the second the old code was compiled was served as
+    the old code."""
+    sys.dont_write_bytecode = True
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"

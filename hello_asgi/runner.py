@@ -57,6 +57,10 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> 
         return
     from .loading import load_app
 
+    if process["reload"]:
+        from .reload import without_bytecode
+
+        without_bytecode()
     load_app(app, process["app_dir"], config.interface)  # as the command does: a bad app fails here, once
     _start_logging(process["log_format"], process["log_level"], process["stdlib_logging"], reactor)
     _run_service(_supervisor(app, config, process, reactor), reactor)

@@ -78,7 +78,8 @@ class ProcessTests(unittest.TestCase):
         port = free_port()
         server = _Server()
         args = [*TWIST, "--log-format=text", "hello-asgi", "--app", "app:app", "--port", str(port), *options]
-        process = reactor.spawnProcess(server, TWIST[0], args, env={**os.environ, "APP_DELAY": str(delay)},
+        environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+        process = reactor.spawnProcess(server, TWIST[0], args, env={**environment, "APP_DELAY": str(delay)},
                                        path=str(directory))
         self.addCleanup(self._kill_leftovers, server, process)
         return server, port, process, directory
@@ -173,7 +174,10 @@ class ProcessTests(unittest.TestCase):
         self.assertTrue((await self.until_up(port)).startswith(b"one "))
         restarted: Deferred[None] = Deferred()
         server.watch_for(b"Restarted 1 worker(s)", restarted)
-        (directory / "app.py").write_text("VERSION = 'two'\n" + PID_APP)
+        app = directory / "app.py"
+        compiled = app.stat()
+        app.write_text("VERSION = 'two'\n" + PID_APP)  # the same size as 'one'...
+        os.utime(app, ns=(compiled.st_atime_ns, compiled.st_mtime_ns))  # ...and time: no .pyc may pass for it
         await restarted.asFuture(asyncio.get_running_loop())
         self.assertTrue((await get(port)).startswith(b"two "))
         self.assertIn(b"app.py changed", server.output)
