@@ -29,11 +29,24 @@ from .support import hello_app
 CONNECTIONS = 1000
 CLIENTS = Path(__file__).with_name("idle_clients.py")
 
-# The docs' figures (limits.rst "Idle connections"): the Python objects of an idle HTTP/1.1
-# keep-alive connection, 1,829 bytes (RSS 1.9 KiB a connection); of an idle WebSocket,
-# 13,227 bytes (RSS 12.9 KiB). A little above each, so a real growth fails.
-HTTP_BYTES = 1900
-WEBSOCKET_BYTES = 13_500
+# The docs' figures (limits.rst "Idle connections"): bytes of Python objects an idle
+# HTTP/1.1 keep-alive connection and an idle WebSocket keep, measured 2026-12-05 by these
+# tests on each Python and loop CI runs. Python 3.13's objects are larger; uvloop's reader
+# handle is a Python object too. A test fails 4% above its figure, so a real growth shows.
+MEASURED = {  # (Python, loop): (HTTP/1.1, WebSocket)
+    ((3, 11), "asyncio"): (1829, 13198),
+    ((3, 11), "uvloop"): (2078, 13461),
+    ((3, 12), "asyncio"): (1834, 13036),
+    ((3, 13), "asyncio"): (2494, 13678),
+}
+HEADROOM = 1.04
+
+
+def bound(kind: str) -> float:
+    """This Python's and loop's figure, or the largest of them for one not measured."""
+    loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+    figures = MEASURED.get((sys.version_info[:2], loop)) or tuple(map(max, zip(*MEASURED.values())))
+    return figures[0 if kind == "http" else 1] * HEADROOM
 
 
 async def idle_websocket_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -95,10 +108,10 @@ class IdleMemoryTests(unittest.TestCase):
     @asyncio_test
     async def test_an_idle_keep_alive_connection(self) -> None:
         per_connection = await self.bytes_per_idle_connection(hello_app, "http")
-        self.assertLess(per_connection, HTTP_BYTES, f"{per_connection:.0f} bytes per idle HTTP/1.1 connection")
+        self.assertLess(per_connection, bound("http"), f"{per_connection:.0f} bytes per idle HTTP/1.1 connection")
 
     @asyncio_test
     async def test_an_idle_websocket(self) -> None:
         per_connection = await self.bytes_per_idle_connection(idle_websocket_app, "websocket",
                                                               ws_per_message_deflate=False)
-        self.assertLess(per_connection, WEBSOCKET_BYTES, f"{per_connection:.0f} bytes per idle WebSocket")
+        self.assertLess(per_connection, bound("websocket"), f"{per_connection:.0f} bytes per idle WebSocket")
