@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import ILogObserver, Logger, LogLevel
 
+from .logs import json_time, this_worker, worker_tag
 from .stream import client_text
 
 if TYPE_CHECKING:
@@ -80,10 +81,8 @@ MAIN_LOG = MainLog()  # filled in by the command and run(); untouched when embed
 def main_log_is(log_format: str, level: LogLevel, output: IO[str] | None = None) -> None:
     """What the command and ``run()`` call as they set the main log up: access lines then
     go into it directly, tagged with the worker's pid in a worker, as its other lines are."""
-    from .process import is_worker
-
     MAIN_LOG.ours, MAIN_LOG.log_format, MAIN_LOG.level = True, log_format, level
-    MAIN_LOG.worker = os.getpid() if is_worker() else None
+    MAIN_LOG.worker = this_worker()
     if output is not None:
         MAIN_LOG.output = output
 
@@ -152,7 +151,7 @@ class _Clock:
 
     def __init__(self, worker: int | None = None) -> None:
         self.second = -1
-        self._tag = f"[{NAMESPACE}#info] " + (f"[worker {worker}] " if worker is not None else "")
+        self._tag = f"[{NAMESPACE}#info] " + worker_tag(worker)
         self.prefix = ""  # 2026-12-05T07:40:00+0000 [hello_asgi.access#info] , as the main log's text lines begin
         self.common = ""  # [05/Dec/2026:07:40:00 +0000], the Common Log Format's
 
@@ -292,11 +291,10 @@ _WEBSOCKET_MESSAGE = '%(client)s - "WEBSOCKET %(path)s%(query)s HTTP/%(http_vers
 def json_access_line(exchange: Exchange, worker: int | None = None) -> str:
     """One JSON object: the main JSON log's keys (``time``, ``level``, ``namespace``,
     ``message``, ``worker`` in a worker) and the access fields."""
-    now = time.time()
     fields = _fields(exchange)
     message = _message(exchange, fields)
     record = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03d+00:00" % int(now % 1 * 1000),
+        "time": json_time(time.time()),
         "level": "info",
         "namespace": NAMESPACE,
         "message": message,

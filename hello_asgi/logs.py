@@ -59,13 +59,29 @@ def format_named(name: str) -> str:
     return name
 
 
+def this_worker() -> int | None:
+    """This process's pid when it is a worker of ``--workers`` or ``--reload``: its log
+    lines name it."""
+    return os.getpid() if is_worker() else None
+
+
+def worker_tag(worker: int | None) -> str:
+    """What a worker's text lines carry after their namespace and level."""
+    return "" if worker is None else f"[worker {worker}] "
+
+
+def json_time(timestamp: float) -> str:
+    """A JSON line's ``time``: ISO 8601 in UTC, to the millisecond."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
 def json_line(event: dict[str, Any], worker: int | None = None) -> str:
     """One event as one JSON object on one line: ``time`` (ISO 8601, UTC), ``level`` as a
     word, ``namespace``, the rendered ``message``, in a worker ``worker`` (its pid), the
     event's own fields, and ``traceback`` for a failure. A value JSON cannot hold is written
     as its ``repr``."""
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(timespec="milliseconds"),
+        "time": json_time(event.get("log_time", 0)),
         "level": event["log_level"].name if "log_level" in event else "info",
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),
@@ -92,7 +108,7 @@ def text_observer(output: IO[str], worker: int | None = None) -> FileLogObserver
     ``... [hello_asgi.service#info] [worker 4711] Serving ...``. The tag is made once, here."""
     if worker is None:
         return textFileLogObserver(output)
-    tag = f"[worker {worker}] "
+    tag = worker_tag(worker)
 
     def line(event: dict[str, Any]) -> str | None:
         text = eventAsText(event, includeTimestamp=False, includeSystem=False)
@@ -124,7 +140,7 @@ def observer_factory(log_format: str) -> Callable[[IO[str]], ILogObserver]:
     """What ``twist``'s runner calls with its log file: the format asked for, quietened, and
     in a worker of ``--workers`` or ``--reload`` saying which (its pid)."""
     make = json_lines_observer if log_format == "json" else text_observer
-    worker = os.getpid() if is_worker() else None
+    worker = this_worker()
 
     def observer(output: IO[str]) -> ILogObserver:
         return FilteringLogObserver(make(output, worker), [_drop_port_lines])
