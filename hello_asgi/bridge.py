@@ -57,7 +57,7 @@ def install_asyncio_reactor(loop: str = "auto") -> IReactorCore:
 
         event_loop = new_event_loop(loop)
         asyncio.set_event_loop(event_loop)
-        if type(event_loop).__module__.split(".")[0] == "uvloop":
+        if is_uvloop(event_loop):
             from twisted.internet.main import installReactor
 
             installReactor(_uvloop_reactor(event_loop))
@@ -116,7 +116,11 @@ def loop_name(reactor: Any) -> str | None:
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is None:
         return None
-    return "uvloop" if type(loop).__module__.split(".")[0] == "uvloop" else "asyncio"
+    return "uvloop" if is_uvloop(loop) else "asyncio"
+
+
+def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.split(".")[0] == "uvloop"
 
 
 def start_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:

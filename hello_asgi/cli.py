@@ -467,10 +467,8 @@ def _twist_log_format() -> str | None:
 
 
 def _reload_watcher(options: Options, reactor: Any) -> Any:
-    directories = [Path(directory).resolve() for directory in options["reload-dir"] or [options["app-dir"]]]
-    files = reload.WatchedFiles(directories, options["reload-include"] or reload.DEFAULT_INCLUDES,
-                                [*reload.DEFAULT_EXCLUDES, *options["reload-exclude"]])
-    return reload.watcher(files, reactor)
+    return reload.watching(options["app-dir"], options["reload-dir"], options["reload-include"],
+                           options["reload-exclude"], reactor)
 
 
 def makeService(options: Options) -> Any:

@@ -191,6 +191,16 @@ def watcher(files: WatchedFiles, reactor: Any) -> InotifyWatcher | ScanningWatch
     return ScanningWatcher(files, reactor)
 
 
+def watching(app_dir: str, directories: Sequence[str] | None, includes: Sequence[str] | None,
+             excludes: Sequence[str] | None, reactor: Any) -> InotifyWatcher | ScanningWatcher:
+    """The watcher ``--reload`` (or ``run(reload=True)``) asks for: ``directories`` (or the
+    app's), the files ``includes`` names (``*.py`` by default), never ``excludes`` nor the
+    default excludes."""
+    watched = [Path(directory).resolve() for directory in directories or [app_dir]]
+    files = WatchedFiles(watched, includes or DEFAULT_INCLUDES, [*DEFAULT_EXCLUDES, *(excludes or [])])
+    return watcher(files, reactor)
+
+
 def without_bytecode() -> None:
     """No process of a reloading server writes ``.pyc`` files: not this one, nor the workers,
     which inherit the variable. Python takes a cached ``.pyc`` as current while the source's

@@ -13,7 +13,6 @@ import os
 import pickle
 import runpy
 import sys
-from pathlib import Path
 from typing import Any
 
 from .config import Config
@@ -125,18 +124,14 @@ def _supervisor(app: str, config: Config, process: dict[str, Any], reactor: Any)
         "path": list(sys.path),  # where run()'s caller found the app's modules
     }
     environment = {**os.environ, _WORKER_VARIABLE: base64.b64encode(pickle.dumps(worker)).decode()}
-    watch = _reload_watcher(process, reactor) if process["reload"] else None
+    watch = None
+    if process["reload"]:
+        from .reload import watching
+
+        watch = watching(process["app_dir"], process["reload_dirs"], process["reload_includes"],
+                         process["reload_excludes"], reactor)
     return Supervisor(_WORKER_COMMAND, config.listen, process["workers"], reactor, watch, environment,
                       metrics_listen=config.metrics_listen)
-
-
-def _reload_watcher(process: dict[str, Any], reactor: Any) -> Any:
-    from . import reload
-
-    directories = [Path(directory).resolve() for directory in process["reload_dirs"] or [process["app_dir"]]]
-    files = reload.WatchedFiles(directories, process["reload_includes"] or reload.DEFAULT_INCLUDES,
-                                [*reload.DEFAULT_EXCLUDES, *(process["reload_excludes"] or [])])
-    return reload.watcher(files, reactor)
 
 
 def serve_worker() -> None:

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
+from hello_asgi.bridge import is_uvloop
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import hello_app
@@ -44,7 +45,7 @@ HEADROOM = 1.04
 
 def bound(kind: str) -> float:
     """This Python's and loop's figure, or the largest of them for one not measured."""
-    loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+    loop = "uvloop" if is_uvloop(asyncio.get_running_loop()) else "asyncio"
     figures = MEASURED.get((sys.version_info[:2], loop)) or tuple(map(max, zip(*MEASURED.values())))
     return figures[0 if kind == "http" else 1] * HEADROOM
 
