@@ -25,7 +25,8 @@ from zope.interface import implementer
 from .config import Config
 from .factory import ASGIServerFactory
 from .lifespan import Lifespan
-from .stream import ConnectionScope, Headers, HTTPStream, RequestHead, wake_all
+from .flow import Drain
+from .stream import ConnectionScope, Headers, HTTPStream, RequestHead
 from .threaded import ReactorSide, WriteGate
 from .websocket import HTTP11Handshake, WebSocketConnection, handshake_problem
 
@@ -150,7 +151,7 @@ class _WebResponse:
         self._body = request.content
         self._gone = False  # reactor side: the connection was lost before the response ended
         self._gate = WriteGate(lambda: None, self._resumed)  # loop side: send() waits while it is paused
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain = Drain(self._app_loop.loop)
 
     def start(self, stream: HTTPStream) -> None:
         """On the loop: watch the request, hand the app its first body chunk, start the app."""
@@ -172,7 +173,7 @@ class _WebResponse:
 
     def _disconnect(self) -> None:
         self._stream.disconnect()
-        wake_all(self._drain_waiters)
+        self._drain.release()
 
     # IPushProducer, on the reactor's thread: the client reads slowly, or again.
 
@@ -183,7 +184,7 @@ class _WebResponse:
         self._app_loop.to_loop(self._gate.reactor_paused, False)
 
     def _resumed(self) -> None:
-        wake_all(self._drain_waiters)
+        self._drain.release()
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows, and notifyFinish tells the stream
@@ -242,11 +243,7 @@ class _WebResponse:
             stream.end_body()
 
     def drained(self, stream: HTTPStream) -> asyncio.Future[None] | None:
-        if not self._gate.paused:
-            return None
-        waiter = self._app_loop.loop.create_future()
-        self._drain_waiters.append(waiter)
-        return waiter
+        return self._drain.waiter() if self._gate.paused else None
 
     def abort(self, stream: HTTPStream) -> None:
         self._app_loop.to_reactor(self._abort)

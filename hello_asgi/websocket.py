@@ -33,7 +33,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .config import Config
-from .stream import ConnectionScope, Headers, RequestHead, wake_all
+from .flow import Drain
+from .stream import ConnectionScope, Headers, RequestHead
 from .websocket_frames import simple_messages
 from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
 from .wire import field_lines, status_line
@@ -171,13 +172,12 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._handshake = handshake
         self._connection = connection
         self._reading_stopped: set[str] = set()  # why: "handshake", "queue", "pongs", "failure"
-        self._write_paused = False
         self._pong_owed: bytes | None = None  # the latest ping's payload, while writes wait
         self._failure_waits = False  # a protocol failure waits for the app's answers
         self._failure_waited = False  # one did: the next is not held
         self._failure_first: Callable[[], object] | None = None
         self._failure_timeout: Any = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain = Drain(self.server.loop)
         self._shutting_down = False
 
     def connectionMade(self) -> None:
@@ -305,11 +305,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._fail_now()  # the app closed first: the broken frame, read now, ends the closing
 
     def drained(self) -> Awaitable[None] | None:
-        if not self._write_paused or self.state != _OPEN:
-            return None
-        waiter = self.server.loop.create_future()
-        self._drain_waiters.append(waiter)
-        return waiter
+        return self._drain.wait() if self.state == _OPEN else None
 
     def message_taken(self) -> None:
         if "queue" in self._reading_stopped and self.session.queued < self.server.config.ws_max_queue:
@@ -363,7 +359,7 @@ class WebSocketConnection(WebSocketServerProtocol):
     # autobahn's events.
 
     def onPing(self, payload: bytes) -> None:
-        if self._write_paused:
+        if self._drain.paused:
             self._pong_owed = payload  # answered once writes go on again, with the latest ping's
             self._stop_reading("pongs")  # till then, what it sends only adds to what it does not read
         else:
@@ -435,7 +431,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         if not wasClean:
             code, reason = 1006, ""  # autobahn's reason here is its own diagnosis, not the peer's
         self.session.closed(1005 if code is None else code, reason or "")
-        wake_all(self._drain_waiters)
+        self._drain.release()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._failure_waits = False
@@ -445,20 +441,19 @@ class WebSocketConnection(WebSocketServerProtocol):
         if self.closeHandshakeTimeoutCall is not None:  # autobahn leaves this one behind
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
-        wake_all(self._drain_waiters)
+        self._drain.release()
 
     # IPushProducer: the transport says whether the client reads what we write.
 
     def pauseProducing(self) -> None:
-        self._write_paused = True
+        self._drain.pause()
 
     def resumeProducing(self) -> None:
-        self._write_paused = False
         pong, self._pong_owed = self._pong_owed, None
         if pong is not None:
             self.sendPong(pong)
         self._read_again("pongs")
-        wake_all(self._drain_waiters)
+        self._drain.resume()
 
     def _stop_reading(self, why: str) -> None:
         if not self._reading_stopped:
