@@ -27,6 +27,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -42,6 +43,7 @@ from typing import Any, Callable, Iterator
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = HERE / ".venv"
+BEFORE = HERE / ".before"  # the hello_asgi package as of --before REV
 BIN = VENV / "bin"
 PEERS = ["uvicorn", "httptools", "uvloop", "websockets", "hypercorn", "daphne", "granian"]
 HYPERCORN_CONFIG = VENV / "hypercorn.toml"
@@ -143,6 +145,10 @@ SERVERS = [
     Server("hello-asgi ASGIResource in twisted.web (epoll)", lambda launch: [
         "env", f"PORT={launch.port}", str(BIN / "twistd"), "--pidfile=", "-l", "/dev/null", "-ny",
         str(HERE / "resource.tac")], frozenset({"http1", "ws"}), default=False, logs=False),
+    # hello-asgi as it was at --before REV: that commit's package first on the path, run by
+    # this venv's twist (its plugin and its dependencies), for a before/after table in one run.
+    Server("hello-asgi (before)", lambda launch: ["env", f"PYTHONPATH={BEFORE}",
+                                                  *_hello_asgi(launch, log=launch.access_log)], ALL, default=False),
     Server("uvicorn-h11", lambda launch: _uvicorn(launch, http="h11", loop="asyncio"), frozenset({"http1"}),
            default=False),
     Server("uvicorn", _uvicorn, frozenset({"http1", "ws", "unix", "idle"})),
@@ -1019,6 +1025,15 @@ def install() -> None:
     HYPERCORN_CONFIG.write_text(HYPERCORN_TOML)
 
 
+def export_before(rev: str) -> None:
+    """The package as of ``rev``, where the "hello-asgi (before)" row imports it from."""
+    shutil.rmtree(BEFORE, ignore_errors=True)
+    BEFORE.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "hello_asgi"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(BEFORE)], input=archive, check=True)
+
+
 def make_tls() -> TLS:
     """A self-signed pair for every server, made by hello-asgi installed in the venv."""
     directory = VENV / "tls"
@@ -1044,6 +1059,8 @@ def arguments() -> argparse.Namespace:
                         "http1-unix); --scenario defaults is http1 with it")
     parser.add_argument("--servers", help="comma-separated row names; default: all that speak the scenario "
                         f"(others: {', '.join(s.name for s in SERVERS if not s.default)})")
+    parser.add_argument("--before", metavar="REV", help="also run hello-asgi as of git revision REV, as the row "
+                        "'hello-asgi (before)' (name it in --servers too when --servers is given)")
     parser.add_argument("--size", type=int, default=200_000_000, help="bytes of a download or upload")
     parser.add_argument("--max-transfer", type=int, default=60, help="seconds a download or upload may take")
     args = parser.parse_args()
@@ -1060,8 +1077,13 @@ def main() -> None:
         os.sched_setaffinity(0, {1})
     scenario = SCENARIOS[args.scenario]
     install()
+    if args.before:
+        export_before(args.before)
     tls = make_tls() if args.scenario == "h2-tls" else None
     wanted = set(args.servers.split(",")) if args.servers else None
+    if args.before and wanted is None:
+        wanted = {s.name for s in SERVERS if s.default and (args.defaults or not s.only_with_logs)}
+        wanted.add("hello-asgi (before)")
     chosen = cases(scenario, args.defaults, wanted)
     if not chosen:
         sys.exit(f"no server speaks {args.scenario} among {args.servers}")
