@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from hello_asgi.config import Config
 from hello_asgi.factory import ASGIServerFactory
+from hello_asgi.threaded import LoopTransport
 
 TIMEOUT = 5.0  # seconds a wait for the server may take before the test fails
 
@@ -176,14 +177,18 @@ class MemoryServer:
         self.connections: list[MemoryConnection] = []
         test.addCleanup(self._stop)
 
-    def connect(self, port: int = 50000) -> MemoryConnection:
-        """A new connection from ``127.0.0.1:port``, made as a listener makes one."""
+    def connect(self, port: int = 50000, crossing: bool = False) -> MemoryConnection:
+        """A new connection from ``127.0.0.1:port``, made as a listener makes one.
+
+        ``crossing``: the protocol is given the transport through ``threaded.LoopTransport``,
+        as under a reactor that is not asyncio's (here the crossings are plain calls).
+        """
         peer = IPv4Address("TCP", "127.0.0.1", port)
         transport = MemoryTransport(self.loop, peer, IPv4Address("TCP", "127.0.0.1", 8000))
         protocol = self.factory.buildProtocol(peer)
         assert protocol is not None
         transport.protocol = protocol
-        protocol.makeConnection(transport)
+        protocol.makeConnection(LoopTransport(transport, self.factory.app_loop) if crossing else transport)
         connection = MemoryConnection(protocol, transport)
         self.connections.append(connection)
         return connection

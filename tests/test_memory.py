@@ -8,11 +8,13 @@ client, h11 to read HTTP/1.1 responses).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
+from hyperframe.frame import Frame as H2Frame, GoAwayFrame
 from twisted.trial import unittest
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -244,3 +246,41 @@ class WebSocketTests(unittest.TestCase):
         [closing] = client.events_received()
         assert isinstance(closing, Frame)
         self.assertEqual(closing.opcode, Opcode.CLOSE)
+
+
+class CrossingTests(unittest.TestCase):
+    """The protocols over ``threaded.LoopTransport``, the transport they get under a reactor
+    that is not asyncio's (``crossing``: here the hops between threads are plain calls)."""
+
+    @asyncio_test
+    async def test_http2_reads_on_after_goaway(self) -> None:
+        """Once a graceful shutdown sent GOAWAY, an HTTP/2 connection still reads its open
+        streams' frames: it asks its transport whether it is closing, which LoopTransport
+        must answer (it once had no ``disconnecting``, and the read raised)."""
+        release = asyncio.Event()
+
+        async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+            await send({"type": "http.response.body", "body": b"done"})
+
+        server = MemoryServer(self, slow)
+        connection = server.connect(crossing=True)
+        client = HTTP2Tests.client(self)  # type: ignore[arg-type]
+        client.send_headers(1, [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"),
+                                (b":authority", b"memory")], end_stream=True)
+        connection.send(client.data_to_send())
+        client.receive_data(await connection.read())
+        server.factory.shutdown()
+        goaway = await connection.read()  # read apart: h2's client takes no frame after a GOAWAY
+        self.assertEqual(H2Frame.parse_frame_header(memoryview(goaway[:9]))[0].type, GoAwayFrame.type)
+        client.ping(b"12345678")
+        connection.send(client.data_to_send())
+        events = client.receive_data(await connection.read())
+        self.assertTrue(any(isinstance(event, h2.events.PingAckReceived) for event in events), events)
+        release.set()
+        headers, body = await HTTP2Tests.exchange(self, connection, client, 1)  # type: ignore[arg-type]
+        self.assertEqual((headers[b":status"], body), (b"200", b"done"))
+        await connection.until_closed()
