@@ -24,10 +24,12 @@ from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from hello_asgi.config import Config
 from hello_asgi.factory import ASGIServerFactory
 from hello_asgi.threaded import LoopTransport
+from hello_asgi.transport import IConnectionTransport
 
 TIMEOUT = 5.0  # seconds a wait for the server may take before the test fails
 
@@ -44,6 +46,7 @@ class MemoryReactor(Clock):
         self._asyncioEventloop = loop
 
 
+@implementer(IConnectionTransport)
 class MemoryTransport(StringTransport):
     """A ``StringTransport`` that tells waiters when the server writes or closes, and
     delivers ``connectionLost`` a loop turn after the server closes, as a socket does."""

@@ -154,38 +154,41 @@ class DeadlineTests(unittest.TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 408 "), data)
 
 
-class HTTP2Tests(unittest.TestCase):
-    def client(self) -> h2.connection.H2Connection:
-        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        client.initiate_connection()
-        return client
+def h2_client() -> h2.connection.H2Connection:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    return client
 
-    async def exchange(self, connection: MemoryConnection, client: h2.connection.H2Connection,
-                       stream_id: int) -> tuple[dict[bytes, bytes], bytes]:
-        """Pass bytes both ways until ``stream_id`` ends; its response headers and body."""
-        headers: dict[bytes, bytes] = {}
-        body = b""
-        while True:
-            connection.send(client.data_to_send())
-            for event in client.receive_data(await connection.read()):
-                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream_id:
-                    headers = dict(event.headers)
-                elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
-                    body += event.data
-                    client.acknowledge_received_data(event.flow_controlled_length, stream_id)
-                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
-                    return headers, body
+
+async def h2_exchange(connection: MemoryConnection, client: h2.connection.H2Connection,
+                      stream_id: int) -> tuple[dict[bytes, bytes], bytes]:
+    """Pass bytes both ways until ``stream_id`` ends; its response headers and body."""
+    headers: dict[bytes, bytes] = {}
+    body = b""
+    while True:
+        connection.send(client.data_to_send())
+        for event in client.receive_data(await connection.read()):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream_id:
+                headers = dict(event.headers)
+            elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                body += event.data
+                client.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
+                return headers, body
+
+
+class HTTP2Tests(unittest.TestCase):
 
     @asyncio_test
     async def test_prior_knowledge(self) -> None:
         """h2c with prior knowledge: two streams, one after the other, on one connection."""
         server = MemoryServer(self, echo_app)
         connection = server.connect()
-        client = self.client()
+        client = h2_client()
         for stream_id, path in ((1, b"/one"), (3, b"/two")):
             client.send_headers(stream_id, [(b":method", b"GET"), (b":path", path), (b":scheme", b"http"),
                                             (b":authority", b"memory")], end_stream=True)
-            headers, body = await self.exchange(connection, client, stream_id)
+            headers, body = await h2_exchange(connection, client, stream_id)
             self.assertEqual(headers[b":status"], b"200")
             self.assertEqual(body, b"GET " + path + b" HTTP/2 ")
         self.assertFalse(connection.closed)
@@ -195,7 +198,7 @@ class HTTP2Tests(unittest.TestCase):
         """An h2c connection with no stream open closes with GOAWAY after keep-alive."""
         server = MemoryServer(self, echo_app, keep_alive_timeout=4.0)
         connection = server.connect()
-        client = self.client()
+        client = h2_client()
         connection.send(client.data_to_send())
         client.receive_data(await connection.read())
         server.advance(4.0 - RESOLUTION)
@@ -212,11 +215,12 @@ class HTTP2Tests(unittest.TestCase):
         connection = server.connect()
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         settings = client.initiate_upgrade_connection()
+        assert settings is not None  # a client's upgrade has its HTTP2-Settings
         connection.send(get("/up", b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
                                    b"HTTP2-Settings: " + settings + b"\r\n"))
         head = await connection.read(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
-        headers, body = await self.exchange(connection, client, 1)
+        headers, body = await h2_exchange(connection, client, 1)
         self.assertEqual(headers[b":status"], b"200")
         self.assertEqual(body, b"GET /up HTTP/2 ")
 
@@ -268,7 +272,7 @@ class CrossingTests(unittest.TestCase):
 
         server = MemoryServer(self, slow)
         connection = server.connect(crossing=True)
-        client = HTTP2Tests.client(self)  # type: ignore[arg-type]
+        client = h2_client()
         client.send_headers(1, [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"),
                                 (b":authority", b"memory")], end_stream=True)
         connection.send(client.data_to_send())
@@ -281,6 +285,6 @@ class CrossingTests(unittest.TestCase):
         events = client.receive_data(await connection.read())
         self.assertTrue(any(isinstance(event, h2.events.PingAckReceived) for event in events), events)
         release.set()
-        headers, body = await HTTP2Tests.exchange(self, connection, client, 1)  # type: ignore[arg-type]
+        headers, body = await h2_exchange(connection, client, 1)
         self.assertEqual((headers[b":status"], body), (b"200", b"done"))
         await connection.until_closed()
