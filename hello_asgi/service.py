@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybe
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from .config import Config
 from .factory import ASGIServerFactory
@@ -159,7 +160,7 @@ class ASGIService(Service):
         for waiter in waiting:
             waiter.callback(ports)
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
         log.critical("hello-asgi could not start: {error}", error=failure.getErrorMessage())
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:

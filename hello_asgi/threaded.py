@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from twisted.internet.interfaces import INegotiated, IProducer, IPushProducer, ISystemHandle
+from twisted.internet.interfaces import IAddress, INegotiated, IProducer, IPushProducer, ISystemHandle
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
@@ -153,14 +153,14 @@ class LoopTransport:
         self.disconnecting = True
         self._cross(self._transport.abortConnection)
 
-    def getHost(self) -> Any:
+    def getHost(self) -> IAddress:
         return self._host
 
     def getHandle(self) -> Any:
         """Read once the handshake is done (the ``tls`` scope extension): nothing writes it then."""
         return ISystemHandle(self._transport).getHandle()  # TLS's and TCP's transports have one
 
-    def getPeer(self) -> Any:
+    def getPeer(self) -> IAddress:
         return self._peer
 
     def setTcpNoDelay(self, enabled: bool) -> None:
