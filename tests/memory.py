@@ -19,11 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from hello_asgi.config import Config
@@ -168,16 +170,17 @@ class MemoryConnection:
 class MemoryServer:
     """A factory serving ``app``, its connections in memory, its time on ``clock``.
 
+    Made inside a test's coroutine (``asyncio_test``), whose loop the apps run on.
     ``settings`` are ``Config`` fields; the access log is off unless asked for. Every
-    connection is closed, and the server drained, in ``test``'s cleanup.
+    connection still open is cut, its app cancelled, and the server drained, in ``test``'s
+    cleanup.
     """
 
-    def __init__(self, test: Any, app: Any, **settings: Any) -> None:
+    def __init__(self, test: TestCase, app: Any, **settings: Any) -> None:
         settings.setdefault("access_log", None)
         self.loop = asyncio.get_running_loop()
         self.clock = MemoryReactor(self.loop)
         self.factory = ASGIServerFactory(app, Config(**settings), reactor=self.clock)
-        self.connections: list[MemoryConnection] = []
         test.addCleanup(self._stop)
 
     def connect(self, port: int = 50000, crossing: bool = False) -> MemoryConnection:
@@ -192,9 +195,7 @@ class MemoryServer:
         assert protocol is not None
         transport.protocol = protocol
         protocol.makeConnection(LoopTransport(transport, self.factory.app_loop) if crossing else transport)
-        connection = MemoryConnection(protocol, transport)
-        self.connections.append(connection)
-        return connection
+        return MemoryConnection(protocol, transport)
 
     def advance(self, seconds: float) -> None:
         """Move the server's time on: every deadline due by then fires."""
@@ -205,7 +206,5 @@ class MemoryServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.wait_for(self.factory.drained(), TIMEOUT)
 
-    def _stop(self) -> Any:
-        from twisted.internet.defer import Deferred
-
+    def _stop(self) -> Deferred[None]:
         return Deferred.fromFuture(asyncio.ensure_future(self._drain()))
