@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from .stream import HTTPStream
     from .websocket_session import WebSocketSession
 
-    Exchange = HTTPStream | WebSocketSession
-
 FLUSH_LINES = 512  # lines buffered before a write without waiting for the turn's end (about 64 KiB)
 PIPE_BUF = 4096  # POSIX: a pipe write of at most this many bytes is never split
 NAMESPACE = "hello_asgi.access"
@@ -49,6 +47,21 @@ EVENTS = "events"  # Config.access_log's word for "as twisted.logger events"
 # Gunicorn's atoms (and Hypercorn's): %(h)s, %({user-agent}i)s, ...
 _ATOM = re.compile(r"%\((\{[^}]*\}[ioe]|[a-zA-Z]+)\)")
 GUNICORN_DEFAULT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+class Exchange(Protocol):
+    """What a line is made of: a finished ``HTTPStream`` or ``WebSocketSession``, as the
+    access log reads it (``bytes_sent`` and ``response_headers``, which only an HTTP
+    exchange has, are read with a default)."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def started_at(self) -> float: ...
 
 
 class RequestLog(Protocol):
@@ -220,7 +233,7 @@ def _seconds(exchange: Exchange) -> float:
     return time.monotonic() - exchange.started_at
 
 
-Atom = Callable[["Exchange", _Clock], Any]
+Atom = Callable[[Exchange, _Clock], Any]
 
 # Each atom of Gunicorn's (and Hypercorn's) access_log_format, from the finished exchange.
 ATOMS: dict[str, Atom] = {

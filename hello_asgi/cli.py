@@ -55,23 +55,26 @@ def _usage_fail(error: usage.UsageError) -> None:
     sys.exit(USAGE_STATUS)
 
 
-def _named(coerce: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+class _Named:
     """``coerce``, failing with a message that names the option (``--port abc``)."""
-    words = {int: "a whole number", float: "a number"}
 
-    def coerced(value: str) -> Any:
+    _WORDS: dict[object, str] = {int: "a whole number", float: "a number"}
+
+    def __init__(self, coerce: Callable[[str], Any], name: str) -> None:
+        self._coerce = coerce
+        self._name = name
+        self.coerceDoc = getattr(coerce, "coerceDoc", "")  # what twisted.python.usage puts in --help
+
+    def __call__(self, value: str) -> Any:
         try:
-            return coerce(value)
+            return self._coerce(value)
         except ValueError as error:
-            expected = words.get(coerce, str(error))
-            raise ValueError(f"--{name} expects {expected}, not {value!r}") from None
-
-    coerced.coerceDoc = getattr(coerce, "coerceDoc", "")  # type: ignore[attr-defined]
-    return coerced
+            expected = self._WORDS.get(self._coerce, str(error))
+            raise ValueError(f"--{self._name} expects {expected}, not {value!r}") from None
 
 
 def _with_named_coercion(parameters: list[list[Any]]) -> list[list[Any]]:
-    return [[*entry[:4], _named(entry[4], entry[0])] if len(entry) > 4 else entry for entry in parameters]
+    return [[*entry[:4], _Named(entry[4], entry[0])] if len(entry) > 4 else entry for entry in parameters]
 
 
 def _loop_kind(name: str) -> str:
@@ -99,7 +102,7 @@ class Options(usage.Options):
         "can also be set as HELLO_ASGI_<OPTION> (HELLO_ASGI_TIMEOUT_KEEP_ALIVE=10) or in a --config "
         "TOML file; the command line wins over the environment, the environment over the file."
     )
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["app", "a", None, "The app: module:attribute, or module:factory() to call a factory."],
         ["app-dir", None, ".", "Directory put first on sys.path to find the app's module."],
         ["host", None, "127.0.0.1", "Interface for the default TCP listener."],
@@ -112,7 +115,7 @@ class Options(usage.Options):
         ["access-log-format", None, None, "The access line: 'json', or Gunicorn's atoms, e.g. "
                                           "'%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"' "
                                           "(also m U q H B T M D L p S, %({header}i)s, %({header}o)s, %({VAR}e)s)."],
-        ["server-header", None, _DEFAULTS.server_header.decode(), "Value of the Server header."],
+        ["server-header", None, (_DEFAULTS.server_header or b"").decode(), "Value of the Server header."],
         ["timeout-keep-alive", None, _DEFAULTS.keep_alive_timeout,
          "Seconds an idle keep-alive connection is kept.", float],
         ["timeout-request-head", None, _DEFAULTS.request_head_timeout,

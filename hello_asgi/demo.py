@@ -5,10 +5,15 @@ the server must take that in its stride.
 """
 
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def asgi(scope):
-    async def chat(receive, send):
+def asgi(scope: dict[str, Any]) -> Callable[[Receive, Send], Awaitable[None]]:
+    async def chat(receive: Receive, send: Send) -> None:
         await receive()
         await send({'type': 'http.response.start', 'status': 200,
                     'headers': [[b'Content-Type', b'application/json']]})

@@ -50,11 +50,12 @@ class Lifespan:
 
     async def shutdown(self) -> None:
         """Run lifespan shutdown, if startup completed: an app that failed to start is not asked."""
-        if not self._running:
+        task = self._task
+        if not self._running or task is None:  # (running only once startup made the task)
             return
         self._running = False
         await self._exchange("shutdown")
-        await self._task
+        await task
 
     async def _exchange(self, phase: str) -> None:
         await self._incoming.put({"type": f"lifespan.{phase}"})

@@ -19,6 +19,7 @@ from typing import IO, Any
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
@@ -30,6 +31,7 @@ from twisted.logger import (
     textFileLogObserver,
     timeFormatRFC3339,
 )
+from zope.interface import implementer
 
 from .process import is_worker
 
@@ -129,11 +131,18 @@ def _system(event: dict[str, Any]) -> str:
     return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
 
 
-def _drop_port_lines(event: dict[str, Any]) -> PredicateResult:
-    message = event.get("message")
-    if event.get("log_namespace") == "log_legacy" and message and _PORT_LINES.match(str(message[0])):
-        return PredicateResult.no
-    return PredicateResult.maybe
+@implementer(ILogFilterPredicate)
+class _DropPortLines:
+    """Leaves out the lines Twisted writes for each port opened and closed."""
+
+    def __call__(self, event: dict[str, Any]) -> PredicateResult:
+        message = event.get("message")
+        if event.get("log_namespace") == "log_legacy" and message and _PORT_LINES.match(str(message[0])):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
+_drop_port_lines = _DropPortLines()
 
 
 def observer_factory(log_format: str) -> Callable[[IO[str]], ILogObserver]:

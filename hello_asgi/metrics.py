@@ -21,13 +21,20 @@ from __future__ import annotations
 import bisect
 import json
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet.interfaces import IProtocolFactory, IProtocolNegotiationFactory
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IProtocolNegotiationFactory
 from zope.interface import implementer
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from twisted.web.http import Request as HTTPRequest
+    from twisted.web.server import Request, Site
+
+    Family = TypeVar("Family", CounterMetricFamily, GaugeMetricFamily)
+
     from .access_log import RequestLog
     from .stream import HTTPStream
     from .websocket_session import WebSocketSession
@@ -160,10 +167,10 @@ def open_connections(connections: Iterable[Any]) -> dict[str, int]:
 class Collector:
     """prometheus_client's view of ``figures()``, made when Prometheus asks."""
 
-    def __init__(self, figures: Any) -> None:
-        self._figures = figures  # a callable giving the Figures to expose
+    def __init__(self, figures: Callable[[], Figures]) -> None:
+        self._figures = figures  # gives the Figures to expose
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         figures: Figures = self._figures()
@@ -180,8 +187,8 @@ class Collector:
                                        labels=["protocol"])
         for version, values in sorted(figures.per_version.items()):
             cumulative, total = [], 0.0
-            for bound, count in zip([*map(str, BUCKETS), "+Inf"], values[:-3]):
-                total += count
+            for bound, in_bucket in zip([*map(str, BUCKETS), "+Inf"], values[:-3]):
+                total += in_bucket
                 cumulative.append((bound, total))
             durations.add_metric([_protocol(version)], cumulative, sum_value=values[-3])
             body_bytes.add_metric([_protocol(version)], values[-2])
@@ -203,13 +210,13 @@ def _protocol(version: str) -> str:
     return PROTOCOLS.get(version, version)
 
 
-def _labelled(family: Any, counts: dict[str, int]) -> Any:
+def _labelled(family: Family, counts: dict[str, int]) -> Family:
     for label, count in sorted(counts.items()):
         family.add_metric([label], count)
     return family
 
 
-def metrics_site(figures: Any) -> Any:
+def metrics_site(figures: Callable[[], Figures]) -> Site:
     """A twisted.web site answering GET /metrics in Prometheus' text format."""
     try:
         from prometheus_client import CollectorRegistry, generate_latest
@@ -220,21 +227,24 @@ def metrics_site(figures: Any) -> Any:
     from twisted.web.server import Site
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(figures))  # type: ignore[arg-type]
+    registry.register(Collector(figures))
 
     class Metrics(Resource):
         isLeaf = True
 
-        def render_GET(self, request: Any) -> bytes:
+        def render_GET(self, request: Request) -> bytes:
             request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-            return generate_latest(registry)  # type: ignore[no-any-return]
+            return generate_latest(registry)
+
+    class QuietSite(Site):
+        noisy = False
+
+        def log(self, request: HTTPRequest) -> None:
+            """Nothing: Prometheus' scrapes are not the app's traffic."""
 
     root = Resource()
     root.putChild(b"metrics", Metrics())
-    site = Site(root)
-    site.noisy = False
-    site.log = lambda request: None  # Prometheus' scrapes are not the app's traffic
-    return site
+    return QuietSite(root)
 
 
 class ServerMetrics:
@@ -247,7 +257,7 @@ class ServerMetrics:
         self._reactor = reactor
         self._listen = listen
         self._report = report
-        self._port: Any = None
+        self._port: IListeningPort | None = None
         self._reporting: Any = None
         meter(factory, self.figures)
         self.listener_factory = CountingFactory(factory, self.figures)
@@ -277,10 +287,10 @@ class ServerMetrics:
             self._reporting.stop()
             self.report()
         if self._port is not None:
-            await self._port.stopListening()
+            await maybeDeferred(self._port.stopListening)  # a Deferred or None
 
 
-async def serve_metrics(reactor: Any, description: str, figures: Any) -> Any:
+async def serve_metrics(reactor: Any, description: str, figures: Callable[[], Figures]) -> IListeningPort:
     """Listen on ``description`` for Prometheus, answering with ``figures()``."""
     from twisted.internet.endpoints import serverFromString
     from twisted.logger import Logger

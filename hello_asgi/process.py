@@ -83,7 +83,7 @@ class ProcessSignals:
     for a supervisor that must not replace workers the same signal is stopping.
     """
 
-    def __init__(self, reactor: Any, hangup: Callable[[], None],
+    def __init__(self, reactor: Any, hangup: Callable[[], object],
                  stopping: Callable[[], None] = lambda: None, repeat_level: LogLevel = LogLevel.info) -> None:
         self._reactor = reactor
         self._hangup = hangup

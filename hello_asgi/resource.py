@@ -99,8 +99,8 @@ class ASGIResource(Resource):
         factory = self.factory
         channel = request.channel
         channel.setTimeout(None)  # the channel's idle timer would cut the WebSocket
-        channel._networkProducer.unregisterProducer()
         transport: Any = channel.transport
+        transport.unregisterProducer()  # the channel, registered as the transport's producer
         channel.transport = None
         protocol: Any = WebSocketConnection(factory, head, "1.1", HTTP11Handshake(head, factory), connection)
         if factory.app_loop.threaded:
@@ -244,6 +244,10 @@ class _WebResponse:
 
     def drained(self, stream: HTTPStream) -> asyncio.Future[None] | None:
         return self._drain.waiter() if self._gate.paused else None
+
+    def send_file(self, stream: HTTPStream, file: Any, count: int) -> None:
+        """None: twisted.web's ``Request`` has no sendfile, so the stream reads the file."""
+        return None
 
     def abort(self, stream: HTTPStream) -> None:
         self._app_loop.to_reactor(self._abort)

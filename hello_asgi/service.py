@@ -9,10 +9,11 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from .config import Config
 from .factory import ASGIServerFactory
@@ -159,7 +160,7 @@ class ASGIService(Service):
         for waiter in waiting:
             waiter.callback(ports)
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
         log.critical("hello-asgi could not start: {error}", error=failure.getErrorMessage())
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
@@ -203,7 +204,7 @@ class ASGIService(Service):
 
     async def _stop(self) -> None:
         ports, self.ports = self.ports, []
-        await DeferredList([port.stopListening() for port in ports])
+        await DeferredList([maybeDeferred(port.stopListening) for port in ports])  # a Deferred or None
         app_loop = self.factory.app_loop
         await app_loop.run(self._drain())
         try:

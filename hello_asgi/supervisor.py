@@ -23,6 +23,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
 
@@ -38,6 +39,10 @@ LAST_RETRY = 30.0  # the longest pause between attempts
 class _Worker(ProcessProtocol):
     """One worker process: ``ready`` fires once it serves, ``ended`` when it has exited.
     ``generation`` is the supervisor's restart count when it was started."""
+
+    # ProcessProtocol's is Optional, for before makeConnection; spawnProcess connects the
+    # worker before it returns it, so every later call finds the process transport set.
+    transport: IProcessTransport
 
     def __init__(self, ready_fd: int, generation: int) -> None:
         self._ready_fd = ready_fd
@@ -75,7 +80,7 @@ class _Worker(ProcessProtocol):
 
     def stop(self) -> Deferred[Any]:
         if not self.ended.called:
-            self.transport.signalProcess("TERM")  # type: ignore[union-attr]
+            self.transport.signalProcess("TERM")
         return self.ended
 
 

@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
 from twisted.trial.unittest import TestCase
 
 from .config import Config
 from .service import ASGIService
 
 T = TypeVar("T")
+Case = TypeVar("Case", bound=TestCase)
+P = ParamSpec("P")
 
 
 class TestServer:
@@ -39,13 +42,13 @@ class TestServer:
         self.url = ""
         self.started: Deferred[TestServer] = service.whenListening().addCallback(self._ready)
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, TestServer]:
         """``await server`` waits until it listens, from an asyncio coroutine."""
         loop = self.service.factory.loop
         return self.started.asFuture(loop).__await__()
 
-    def _ready(self, ports: list[Any]) -> TestServer:
-        self.port = ports[0].getHost().port
+    def _ready(self, ports: list[IListeningPort]) -> TestServer:
+        self.port = ports[0].getHost().port  # type: ignore[attr-defined]  # IAddress has no port; a TCP one does
         self.url = f"http://127.0.0.1:{self.port}"
         return self
 
@@ -59,11 +62,11 @@ def serve(test: TestCase, app: Any, config: Config | None = None, **settings: An
     return TestServer(service)
 
 
-def asyncio_test(method: Callable[..., Awaitable[T]]) -> Callable[..., Deferred[T]]:
+def asyncio_test(method: Callable[Concatenate[Case, P], Awaitable[T]]) -> Callable[Concatenate[Case, P], Deferred[T]]:
     """Let a trial test method be an asyncio coroutine (it runs as a task on the reactor's loop)."""
 
     @functools.wraps(method)
-    def run(self: TestCase, *args: Any, **kwargs: Any) -> Deferred[T]:
+    def run(self: Case, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
         return Deferred.fromFuture(asyncio.ensure_future(method(self, *args, **kwargs)))
 
     return run

@@ -10,15 +10,16 @@ and what one turn of the loop asks for crosses in one hop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
-from twisted.internet.interfaces import IConsumer, INegotiated, IPushProducer, ITransport
+from twisted.internet.interfaces import IAddress, INegotiated, IProducer, IPushProducer, ISystemHandle
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from .bridge import AppLoop
+from .transport import IConnectionTransport
 
 
 class WriteGate:
@@ -61,6 +62,8 @@ class WriteGate:
 class ReactorSide(Protocol):
     """On the reactor's thread: hands each event of the connection to ``protocol`` on the loop's."""
 
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+
     def __init__(self, protocol: Protocol, app_loop: AppLoop) -> None:
         self._protocol = protocol
         self._app_loop = app_loop
@@ -94,11 +97,11 @@ class _ProducerOnLoop:
         self._app_loop.to_loop(self._producer.stopProducing)
 
 
-@implementer(ITransport, IConsumer, IPushProducer)
+@implementer(IConnectionTransport)
 class LoopTransport:
     """On the loop's thread: the reactor's transport, as far as the protocols use one."""
 
-    def __init__(self, transport: Any, app_loop: AppLoop) -> None:
+    def __init__(self, transport: IConnectionTransport, app_loop: AppLoop) -> None:
         self._transport = transport
         self._app_loop = app_loop
         self._host = transport.getHost()
@@ -107,6 +110,7 @@ class LoopTransport:
         self._pending: list[tuple[Any, tuple[Any, ...]]] = []
         self._producer: IPushProducer | None = None
         self._gate = WriteGate(self._pause_producer, self._resume_producer)
+        self.disconnecting = False  # set here at once: the reactor's transport learns a hop later
         if INegotiated.providedBy(transport):
             alsoProvides(self, INegotiated)
 
@@ -138,23 +142,25 @@ class LoopTransport:
             self._gate.sent(len(data))
             self._cross(self._write, data)
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
+        self.disconnecting = True
         self._cross(self._transport.loseConnection)
 
     def abortConnection(self) -> None:
+        self.disconnecting = True
         self._cross(self._transport.abortConnection)
 
-    def getHost(self) -> Any:
+    def getHost(self) -> IAddress:
         return self._host
 
     def getHandle(self) -> Any:
         """Read once the handshake is done (the ``tls`` scope extension): nothing writes it then."""
-        return self._transport.getHandle()
+        return ISystemHandle(self._transport).getHandle()  # TLS's and TCP's transports have one
 
-    def getPeer(self) -> Any:
+    def getPeer(self) -> IAddress:
         return self._peer
 
     def setTcpNoDelay(self, enabled: bool) -> None:
@@ -170,9 +176,12 @@ class LoopTransport:
     def stopProducing(self) -> None:
         self._cross(self._transport.stopProducing)
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._producer = producer
-        self._cross(self._transport.registerProducer, _ProducerOnLoop(producer, self._gate, self._app_loop), streaming)
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        if not streaming:
+            raise ValueError("only a push producer (streaming=True) can be paused across the threads")
+        # IConsumer's contract: with streaming=True, ``producer`` is an IPushProducer.
+        self._producer = push = cast(IPushProducer, producer)
+        self._cross(self._transport.registerProducer, _ProducerOnLoop(push, self._gate, self._app_loop), streaming)
 
     def unregisterProducer(self) -> None:
         self._producer = None

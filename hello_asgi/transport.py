@@ -7,6 +7,8 @@ enough that ten thousand idle connections cost little. Any Twisted protocol (our
 wrapped around ours) runs on it unchanged. ``FastListeningReactor`` hands that path to
 Twisted's endpoint parser, so ``tcp:``/``tcp6:``/``unix:`` endpoint strings keep their meaning and
 every other endpoint still works through Twisted itself.
+
+``IConnectionTransport`` is the type of what every protocol here is given as its transport.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import socket
 import stat
 import struct
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError, ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
+    IAddress,
     IConsumer,
     IListeningPort,
     IProducer,
@@ -33,7 +36,9 @@ from twisted.internet.interfaces import (
     IPushProducer,
     ISystemHandle,
     ITCPTransport,
+    ITransport,
 )
+from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.lockfile import FilesystemLock
@@ -44,9 +49,38 @@ from .config import Config
 Address = IPv4Address | IPv6Address | UNIXAddress
 
 log = Logger(namespace="hello_asgi.transport")
+# A transport's protocol before ``connect`` and after ``connectionLost``: it hears nothing, so
+# ``protocol`` is always one, and the transport drops its real protocol (no cycle left).
+_NOBODY: IProtocol = TwistedProtocol()
+
+
+
+class IConnectionTransport(ITransport, IConsumer, IPushProducer):
+    """What the server's protocols use of their transport, whichever carries them:
+    ``SocketTransport``, Twisted's TCP and TLS transports, ``threaded.LoopTransport``, an
+    HTTP/2 stream's WebSocket transport. ITransport's writes, closes and addresses,
+    IConsumer's producer, IPushProducer's pausing of reads, ``abortConnection`` and
+    ``disconnecting``, which all of them have.
+
+    Twisted declares these apart, and ``Protocol.transport`` as an Optional ``ITransport``
+    (None until ``makeConnection``). A protocol class declares ``transport:
+    IConnectionTransport``: ``makeConnection`` sets it before any other call, so its
+    methods use it as it is, with neither a check nor an ignore.
+    """
+
+    disconnecting: bool  # loseConnection or abortConnection was called
+
+    def abortConnection() -> None:
+        """Close now, dropping what was not sent yet."""
+
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() sends RST
 CLOSE_TIMEOUT = Config.close_timeout  # seconds, for ports made without a Config
+
+
+def _pushing(producer: IProducer) -> IPushProducer:
+    """A producer registered with ``streaming=True``: IConsumer's contract makes it a push one."""
+    return cast(IPushProducer, producer)
 
 
 def twisted_address(sockaddr: Any, family: int) -> Address:
@@ -78,7 +112,7 @@ class SendfileCounter:
     sent = 0
 
 
-@implementer(ITCPTransport, ISystemHandle, IConsumer, IPushProducer)
+@implementer(IConnectionTransport, ITCPTransport, ISystemHandle)
 class SocketTransport:
     """One accepted TCP socket, read and written from asyncio's selector, as a Twisted transport.
 
@@ -113,7 +147,7 @@ class SocketTransport:
         self._close_timer: asyncio.TimerHandle | None = None  # aborts a close the peer drags out
         self._file: _FileSend | None = None  # a file being sent (send_file)
         self.disconnecting = False
-        self.protocol: IProtocol | None = None
+        self.protocol: IProtocol = _NOBODY
 
     def connect(self, protocol: IProtocol) -> None:
         """Start reading, and tell ``protocol`` it is connected."""
@@ -139,7 +173,7 @@ class SocketTransport:
             self.loseConnection()
             return
         try:
-            self.protocol.dataReceived(data)  # type: ignore[union-attr]
+            self.protocol.dataReceived(data)
         except Exception:
             log.failure("Unhandled error in {protocol!r}; connection aborted", protocol=self.protocol)
             self.abortConnection()
@@ -193,20 +227,20 @@ class SocketTransport:
                 self._lose(ConnectionLost(str(error)))
                 return
             if sent < len(data):
-                self._unsent = bytearray(memoryview(data)[sent:])
+                self._unsent = unsent = bytearray(memoryview(data)[sent:])
                 self._port.loop.add_writer(self._socket.fileno(), self._flush)
-                self._check_unsent()
+                self._check_unsent(unsent)
         else:
             unsent += data
-            self._check_unsent()
+            self._check_unsent(unsent)
         if self._producer is not None and not self._streaming_producer:
             self._schedule_pull()
 
-    def _check_unsent(self) -> None:
-        if len(self._unsent) > self.HIGH_WATER and not self._writing_paused:  # type: ignore[arg-type]
+    def _check_unsent(self, unsent: bytearray) -> None:
+        if len(unsent) > self.HIGH_WATER and not self._writing_paused:
             self._writing_paused = True
             if self._producer is not None and self._streaming_producer:
-                self._producer.pauseProducing()  # type: ignore[attr-defined]
+                _pushing(self._producer).pauseProducing()
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
@@ -344,19 +378,21 @@ class SocketTransport:
         if self._producer is not None:
             self._tell_producer("stopProducing")
             self._producer = None
-        protocol, self.protocol = self.protocol, None  # no cycle left for the collector to find
+        protocol, self.protocol = self.protocol, _NOBODY  # no cycle left for the collector to find
         try:
-            protocol.connectionLost(Failure(reason))  # type: ignore[union-attr]
+            protocol.connectionLost(Failure(reason))
         except Exception:
             log.failure("Unhandled error in {protocol!r} when disconnected", protocol=protocol)
 
     # Made on each call, as Twisted's own TCP transport does: an idle connection then holds
     # only address tuples (its host's shared with every connection to that address).
 
-    def getPeer(self) -> Address:
+    # ITCPTransport's addresses are IPv4 or IPv6 ones; this transport serves UNIX sockets too.
+
+    def getPeer(self) -> Address:  # type: ignore[override]  # a UNIXAddress on a UNIX socket
         return twisted_address(self._peer, self._socket.family)
 
-    def getHost(self) -> Address:
+    def getHost(self) -> Address:  # type: ignore[override]  # a UNIXAddress on a UNIX socket
         return twisted_address(self._host, self._socket.family)
 
     def getHandle(self) -> socket.socket:
@@ -407,7 +443,7 @@ class SocketTransport:
         self._producer = producer
         self._streaming_producer = streaming
         if streaming and self._writing_paused:
-            producer.pauseProducing()  # type: ignore[attr-defined]
+            _pushing(producer).pauseProducing()
         elif not streaming:
             self._schedule_pull()
 
