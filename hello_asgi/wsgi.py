@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from . import __version__
 from .config import Config
 from .loading import Message, Receive, Scope, Send
 from .stream import ClientDisconnected
@@ -124,6 +125,7 @@ class WSGIApp:
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
+            "SERVER_SOFTWARE": f"hello-asgi/{__version__}",
         }
 
     def __repr__(self) -> str:
@@ -153,7 +155,8 @@ class WSGIApp:
         await pool.admit()
         loop = asyncio.get_running_loop()
         channel = Channel(loop, pool.release)
-        call = WSGICall(self.app, {}, channel, "http.response.pathsend" in scope.get("extensions", ()))
+        call = WSGICall(self.app, {}, channel, "http.response.pathsend" in scope.get("extensions", ()),
+                        scope["method"] == "HEAD")
         pool.run(lambda: self._call(call, scope, loop))
         try:
             failure = await _pump(channel, receive, send)

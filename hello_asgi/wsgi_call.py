@@ -200,11 +200,12 @@ class WSGICall:
     (with the app's exception, if it raised)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], environ: dict[str, Any], channel: Channel,
-                 pathsend: bool) -> None:
+                 pathsend: bool, head: bool = False) -> None:
         self.app = app
         self.environ = environ
         self.channel = channel
         self.pathsend = pathsend
+        self.head = head  # a HEAD request: the body is iterated (the app may count on it) and not sent
         self._start: tuple[int, list[tuple[bytes, bytes]], int | None] | None = None
         self._head_sent = False
         self._ended = False
@@ -272,8 +273,8 @@ class WSGICall:
             data = bytes(data)
         if self._start is None:
             raise RuntimeError("the WSGI app sent body before calling start_response")
-        if not data or self._ended:
-            return
+        if not data or self._ended or self.head:
+            return  # (a HEAD's head goes with the end, framed as Gunicorn frames it: no Transfer-Encoding)
         if not self._head_sent:
             self._send_head()
         left = self._left
