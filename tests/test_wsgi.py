@@ -740,3 +740,92 @@ class ShutdownAndEmbeddingTests(unittest.TestCase):
         self.assertEqual(response.json()["PATH_INFO"], "/embedded")
         for connection in list(factory.connections):
             connection.transport.loseConnection()
+
+
+ISSUE_APP = '''import json
+
+def wsgi(environ, start_response):
+    start_response('200 OK', [
+        ('Content-Type', 'application/json'),
+    ])
+    yield json.dumps(environ, default=repr).encode()
+'''
+
+
+class CommandTests(unittest.TestCase):
+    """``twist hello-asgi --app app:wsgi``, the issue's app.py as written, as a process."""
+
+    async def serve_process(self, *options: str) -> tuple[Any, Any, int]:
+        from twisted.internet.defer import Deferred
+
+        from .test_cli import TWIST, _Server, free_port
+
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        (directory / "app.py").write_text(ISSUE_APP)
+        port = free_port()
+        server = _Server()
+        args = [*TWIST, "hello-asgi", "--app", "app:wsgi", "--port", str(port), *options]
+        process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ, path=str(directory))
+
+        async def stop() -> None:
+            if not server.ended.called:
+                process.signalProcess("TERM")
+                await asyncio.wait_for(server.ended.asFuture(asyncio.get_running_loop()), 30)
+
+        self.addCleanup(lambda: Deferred.fromFuture(asyncio.ensure_future(stop())))
+        self.stop = stop
+        return server, process, port
+
+    async def get(self, url: str, **client: Any) -> httpx.Response:
+        async with httpx.AsyncClient(**client) as http:
+            for _ in range(400):
+                try:
+                    return await http.get(url)
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.05)  # the process is still starting
+            return await http.get(url)
+
+    @asyncio_test
+    async def test_twist_serves_the_issue_app(self) -> None:
+        server, _, port = await self.serve_process()
+        response = await self.get(f"http://127.0.0.1:{port}/cmd")
+        environ = response.json()
+        self.assertLessEqual(PEP_3333_KEYS, set(environ))
+        self.assertEqual((environ["PATH_INFO"], environ["SERVER_PROTOCOL"]), ("/cmd", "HTTP/1.1"))
+        await self.stop()
+        self.assertNotIn(b"Traceback", server.output)
+        self.assertNotIn(b"lifespan", server.output.lower())  # nothing about lifespan, alarming or not
+
+    @asyncio_test
+    async def test_twist_tls_serves_http2(self) -> None:
+        server, _, port = await self.serve_process("--tls")
+        response = await self.get(f"https://127.0.0.1:{port}/tls", http2=True, verify=False)
+        self.assertEqual(response.http_version, "HTTP/2")
+        self.assertEqual(response.json()["wsgi.url_scheme"], "https")
+        self.assertEqual(response.json()["SERVER_PROTOCOL"], "HTTP/2")
+
+    @asyncio_test
+    async def test_workers_say_multiprocess(self) -> None:
+        server, _, port = await self.serve_process("--workers", "2", "--wsgi-threads", "3")
+        environ = (await self.get(f"http://127.0.0.1:{port}/")).json()
+        self.assertIs(environ["wsgi.multiprocess"], True)
+        self.assertIs(environ["wsgi.multithread"], True)
+
+
+class SettingTests(unittest.TestCase):
+    def test_wsgi_threads_and_interface_from_the_command_line(self) -> None:
+        from hello_asgi.cli import Options
+
+        options = Options()
+        options.parseOptions(["--app", "hello_asgi.demo:wsgi", "--wsgi-threads", "3", "--interface", "wsgi"])
+        app = options["loaded_app"]
+        self.assertIsInstance(app, WSGIApp)
+        self.assertEqual((app.threads, app.pool.size, options["config"].interface), (3, 3, "wsgi"))
+
+    def test_wsgi_threads_must_be_at_least_one(self) -> None:
+        with self.assertRaises(ValueError):
+            Config(wsgi_threads=0).validate()
+        with self.assertRaises(ValueError):
+            WSGIApp(demo.wsgi, threads=0)
+        Config(interface="wsgi", wsgi_threads=1).validate()
