@@ -11,9 +11,6 @@ hold the thread back; it reads the request body with ``receive()`` when the thre
 from __future__ import annotations
 
 import asyncio
-import collections
-import queue
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,6 +23,7 @@ from .stream import ClientDisconnected
 from .wsgi_call import ACK, DONE, MARK, READ, SEND, Channel, FileWrapper, WSGICall
 from .wsgi_environ import build_environ
 from .wsgi_io import ErrorStream, InputStream
+from .wsgi_pool import ThreadPool
 
 log = Logger(namespace="hello_asgi.wsgi")
 
@@ -35,66 +33,6 @@ log = Logger(namespace="hello_asgi.wsgi")
 DEFAULT_THREADS: int = Config.wsgi_threads
 
 WSGICallable = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-class ThreadPool:
-    """``size`` worker threads, started as requests need them, and the admission of
-    requests to them: a request beyond ``size`` waits on the loop (in arrival order) for a
-    thread to come free, so the threads' queue never holds more than ``size`` calls.
-
-    The threads are daemons: a WSGI call stuck for ever must not keep the process from
-    exiting once the server has given up on it.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.busy = 0  # calls admitted and not yet finished
-        self._started = 0
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def admit(self) -> None:
-        """Take a thread's slot, waiting for one while all ``size`` are busy."""
-        if self.busy < self.size:
-            self.busy += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            await waiter  # release() passes its slot straight on: busy stays as it is
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot came just as the request was cancelled
-            else:
-                self._waiting.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        """A call finished: its slot goes to the longest-waiting request, or back to the pool."""
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.busy -= 1
-
-    def run(self, job: Callable[[], None]) -> None:
-        """Hand ``job`` to a thread, starting one if every started thread may be busy."""
-        self._jobs.put(job)
-        if self._started < self.busy:
-            self._started += 1
-            threading.Thread(target=self._work, name=f"hello-asgi-wsgi-{self._started}", daemon=True).start()
-
-    def stop(self) -> None:
-        """Let the idle threads end (the busy ones end after their call)."""
-        for _ in range(self._started):
-            self._jobs.put(None)
-        self._started = 0
-
-    def _work(self) -> None:
-        jobs = self._jobs
-        while (job := jobs.get()) is not None:
-            job()
 
 
 class WSGIApp:
@@ -154,9 +92,9 @@ class WSGIApp:
         pool = self.pool
         await pool.admit()
         loop = asyncio.get_running_loop()
-        channel = Channel(loop, pool.release)
+        channel = Channel(pool.waker(loop), pool.release)
         call = WSGICall(self.app, {}, channel, "http.response.pathsend" in scope.get("extensions", ()),
-                        scope["method"] == "HEAD")
+                        scope["method"] == "HEAD", _may_have_body(scope))
         pool.run(lambda: self._call(call, scope, loop))
         try:
             failure = await _pump(channel, receive, send)
@@ -179,6 +117,18 @@ class WSGIApp:
             call.channel.finish([], error)
             return
         call.run()
+
+
+def _may_have_body(scope: Scope) -> bool:
+    """Whether the request may have a body: over HTTP/1 only with a Content-Length other
+    than 0 or a Transfer-Encoding (RFC 9112 section 6.3); over HTTP/2 unless its
+    Content-Length is 0. ``wsgi.input`` of one that cannot is at its end without asking."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.strip() != b"0"
+        if name == b"transfer-encoding":
+            return True
+    return not scope["http_version"].startswith("1")
 
 
 async def _pump(channel: Channel, receive: Receive, send: Send) -> BaseException | None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .stream import ClientDisconnected
+from .wsgi_pool import Waker
 
 # What the thread posts to the loop.
 SEND, MARK, READ, DONE = range(4)
@@ -45,8 +46,9 @@ class Channel:
     the server gave up on the request); the thread then stops at its next post or read.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, release: Callable[[], None]) -> None:
-        self.loop = loop
+    def __init__(self, waker: Waker, release: Callable[[], None]) -> None:
+        self.loop = waker.loop
+        self._waker = waker
         self._release = release
         self._lock = threading.Lock()
         self._outbox: list[tuple[int, Any]] = []
@@ -63,7 +65,7 @@ class Channel:
             self._outbox += items
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            self.loop.call_soon_threadsafe(_wake, waiter)
+            self._waker.call(_wake, waiter)
 
     def reply(self) -> Any:
         """Wait for the loop's next answer; ``ClientDisconnected`` once the loop gave up."""
@@ -85,9 +87,9 @@ class Channel:
                 self._outbox.append((DONE, error))
                 waiter, self._waiter = self._waiter, None
         if abandoned:
-            self.loop.call_soon_threadsafe(self._release)
+            self._waker.call(_release, self._release)
         elif waiter is not None:
-            self.loop.call_soon_threadsafe(_wake, waiter)
+            self._waker.call(_wake, waiter)
 
     # The loop's side.
 
@@ -122,6 +124,10 @@ _GONE = object()
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _release(release: Callable[[], None]) -> None:
+    release()
 
 
 class FileWrapper:
@@ -200,7 +206,7 @@ class WSGICall:
     (with the app's exception, if it raised)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], environ: dict[str, Any], channel: Channel,
-                 pathsend: bool, head: bool = False) -> None:
+                 pathsend: bool, head: bool = False, body: bool = True) -> None:
         self.app = app
         self.environ = environ
         self.channel = channel
@@ -213,7 +219,7 @@ class WSGICall:
         self._pending: list[tuple[int, Any]] = []  # posts held back until more comes
         self._unacked = 0  # MARKs posted and not yet answered
         self._since_mark = 0
-        self._body_ended = False
+        self._body_ended = not body  # a request that cannot have a body is not asked for one
 
     def run(self) -> None:
         error = None

@@ -654,6 +654,24 @@ class StreamingTests(unittest.TestCase):
 
 class PoolTests(unittest.TestCase):
     @asyncio_test
+    async def test_calls_run_on_threads_of_their_own_all_at_once(self) -> None:
+        barrier = threading.Barrier(3, timeout=TIMEOUT)  # broken unless three calls run at once
+        seen: list[int] = []
+
+        def app(environ: Any, start_response: Any) -> list[bytes]:
+            seen.append(threading.get_ident())
+            barrier.wait()
+            start_response("200 OK", [])
+            return [b"met"]
+
+        server = await serve(self, WSGIApp(app, threads=3))
+        async with httpx.AsyncClient() as client:
+            responses = await asyncio.gather(*(client.get(server.url) for _ in range(3)))
+        self.assertEqual([response.text for response in responses], ["met"] * 3)
+        self.assertEqual(len(set(seen)), 3)
+        self.assertNotIn(threading.get_ident(), seen)  # never the reactor's (and the app loop's) thread
+
+    @asyncio_test
     async def test_beyond_the_threads_a_request_waits_for_one(self) -> None:
         release = threading.Event()
         entered: list[str] = []
