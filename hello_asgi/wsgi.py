@@ -56,6 +56,7 @@ class WSGIApp:
         self.app = app
         self.threads = threads
         self.pool = ThreadPool(threads)
+        self._error_stream: ErrorStream | None = None
         self.constants: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.multithread": threads > 1,
@@ -93,7 +94,7 @@ class WSGIApp:
         await pool.admit()
         loop = asyncio.get_running_loop()
         channel = Channel(pool.waker(loop), pool.release)
-        call = WSGICall(self.app, {}, channel, "http.response.pathsend" in scope.get("extensions", ()),
+        call = WSGICall(self.app, channel, "http.response.pathsend" in scope["extensions"],
                         scope["method"] == "HEAD", _may_have_body(scope))
         pool.run(lambda: self._call(call, scope, loop))
         try:
@@ -106,12 +107,19 @@ class WSGIApp:
         if failure is not None:
             raise failure
 
+    def _errors(self, loop: asyncio.AbstractEventLoop) -> ErrorStream:
+        """``wsgi.errors``: one for every call on ``loop`` (each thread keeps its own partial line)."""
+        errors = self._error_stream
+        if errors is None or errors.loop is not loop:
+            errors = self._error_stream = ErrorStream(loop)
+        return errors
+
     def _call(self, call: WSGICall, scope: Scope, loop: asyncio.AbstractEventLoop) -> None:
         """In a worker thread: the environ, then the app."""
         try:
             environ = build_environ(scope, self.constants)
             environ["wsgi.input"] = InputStream(call.fetch_body)
-            environ["wsgi.errors"] = ErrorStream(loop)
+            environ["wsgi.errors"] = self._errors(loop)
             call.environ = environ
         except BaseException as error:
             call.channel.finish([], error)

@@ -165,31 +165,57 @@ class FileWrapper:
         return os.path.abspath(os.fsdecode(name)), opened.st_size
 
 
+# start_response's statuses and header fields found good, as what goes on the wire: an
+# app sends the same few again and again (bounded: a field may carry a value per request).
+_good_statuses: dict[str, int] = {}
+_good_fields: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}  # None: hop-by-hop, dropped
+_MOST_KNOWN = 512
+
+
 def checked_start(status: Any, headers: Any) -> tuple[int, list[tuple[bytes, bytes]], int | None]:
     """``start_response``'s arguments as an ASGI status and headers, and the Content-Length;
     ``ValueError`` naming what is wrong, before anything reaches the wire.
 
     Hop-by-hop fields are dropped, as Gunicorn does: the server frames the response.
     """
-    if type(status) is not str or not (match := _status(status)):
-        raise ValueError(f"WSGI start_response: the status must be a str of three digits and a reason, "
-                         f"e.g. '200 OK', not {status!r}")
+    code = _good_statuses.get(status) if type(status) is str else None
+    if code is None:
+        code = _check_status(status)
     checked = []
     length = None
     for field in headers:
-        if type(field) is not tuple or len(field) != 2 or type(field[0]) is not str or type(field[1]) is not str:
-            raise ValueError(f"WSGI start_response: each header must be a (str, str) tuple, not {field!r}")
-        name, value = field
-        lower = name.lower()
-        if not _is_token(name) or _has_forbidden(value) or not value.isascii() and not _latin1(value):
-            raise ValueError(f"WSGI start_response: bad header {name!r}: {value!r} (a token name, and a "
-                             f"latin-1 value without CR, LF or NUL)")
-        if lower in HOP_BY_HOP:
-            continue
-        if lower == "content-length" and value.strip().isdigit():
-            length = int(value)
-        checked.append((name.encode("latin-1"), value.encode("latin-1")))
-    return int(match.group(1)), checked, length
+        try:
+            good = _good_fields[field]
+        except (KeyError, TypeError):
+            good = _check_field(field)
+        if good is not None:
+            checked.append(good)
+            if good[0] == b"Content-Length" or good[0].lower() == b"content-length":
+                length = int(good[1]) if good[1].strip().isdigit() else None
+    return code, checked, length
+
+
+def _check_status(status: Any) -> int:
+    if type(status) is not str or not (match := _status(status)):
+        raise ValueError(f"WSGI start_response: the status must be a str of three digits and a reason, "
+                         f"e.g. '200 OK', not {status!r}")
+    code = int(match.group(1))
+    if len(_good_statuses) < _MOST_KNOWN:
+        _good_statuses[status] = code
+    return code
+
+
+def _check_field(field: Any) -> tuple[bytes, bytes] | None:
+    if type(field) is not tuple or len(field) != 2 or type(field[0]) is not str or type(field[1]) is not str:
+        raise ValueError(f"WSGI start_response: each header must be a (str, str) tuple, not {field!r}")
+    name, value = field
+    if not _is_token(name) or _has_forbidden(value) or not value.isascii() and not _latin1(value):
+        raise ValueError(f"WSGI start_response: bad header {name!r}: {value!r} (a token name, and a "
+                         f"latin-1 value without CR, LF or NUL)")
+    good = None if name.lower() in HOP_BY_HOP else (name.encode("latin-1"), value.encode("latin-1"))
+    if len(_good_fields) < _MOST_KNOWN and len(value) <= 100:
+        _good_fields[field] = good
+    return good
 
 
 def _latin1(text: str) -> bool:
@@ -205,10 +231,13 @@ class WSGICall:
     it returns, always calls the iterable's ``close()``, and tells the channel it finished
     (with the app's exception, if it raised)."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], environ: dict[str, Any], channel: Channel,
-                 pathsend: bool, head: bool = False, body: bool = True) -> None:
+    __slots__ = ("_body_ended", "_ended", "_head_sent", "_left", "_pending", "_since_mark", "_start", "_unacked",
+                 "app", "channel", "environ", "head", "pathsend")
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], channel: Channel, pathsend: bool, head: bool = False,
+                 body: bool = True) -> None:
         self.app = app
-        self.environ = environ
+        self.environ: dict[str, Any] = {}
         self.channel = channel
         self.pathsend = pathsend
         self.head = head  # a HEAD request: the body is iterated (the app may count on it) and not sent

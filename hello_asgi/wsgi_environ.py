@@ -39,9 +39,11 @@ def wsgi_text(text: str) -> str:
 def path_info(scope: Scope) -> str:
     """The request path below ``root_path``, %-decoded to bytes and given as latin-1 (PEP 3333)."""
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-    root = scope.get("root_path", "").encode("utf-8")
-    if root and raw_path.startswith(root):
-        raw_path = raw_path[len(root):]
+    root = scope["root_path"]
+    if root:
+        root_bytes = root.encode("utf-8")
+        if raw_path.startswith(root_bytes):
+            raw_path = raw_path[len(root_bytes):]
     if raw_path.find(b"%") != -1:
         raw_path = unquote_to_bytes(raw_path)
     return raw_path.decode("latin-1")
@@ -56,24 +58,29 @@ def build_environ(scope: Scope, constants: dict[str, Any]) -> dict[str, Any]:
     such field (PEP 3333 allows empty or absent). A field sent more than once is joined with
     ``,`` (RFC 9110 section 5.3), cookies with ``;`` (RFC 6265 section 5.4).
     """
-    server = scope.get("server") or ("", None)
-    client = scope.get("client")
-    environ = constants.copy()
-    environ["REQUEST_METHOD"] = scope["method"]
-    environ["SCRIPT_NAME"] = wsgi_text(scope.get("root_path", ""))
-    environ["PATH_INFO"] = path_info(scope)
-    environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
-    environ["CONTENT_TYPE"] = ""
-    environ["CONTENT_LENGTH"] = ""
-    environ["SERVER_NAME"] = server[0] or ""
-    environ["SERVER_PORT"] = str(server[1]) if server[1] is not None else ""
-    environ["SERVER_PROTOCOL"] = "HTTP/" + scope.get("http_version", "1.1")
-    environ["REMOTE_ADDR"] = client[0] if client else ""
-    environ["REMOTE_PORT"] = str(client[1]) if client else ""
-    environ["wsgi.url_scheme"] = scope.get("scheme", "http")
+    server = scope["server"] or ("", None)
+    client = scope["client"]
+    root_path = scope["root_path"]
+    environ = {
+        **constants,
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": wsgi_text(root_path) if root_path else "",
+        "PATH_INFO": path_info(scope),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "CONTENT_TYPE": "",
+        "CONTENT_LENGTH": "",
+        "SERVER_NAME": server[0] or "",
+        "SERVER_PORT": str(server[1]) if server[1] is not None else "",
+        "SERVER_PROTOCOL": _PROTOCOLS.get(scope["http_version"]) or "HTTP/" + scope["http_version"],
+        "REMOTE_ADDR": client[0] if client else "",
+        "REMOTE_PORT": str(client[1]) if client else "",
+        "wsgi.url_scheme": scope["scheme"],
+    }
     seen: set[str] = set()
     for name, value in scope["headers"]:
-        key = _KEYS.get(name, "") if name in _KEYS else environ_key(name)
+        key = _KEYS.get(name, "")
+        if key == "":
+            key = environ_key(name)
         if key is None:
             continue
         text = value.decode("latin-1")
@@ -83,3 +90,6 @@ def build_environ(scope: Scope, constants: dict[str, Any]) -> dict[str, Any]:
             seen.add(key)
         environ[key] = text
     return environ
+
+
+_PROTOCOLS = {"1.1": "HTTP/1.1", "2": "HTTP/2", "1.0": "HTTP/1.0"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
 
 from twisted.logger import Logger
@@ -19,6 +20,8 @@ class InputStream:
     ``wsgi.input_terminated`` is true: a read past the end returns ``b""``, whatever the
     framing (a chunked HTTP/1.1 body, an HTTP/2 body without Content-Length).
     """
+
+    __slots__ = ("_buffer", "_ended", "_fetch")
 
     def __init__(self, fetch: Callable[[], bytes | None]) -> None:
         self._fetch = fetch  # the next chunk of the body, or None once it has ended
@@ -86,11 +89,20 @@ class InputStream:
 
 class ErrorStream:
     """``wsgi.errors``: text the app writes, logged a line at a time on the loop's thread
-    (namespace ``hello_asgi.wsgi``, level error), as Gunicorn sends it to its error log."""
+    (namespace ``hello_asgi.wsgi``, level error), as Gunicorn sends it to its error log.
+    One serves every call; each thread's unfinished line is its own."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._partial = ""
+        self.loop = loop
+        self._local = threading.local()
+
+    @property
+    def _partial(self) -> str:
+        return getattr(self._local, "partial", "")
+
+    @_partial.setter
+    def _partial(self, text: str) -> None:
+        self._local.partial = text
 
     def write(self, text: str) -> int:
         lines = (self._partial + text).split("\n")
@@ -110,7 +122,7 @@ class ErrorStream:
 
     def _emit(self, line: str) -> None:
         try:
-            self._loop.call_soon_threadsafe(_log_line, line)
+            self.loop.call_soon_threadsafe(_log_line, line)
         except RuntimeError:  # the loop has closed: the process is ending
             pass
 
