@@ -21,8 +21,7 @@ from .config import Config
 from .loading import Message, Receive, Scope, Send
 from .stream import ClientDisconnected
 from .wsgi_call import ACK, DONE, MARK, READ, SEND, Channel, FileWrapper, WSGICall
-from .wsgi_environ import build_environ
-from .wsgi_io import ErrorStream, InputStream
+from .wsgi_io import ErrorStream
 from .wsgi_pool import ThreadPool
 
 log = Logger(namespace="hello_asgi.wsgi")
@@ -71,12 +70,11 @@ class WSGIApp:
         return f"WSGIApp({self.app!r}, threads={self.threads})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
+        if scope["type"] == "http":
             await self._serve(scope, receive, send)
-        elif kind == "lifespan":
+        elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        elif kind == "websocket":
+        elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -90,81 +88,63 @@ class WSGIApp:
                 return
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Admit the request, hand its call to a thread, and carry out what the thread posts
+        until it finishes; then raise the app's error, or one ``send()`` raised (a response
+        the stream refused), for the stream to turn into a 500 or a cut response."""
         pool = self.pool
-        await pool.admit()
+        if pool.busy < pool.size:
+            pool.busy += 1
+        else:
+            await pool.admit()
         loop = asyncio.get_running_loop()
         channel = Channel(pool.waker(loop), pool.release)
-        call = WSGICall(self.app, channel, "http.response.pathsend" in scope["extensions"],
-                        scope["method"] == "HEAD", _may_have_body(scope))
-        pool.run(lambda: self._call(call, scope, loop))
+        pool.run(WSGICall(self, scope, channel, loop))
+        failure: BaseException | None = None
         try:
-            failure = await _pump(channel, receive, send)
-        except BaseException as error:  # cancelled: shutdown ran out of time, or --timeout-request
+            while True:
+                batch = channel.take()
+                if isinstance(batch, asyncio.Future):
+                    await batch
+                    continue
+                for kind, value in batch:
+                    if kind == SEND:
+                        failure = await _send(channel, send, value) or failure
+                    elif kind == DONE:
+                        pool.release()
+                        if value is not None and not isinstance(value, ClientDisconnected):
+                            raise value
+                        if failure is not None:
+                            raise failure
+                        return
+                    elif kind == MARK:
+                        channel.answer(ACK)
+                    else:  # READ
+                        channel.answer(await _read(channel, receive))
+        except asyncio.CancelledError as error:  # shutdown ran out of time, or --timeout-request
             if channel.abandon(error):
                 pool.release()
             raise
-        pool.release()
-        if failure is not None:
-            raise failure
 
-    def _errors(self, loop: asyncio.AbstractEventLoop) -> ErrorStream:
+    def errors(self, loop: asyncio.AbstractEventLoop) -> ErrorStream:
         """``wsgi.errors``: one for every call on ``loop`` (each thread keeps its own partial line)."""
         errors = self._error_stream
         if errors is None or errors.loop is not loop:
             errors = self._error_stream = ErrorStream(loop)
         return errors
 
-    def _call(self, call: WSGICall, scope: Scope, loop: asyncio.AbstractEventLoop) -> None:
-        """In a worker thread: the environ, then the app."""
-        try:
-            environ = build_environ(scope, self.constants)
-            environ["wsgi.input"] = InputStream(call.fetch_body)
-            environ["wsgi.errors"] = self._errors(loop)
-            call.environ = environ
-        except BaseException as error:
-            call.channel.finish([], error)
-            return
-        call.run()
 
-
-def _may_have_body(scope: Scope) -> bool:
-    """Whether the request may have a body: over HTTP/1 only with a Content-Length other
-    than 0 or a Transfer-Encoding (RFC 9112 section 6.3); over HTTP/2 unless its
-    Content-Length is 0. ``wsgi.input`` of one that cannot is at its end without asking."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return value.strip() != b"0"
-        if name == b"transfer-encoding":
-            return True
-    return not scope["http_version"].startswith("1")
-
-
-async def _pump(channel: Channel, receive: Receive, send: Send) -> BaseException | None:
-    """Carry out what the thread posts until it finishes; the error to raise, if any: the
-    app's, or one ``send()`` raised (a response the stream refused)."""
-    failure: BaseException | None = None
-    while True:
-        batch = channel.take()
-        if isinstance(batch, asyncio.Future):
-            await batch
-            continue
-        for kind, value in batch:
-            if kind == SEND:
-                if channel.gone is None:
-                    try:
-                        await send(value)
-                    except ClientDisconnected as error:
-                        channel.fail(error)
-                    except Exception as error:
-                        failure = error
-                        channel.fail(error)
-            elif kind == MARK:
-                channel.replies.put(ACK)
-            elif kind == READ:
-                message = await _read(channel, receive)
-                channel.replies.put(message)
-            elif kind == DONE:
-                return value if value is not None and not isinstance(value, ClientDisconnected) else failure
+async def _send(channel: Channel, send: Send, message: Message) -> BaseException | None:
+    """Send one message the thread posted, unless the exchange is over; a refused response's error."""
+    if channel.gone is not None:
+        return None
+    try:
+        await send(message)
+    except ClientDisconnected as error:
+        channel.fail(error)
+    except Exception as error:
+        channel.fail(error)
+        return error
+    return None
 
 
 async def _read(channel: Channel, receive: Receive) -> Message:

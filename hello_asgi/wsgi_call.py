@@ -17,7 +17,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .loading import Scope
 from .stream import ClientDisconnected
+from .wsgi_environ import build_environ
+from .wsgi_io import InputStream
 from .wsgi_pool import Waker
 
 # What the thread posts to the loop.
@@ -46,6 +49,9 @@ class Channel:
     the server gave up on the request); the thread then stops at its next post or read.
     """
 
+    __slots__ = ("_abandoned", "_finished", "_lock", "_outbox", "_release", "_waiter", "_waker", "gone", "loop",
+                 "replies")
+
     def __init__(self, waker: Waker, release: Callable[[], None]) -> None:
         self.loop = waker.loop
         self._waker = waker
@@ -53,12 +59,19 @@ class Channel:
         self._lock = threading.Lock()
         self._outbox: list[tuple[int, Any]] = []
         self._waiter: asyncio.Future[None] | None = None
-        self.replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Made by the thread before it first asks (most calls never do); the loop answers on it.
+        self.replies: queue.SimpleQueue[Any] | None = None
         self.gone: BaseException | None = None
         self._abandoned = False
         self._finished = False
 
     # The thread's side.
+
+    def ask(self, kind: int) -> None:
+        """Post a question (READ, MARK) the loop answers on ``replies``."""
+        if self.replies is None:
+            self.replies = queue.SimpleQueue()  # before the question: the loop's answer needs it
+        self.post([(kind, None)])
 
     def post(self, items: list[tuple[int, Any]]) -> None:
         with self._lock:
@@ -71,6 +84,7 @@ class Channel:
         """Wait for the loop's next answer; ``ClientDisconnected`` once the loop gave up."""
         if self.gone is not None:
             raise ClientDisconnected("the client went away, or the server gave up on the request")
+        assert self.replies is not None
         answer = self.replies.get()
         if answer is _GONE:
             raise ClientDisconnected("the client went away, or the server gave up on the request")
@@ -103,11 +117,19 @@ class Channel:
             waiter = self._waiter = self.loop.create_future()
         return waiter
 
+    def answer(self, answer: Any) -> None:
+        assert self.replies is not None
+        self.replies.put(answer)
+
     def fail(self, error: BaseException) -> None:
-        """Nothing more can be sent: the thread's next post or read raises."""
+        """Nothing more can be sent: the thread's next post or read raises. (``gone`` is set
+        before ``replies`` is looked at, and the thread makes ``replies`` before it looks at
+        ``gone``: one of the two sees the other.)"""
         if self.gone is None:
             self.gone = error
-            self.replies.put(_GONE)
+            replies = self.replies
+            if replies is not None:
+                replies.put(_GONE)
 
     def abandon(self, error: BaseException) -> bool:
         """The loop task is leaving before the call ended (cancelled); True if the thread
@@ -232,27 +254,34 @@ class WSGICall:
     (with the app's exception, if it raised)."""
 
     __slots__ = ("_body_ended", "_ended", "_head_sent", "_left", "_pending", "_since_mark", "_start", "_unacked",
-                 "app", "channel", "environ", "head", "pathsend")
+                 "channel", "environ", "head", "loop", "scope", "wsgi")
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], channel: Channel, pathsend: bool, head: bool = False,
-                 body: bool = True) -> None:
-        self.app = app
-        self.environ: dict[str, Any] = {}
+    # Most calls never change these.
+    _start: tuple[int, list[tuple[bytes, bytes]], int | None] | None
+    _left: int | None  # body bytes the Content-Length still allows
+
+    def __init__(self, wsgi: Any, scope: Scope, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+        self.wsgi = wsgi  # the WSGIApp: the app, the environ's constants, wsgi.errors
+        self.scope = scope
         self.channel = channel
-        self.pathsend = pathsend
-        self.head = head  # a HEAD request: the body is iterated (the app may count on it) and not sent
-        self._start: tuple[int, list[tuple[bytes, bytes]], int | None] | None = None
+        self.loop = loop
+        self._start = None
         self._head_sent = False
         self._ended = False
-        self._left: int | None = None  # body bytes the Content-Length still allows
         self._pending: list[tuple[int, Any]] = []  # posts held back until more comes
         self._unacked = 0  # MARKs posted and not yet answered
         self._since_mark = 0
-        self._body_ended = not body  # a request that cannot have a body is not asked for one
 
-    def run(self) -> None:
+    def __call__(self) -> None:
+        """In a worker thread: the environ, the app, its response, and the end."""
         error = None
         try:
+            scope = self.scope
+            self.head = scope["method"] == "HEAD"  # the body is iterated (the app may count on it) and not sent
+            self._body_ended = not _may_have_body(scope)  # such a request is not asked for one
+            environ = self.environ = build_environ(scope, self.wsgi.constants)
+            environ["wsgi.input"] = InputStream(self.fetch_body)
+            environ["wsgi.errors"] = self.wsgi.errors(self.loop)
             self._respond()
         except BaseException as raised:  # the loop re-raises it: a 500, or a cut response
             error = raised
@@ -260,7 +289,7 @@ class WSGICall:
         self.channel.finish([] if error is not None else pending, error)
 
     def _respond(self) -> None:
-        result = self.app(self.environ, self.start_response)
+        result = self.wsgi.app(self.environ, self.start_response)
         try:
             if isinstance(result, FileWrapper) and self._by_path(result):
                 return
@@ -350,7 +379,7 @@ class WSGICall:
         if self._since_mark < WINDOW:
             return
         self._since_mark = 0
-        self.channel.post([(MARK, None)])
+        self.channel.ask(MARK)
         self._unacked += 1
         while self._unacked > 1:
             self._answer()
@@ -366,7 +395,7 @@ class WSGICall:
         """The next chunk of the request body (``wsgi.input``), or ``None`` at its end."""
         if self._body_ended:
             return None
-        self.channel.post([(READ, None)])
+        self.channel.ask(READ)
         while (message := self._answer()) is ACK:
             pass
         if message["type"] == "http.disconnect":
@@ -377,7 +406,8 @@ class WSGICall:
 
     def _by_path(self, wrapper: FileWrapper) -> bool:
         """Send a wrapped file by its path, if the server and the file allow it."""
-        if self._start is None or not self.pathsend or self._start[0] in (204, 304):
+        if self._start is None or "http.response.pathsend" not in self.scope["extensions"] \
+                or self._start[0] in (204, 304):
             return False
         found = wrapper.path()
         if found is None or (self._start[2] is not None and self._start[2] != found[1]):
@@ -386,3 +416,15 @@ class WSGICall:
         self._ended = True
         self._pending.append((SEND, {"type": "http.response.pathsend", "path": found[0]}))
         return True
+
+
+def _may_have_body(scope: Scope) -> bool:
+    """Whether the request may have a body: over HTTP/1 only with a Content-Length other
+    than 0 or a Transfer-Encoding (RFC 9112 section 6.3); over HTTP/2 unless its
+    Content-Length is 0. ``wsgi.input`` of one that cannot is at its end without asking."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.strip() != b"0"
+        if name == b"transfer-encoding":
+            return True
+    return not scope["http_version"].startswith("1")
