@@ -11,6 +11,7 @@ hold the thread back; it reads the request body with ``receive()`` when the thre
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,7 @@ from . import __version__
 from .config import Config
 from .loading import Message, Receive, Scope, Send
 from .stream import ClientDisconnected
-from .wsgi_call import ACK, DONE, MARK, READ, SEND, Channel, FileWrapper, WSGICall
+from .wsgi_call import ACK, DONE, MARK, READ, SEND, Channel, FileWrapper, WSGICall, may_have_body
 from .wsgi_io import ErrorStream
 from .wsgi_pool import ThreadPool
 
@@ -98,7 +99,7 @@ class WSGIApp:
             await pool.admit()
         loop = asyncio.get_running_loop()
         channel = Channel(pool.waker(loop), pool.release)
-        pool.run(WSGICall(self, scope, channel, loop))
+        pool.run(WSGICall(self, scope, channel, loop, _first_message(receive, scope)))
         failure: BaseException | None = None
         try:
             while True:
@@ -144,6 +145,41 @@ async def _send(channel: Channel, send: Send, message: Message) -> BaseException
     except Exception as error:
         channel.fail(error)
         return error
+    return None
+
+
+def _is_coroutine_function(receive: Receive) -> bool:
+    """Whether ``receive`` makes a coroutine, which can be asked without waiting (the
+    server's own ``receive`` is a method of its ``HTTPStream``: the answer is kept per class)."""
+    function = getattr(receive, "__func__", None)
+    if function is None:
+        return False
+    known = _COROUTINE_FUNCTIONS.get(function)
+    if known is None:
+        known = _COROUTINE_FUNCTIONS[function] = inspect.iscoroutinefunction(function)
+    return known
+
+
+_COROUTINE_FUNCTIONS: dict[Any, bool] = {}
+
+
+def _first_message(receive: Receive, scope: Scope) -> Message | None:
+    """The request's first message, if ``receive()`` has it without waiting (a request
+    without a body, or whose body came with its head), so the thread need not ask the loop
+    for it; else ``None``, and nothing taken.
+
+    A request that says ``Expect: 100-continue`` is not looked at: asking would send the
+    ``100 Continue`` that should wait until the app reads.
+    """
+    if not may_have_body(scope) or any(name == b"expect" for name, _ in scope["headers"]) \
+            or not _is_coroutine_function(receive):
+        return None
+    asking = receive()
+    try:
+        asking.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    asking.close()  # it waits for the body: the thread asks when it reads (receive() keeps no state of it)
     return None
 
 

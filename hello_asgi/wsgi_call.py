@@ -254,15 +254,17 @@ class WSGICall:
     (with the app's exception, if it raised)."""
 
     __slots__ = ("_body_ended", "_ended", "_head_sent", "_left", "_pending", "_since_mark", "_start", "_unacked",
-                 "channel", "environ", "head", "loop", "scope", "wsgi")
+                 "channel", "environ", "first", "head", "loop", "scope", "wsgi")
 
     # Most calls never change these.
     _start: tuple[int, list[tuple[bytes, bytes]], int | None] | None
     _left: int | None  # body bytes the Content-Length still allows
 
-    def __init__(self, wsgi: Any, scope: Scope, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, wsgi: Any, scope: Scope, channel: Channel, loop: asyncio.AbstractEventLoop,
+                 first: dict[str, Any] | None = None) -> None:
         self.wsgi = wsgi  # the WSGIApp: the app, the environ's constants, wsgi.errors
         self.scope = scope
+        self.first = first  # the request's first message, if the loop had it at once
         self.channel = channel
         self.loop = loop
         self._start = None
@@ -278,7 +280,7 @@ class WSGICall:
         try:
             scope = self.scope
             self.head = scope["method"] == "HEAD"  # the body is iterated (the app may count on it) and not sent
-            self._body_ended = not _may_have_body(scope)  # such a request is not asked for one
+            self._body_ended = self.first is None and not may_have_body(scope)  # not asked for one
             environ = self.environ = build_environ(scope, self.wsgi.constants)
             environ["wsgi.input"] = InputStream(self.fetch_body)
             environ["wsgi.errors"] = self.wsgi.errors(self.loop)
@@ -395,9 +397,13 @@ class WSGICall:
         """The next chunk of the request body (``wsgi.input``), or ``None`` at its end."""
         if self._body_ended:
             return None
-        self.channel.ask(READ)
-        while (message := self._answer()) is ACK:
-            pass
+        message = self.first
+        if message is not None:
+            self.first = None
+        else:
+            self.channel.ask(READ)
+            while (message := self._answer()) is ACK:
+                pass
         if message["type"] == "http.disconnect":
             raise ClientDisconnected("the client went away before the request body ended")
         if not message.get("more_body", False):
@@ -418,7 +424,7 @@ class WSGICall:
         return True
 
 
-def _may_have_body(scope: Scope) -> bool:
+def may_have_body(scope: Scope) -> bool:
     """Whether the request may have a body: over HTTP/1 only with a Content-Length other
     than 0 or a Transfer-Encoding (RFC 9112 section 6.3); over HTTP/2 unless its
     Content-Length is 0. ``wsgi.input`` of one that cannot is at its end without asking."""

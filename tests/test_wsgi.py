@@ -570,6 +570,45 @@ class StreamingTests(unittest.TestCase):
                                            "six", "", ""])
 
     @asyncio_test
+    async def test_an_http2_body_that_comes_after_its_head(self) -> None:
+        def app(environ: Any, start_response: Any) -> list[bytes]:
+            body = environ["wsgi.input"].read()
+            start_response("200 OK", [])
+            return [b"%d %s" % (len(body), body[:5])]
+
+        server = await serve(self, app)
+        client = await H2Client.open(server.port)
+        self.addCleanup(client.close)
+        stream_id = client.request("/", "POST", end=False)  # the head alone: the body follows
+        await asyncio.sleep(0.1)  # an observation window: the call starts before any body
+        client.conn.send_data(stream_id, b"hello ", end_stream=False)
+        client.conn.send_data(stream_id, b"world", end_stream=True)
+        client.flush()
+        _, body = await client.response(stream_id)
+        self.assertEqual(body, b"11 hello")
+
+    @asyncio_test
+    async def test_100_continue_only_when_the_app_reads(self) -> None:
+        def app(environ: Any, start_response: Any) -> list[bytes]:
+            if environ["PATH_INFO"] == "/read":
+                environ["wsgi.input"].read()
+            start_response("200 OK", [])
+            return [b"done"]
+
+        server = await serve(self, app)
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        reader, writer = await connect(server.port)
+        self.addCleanup(writer.close)
+        writer.write(head % b"/read")
+        self.assertEqual(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT),
+                         b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"12345")
+        self.assertIn(b"200 OK", await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
+        data = await exchange(server.port, head % b"/ignore", until=b"done")
+        self.assertNotIn(b"100 Continue", data)
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data)
+
+    @asyncio_test
     async def test_a_slow_reader_holds_the_app_back(self) -> None:
         yielded = []
 
