@@ -138,11 +138,13 @@ def _hello_asgi_wsgi(launch: Launch, app: str = "wsgi_app:app") -> list[str]:
             *([] if launch.access_log else ["--no-access-log"])]
 
 
-def _gunicorn(launch: Launch) -> list[str]:
+def _gunicorn(launch: Launch, h2c: bool = False) -> list[str]:
     # the gthread worker, as Gunicorn's docs say to run threads in production; one worker
-    # under its arbiter; no access log unless asked (its default); no control socket (27's)
+    # under its arbiter; no access log unless asked (its default); no control socket (27's);
+    # HTTP/2 in cleartext only when asked (27's --http-protocols, --http2-cleartext)
     return [str(BIN / "gunicorn"), "-k", "gthread", "--threads", str(WSGI_THREADS), "--workers", "1",
             "--no-control-socket", "--chdir", str(HERE), "-b", f"127.0.0.1:{launch.port}",
+            *(["--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"] if h2c else []),
             *(["--access-logfile", "-"] if launch.access_log else []), "wsgi_app:app"]
 
 
@@ -186,6 +188,7 @@ SERVERS = [
     Server("hello-asgi + a2wsgi", lambda launch: _hello_asgi_wsgi(launch, "wsgi_app:a2wsgi_app"),
            frozenset({"wsgi", "wsgi-h2c"})),
     Server("gunicorn gthread", _gunicorn, frozenset({"wsgi"})),
+    Server("gunicorn gthread", lambda launch: _gunicorn(launch, h2c=True), frozenset({"wsgi-h2c"})),
     Server("hypercorn wsgi", _hypercorn_wsgi, frozenset({"wsgi", "wsgi-h2c"})),
     Server("granian wsgi", _granian_wsgi, frozenset({"wsgi", "wsgi-h2c"})),
 ]
@@ -926,7 +929,8 @@ TARGETS = {
              Target("hello-asgi ÷ Granian WSGI req/s", _ratio("hello-asgi", "granian wsgi", "rate"), 0.7),
              Target("hello-asgi's own adapter ÷ a2wsgi's, req/s", _ratio("hello-asgi", "hello-asgi + a2wsgi", "rate"),
                     1.0)],
-    "wsgi-h2c": [Target("hello-asgi ÷ Hypercorn WSGI req/s", _ratio("hello-asgi", "hypercorn wsgi", "rate"), 2.0),
+    "wsgi-h2c": [Target("hello-asgi ÷ Gunicorn gthread req/s", _ratio("hello-asgi", "gunicorn gthread", "rate"), 1.5),
+                 Target("hello-asgi ÷ Hypercorn WSGI req/s", _ratio("hello-asgi", "hypercorn wsgi", "rate"), 2.0),
                  Target("hello-asgi's own adapter ÷ a2wsgi's, req/s",
                         _ratio("hello-asgi", "hello-asgi + a2wsgi", "rate"), 1.0)],
     "startup": [Target("Uvicorn's idle RSS + 10 MiB, less hello-asgi's (MiB)", _startup_rss, 0.0),
