@@ -162,6 +162,16 @@ class HelloWorldTests(unittest.TestCase):
         self.assertEqual(environ["wsgi.url_scheme"], "https")
 
     @asyncio_test
+    async def test_the_proxy_protocol_rewrites_remote_addr(self) -> None:
+        server = await serve(self, demo.wsgi, proxy_protocol=True)
+        data = await exchange(server.port, b"PROXY TCP4 203.0.113.5 192.0.2.1 51234 443\r\n"
+                                           b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        ((response, body),) = parse_responses(data)
+        environ = json.loads(body)
+        self.assertEqual((environ["REMOTE_ADDR"], environ["REMOTE_PORT"]), ("203.0.113.5", "51234"))
+        self.assertEqual((environ["SERVER_NAME"], environ["SERVER_PORT"]), ("192.0.2.1", "443"))
+
+    @asyncio_test
     async def test_root_path_is_script_name(self) -> None:
         server = await serve(self, demo.wsgi, root_path="/mount")
         async with httpx.AsyncClient() as client:
