@@ -45,7 +45,8 @@ ROOT = HERE.parent
 VENV = HERE / ".venv"
 BEFORE = HERE / ".before"  # the hello_asgi package as of --before REV
 BIN = VENV / "bin"
-PEERS = ["uvicorn", "httptools", "uvloop", "websockets", "hypercorn", "daphne", "granian"]
+PEERS = ["uvicorn", "httptools", "uvloop", "websockets", "hypercorn", "daphne", "granian", "gunicorn", "a2wsgi"]
+WSGI_THREADS = 10  # every WSGI server's thread count (hello-asgi's default); wsgi_app.THREADS for a2wsgi
 HYPERCORN_CONFIG = VENV / "hypercorn.toml"
 # Hypercorn closes a connection after 1000 requests by default (keep_alive_max_requests, a
 # setting of its configuration file only). h2load does not reconnect, so with the cap the
@@ -133,6 +134,34 @@ def _granian(launch: Launch) -> list[str]:
             "app:app"]
 
 
+def _hello_asgi_wsgi(launch: Launch, app: str = "wsgi_app:app") -> list[str]:
+    return [str(BIN / "twist"), "hello-asgi", "--app", app, "--app-dir", str(HERE), "--loop", "asyncio",
+            "--port", str(launch.port), "--wsgi-threads", str(WSGI_THREADS),
+            *([] if launch.access_log else ["--no-access-log"])]
+
+
+def _gunicorn(launch: Launch, h2c: bool = False) -> list[str]:
+    # the gthread worker, as Gunicorn's docs say to run threads in production; one worker
+    # under its arbiter; no access log unless asked (its default); no control socket (27's);
+    # HTTP/2 in cleartext only when asked (27's --http-protocols, --http2-cleartext)
+    return [str(BIN / "gunicorn"), "-k", "gthread", "--threads", str(WSGI_THREADS), "--workers", "1",
+            "--no-control-socket", "--chdir", str(HERE), "-b", f"127.0.0.1:{launch.port}",
+            *(["--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"] if h2c else []),
+            *(["--access-logfile", "-"] if launch.access_log else []), "wsgi_app:app"]
+
+
+def _hypercorn_wsgi(launch: Launch) -> list[str]:
+    # Hypercorn finds a WSGI app itself and runs it in its loop's default executor (no thread option)
+    return [str(BIN / "hypercorn"), "--config", str(HYPERCORN_CONFIG), "-b", f"127.0.0.1:{launch.port}",
+            *(["--access-logfile", "-"] if launch.access_log else []), "wsgi_app:app"]
+
+
+def _granian_wsgi(launch: Launch) -> list[str]:
+    return [str(BIN / "granian"), "--interface", "wsgi", "--blocking-threads", str(WSGI_THREADS),
+            "--host", "127.0.0.1", "--port", str(launch.port),
+            "--access-log" if launch.access_log else "--no-access-log", "wsgi_app:app"]
+
+
 ALL = frozenset({"http1", "h2c", "h2-tls", "ws", "unix", "idle"})
 SERVERS = [
     Server("hello-asgi", lambda launch: _hello_asgi(launch, log=launch.access_log), ALL),
@@ -159,6 +188,15 @@ SERVERS = [
         str(BIN / "python"), str(HERE / "bare_h2.py"), str(launch.port),
         *([launch.tls.cert, launch.tls.key] if launch.tls else [])], frozenset({"h2c", "h2-tls"}), hello_only=True,
            logs=False),
+    # The WSGI scenarios: the same WSGI app (wsgi_app.py) on each; hello-asgi's row is named
+    # "hello-asgi" there, so the ratios are taken against it.
+    Server("hello-asgi", _hello_asgi_wsgi, frozenset({"wsgi", "wsgi-h2c"})),
+    Server("hello-asgi + a2wsgi", lambda launch: _hello_asgi_wsgi(launch, "wsgi_app:a2wsgi_app"),
+           frozenset({"wsgi", "wsgi-h2c"})),
+    Server("gunicorn gthread", _gunicorn, frozenset({"wsgi"})),
+    Server("gunicorn gthread", lambda launch: _gunicorn(launch, h2c=True), frozenset({"wsgi-h2c"})),
+    Server("hypercorn wsgi", _hypercorn_wsgi, frozenset({"wsgi", "wsgi-h2c"})),
+    Server("granian wsgi", _granian_wsgi, frozenset({"wsgi", "wsgi-h2c"})),
 ]
 
 
@@ -610,6 +648,11 @@ SCENARIOS = {s.name: s for s in [
              "HTTP/1.1 through nginx (on CPU 1) to the server's UNIX socket"),
     Scenario("h2c", "http", ("h2c",), throughput(h2load), (RATE, CPU_US, MEAN), 10,
              "HTTP/2 prior knowledge hello world, h2load -m10"),
+    Scenario("wsgi", "http", ("wsgi",), throughput(wrk), (RATE, CPU_US, LATENCY), 50,
+             f"a WSGI hello world (wsgi_app.py), HTTP/1.1 keep-alive, wrk -t1, access logs off, "
+             f"{WSGI_THREADS} threads each"),
+    Scenario("wsgi-h2c", "http", ("wsgi-h2c",), throughput(h2load), (RATE, CPU_US, MEAN), 10,
+             f"a WSGI hello world (wsgi_app.py), HTTP/2 prior knowledge, h2load -m10, {WSGI_THREADS} threads each"),
     Scenario("h2-tls", "https", ("h2-tls",), throughput(h2load), (RATE, CPU_US, MEAN), 10,
              "HTTP/2 over TLS (ALPN) hello world, h2load -m10"),
     Scenario("ws-echo", "ws", ("ws",), throughput(ws_load("echo")),
@@ -887,6 +930,15 @@ TARGETS = {
                                                                                "seconds"), 1.0)],
     "upload-h2": [Target("hello-asgi's HTTP/1.1 seconds ÷ its h2c seconds (1/1.5 = 0.67)",
                          _ratio("hello-asgi http1", "hello-asgi h2c", "seconds"), 1 / 1.5)],
+    "wsgi": [Target("hello-asgi ÷ Gunicorn gthread req/s", _ratio("hello-asgi", "gunicorn gthread", "rate"), 1.5),
+             Target("hello-asgi ÷ Hypercorn WSGI req/s", _ratio("hello-asgi", "hypercorn wsgi", "rate"), 2.0),
+             Target("hello-asgi ÷ Granian WSGI req/s", _ratio("hello-asgi", "granian wsgi", "rate"), 0.7),
+             Target("hello-asgi's own adapter ÷ a2wsgi's, req/s", _ratio("hello-asgi", "hello-asgi + a2wsgi", "rate"),
+                    1.0)],
+    "wsgi-h2c": [Target("hello-asgi ÷ Gunicorn gthread req/s", _ratio("hello-asgi", "gunicorn gthread", "rate"), 1.5),
+                 Target("hello-asgi ÷ Hypercorn WSGI req/s", _ratio("hello-asgi", "hypercorn wsgi", "rate"), 2.0),
+                 Target("hello-asgi's own adapter ÷ a2wsgi's, req/s",
+                        _ratio("hello-asgi", "hello-asgi + a2wsgi", "rate"), 1.0)],
     "startup": [Target("Uvicorn's idle RSS + 10 MiB, less hello-asgi's (MiB)", _startup_rss, 0.0),
                 Target("0.6 s less hello-asgi's time to the first answer (s)", _first_answer, 0.0)],
 }
@@ -1006,7 +1058,7 @@ def _print_header(scenario: Scenario, args: argparse.Namespace, env: Row, logs_a
 
 def _print_targets(checked: list[Row]) -> None:
     if checked:
-        print("\nIssue 16's targets (median of the rounds' values; each value within one round):")
+        print("\nTargets (issue 16's; issue 18's for wsgi; median of the rounds' values; each value within one round):")
     for t in checked:
         each = " / ".join(_fmt(v, 2) for v in t["per_round"])
         print(f"- {t['target']}: {_fmt(t['median'], 2)} (at least {t['at_least']:.2f}: "
@@ -1021,6 +1073,7 @@ def install() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(BIN / "pip"), "install", "-q", *PEERS, str(ROOT)], check=True)
     else:
+        subprocess.run([str(BIN / "pip"), "install", "-q", *PEERS], check=True)  # peers added since it was made
         subprocess.run([str(BIN / "pip"), "install", "-q", "--force-reinstall", "--no-deps", str(ROOT)], check=True)
     HYPERCORN_CONFIG.write_text(HYPERCORN_TOML)
 
@@ -1043,7 +1096,7 @@ def make_tls() -> TLS:
     return TLS(str(directory / "dev-cert.pem"), str(directory / "dev-key.pem"))
 
 
-DEFAULT_CONNECTIONS = {"http1": 50, "defaults": 50, "http1-unix": 50}
+DEFAULT_CONNECTIONS = {"http1": 50, "defaults": 50, "http1-unix": 50, "wsgi": 50}
 
 
 def arguments() -> argparse.Namespace:

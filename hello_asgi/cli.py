@@ -108,7 +108,10 @@ class Options(usage.Options):
         ["host", None, "127.0.0.1", "Interface for the default TCP listener."],
         ["port", "p", 8000, "Port for the default TCP listener.", int],
         ["root-path", None, "", "ASGI root_path: the prefix the app is mounted under."],
-        ["interface", None, "auto", "auto, asgi3 or asgi2: how the app is called."],
+        ["interface", None, "auto", "auto, asgi3, asgi2 or wsgi: how the app is called (auto tells them "
+                                    "apart by the app's signature)."],
+        ["wsgi-threads", None, _DEFAULTS.wsgi_threads, "Threads a WSGI app runs on: at most this many of its "
+                                                       "calls at once; more requests wait for a free one.", int],
         ["lifespan", None, "auto", "auto, on or off: run the ASGI lifespan protocol."],
         ["access-log", None, "-", "Access log: '-' into the main log, a file path, or 'events' (a "
                                   "twisted.logger event per request, for your own observers; slower)."],
@@ -305,7 +308,7 @@ class Options(usage.Options):
         if self["reload"]:
             reload.without_bytecode()
         try:
-            self["loaded_app"] = load_app(self["app"], self["app-dir"], config.interface)
+            self["loaded_app"] = load_app(self["app"], self["app-dir"], config.interface, config.wsgi_threads)
         except AppLoadError as error:
             _fail(str(error))
         self["reactor"] = reactor
@@ -354,6 +357,7 @@ class Options(usage.Options):
         return Config(
             root_path=self["root-path"],
             interface=self["interface"],
+            wsgi_threads=self["wsgi-threads"],
             lifespan=self["lifespan"],
             server_header=None if self["no-server-header"] else self["server-header"].encode("latin-1"),
             date_header=not self["no-date-header"],

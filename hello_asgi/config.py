@@ -7,7 +7,7 @@ from typing import Literal
 
 from .proxy import TrustedProxies
 
-Interface = Literal["auto", "asgi3", "asgi2"]
+Interface = Literal["auto", "asgi3", "asgi2", "wsgi"]
 LifespanMode = Literal["auto", "on", "off"]
 LoopKind = Literal["auto", "asyncio", "uvloop"]
 
@@ -21,8 +21,12 @@ class Config:
 
     #: Prefix the app is mounted under (ASGI ``root_path``), e.g. behind a proxy that strips it.
     root_path: str = ""
-    #: How the app is called; ``auto`` tells ASGI 3 from ASGI 2 by its signature.
+    #: How the app is called; ``auto`` tells ASGI 3, ASGI 2 and WSGI apart by the signature.
     interface: Interface = "auto"
+    #: Threads a WSGI app runs on (at most this many calls at once; more wait for one). The
+    #: command (``--wsgi-threads``) applies it; ``ASGIServerFactory`` and ``run()`` wrap a
+    #: WSGI app on the default ten: for another count, pass ``WSGIApp(app, threads=N)``.
+    wsgi_threads: int = 10
     #: ``auto`` runs lifespan but carries on quietly if the app does not support it.
     lifespan: LifespanMode = "auto"
 
@@ -186,8 +190,8 @@ class Config:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
-        if self.interface not in ("auto", "asgi3", "asgi2"):
-            raise ValueError(f"interface must be auto, asgi3 or asgi2, not {self.interface!r}")
+        if self.interface not in ("auto", "asgi3", "asgi2", "wsgi"):
+            raise ValueError(f"interface must be auto, asgi3, asgi2 or wsgi, not {self.interface!r}")
         if self.lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
@@ -211,6 +215,7 @@ class Config:
             "ws_max_message_size",
             "ws_max_frame_size",
             "ws_max_queue",
+            "wsgi_threads",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -1,7 +1,10 @@
-"""The hello world app: it answers its own scope as JSON (an ASGI 2 double callable).
+"""The hello world apps: each answers its own request as JSON.
 
-It sends a stray ``http.disconnect`` after its body, as the project's brief wrote it;
-the server must take that in its stride.
+``asgi`` is an ASGI 2 double callable that answers its scope. It sends a stray
+``http.disconnect`` after its body, as the project's brief wrote it; the server must take
+that in its stride. ``wsgi`` is the WSGI app the project's first document opens with,
+exactly as written there: it answers its ``environ`` (``twist hello-asgi --app
+hello_asgi.demo:wsgi``).
 """
 
 import json
@@ -21,3 +24,10 @@ def asgi(scope: dict[str, Any]) -> Callable[[Receive, Send], Awaitable[None]]:
                     'body': json.dumps(scope, default=bytes.decode).encode()})
         await send({'type': 'http.disconnect'})
     return chat
+
+
+def wsgi(environ, start_response):
+    start_response('200 OK', [
+        ('Content-Type', 'application/json'),
+    ])
+    yield json.dumps(environ, default=repr).encode()

@@ -19,7 +19,8 @@ class AppLoadError(Exception):
     """The app could not be loaded; the message is one line a user can act on."""
 
 
-def load_app(reference: str, app_dir: str | None = ".", interface: str = "auto") -> ASGIApp:
+def load_app(reference: str, app_dir: str | None = ".", interface: str = "auto",
+             wsgi_threads: int | None = None) -> ASGIApp:
     """Import ``module:attr`` (or ``module:factory()``) and return it as an ASGI 3 app.
 
     ``app_dir`` goes first on ``sys.path`` so that ``--app app:asgi`` finds ``app.py`` in the
@@ -58,18 +59,30 @@ def load_app(reference: str, app_dir: str | None = ".", interface: str = "auto")
             raise AppLoadError(
                 f"--app {reference}: the factory raised {type(error).__name__}: {error}"
             ) from error
-    return as_asgi3(app, interface, reference)
+    return as_asgi3(app, interface, reference, wsgi_threads)
 
 
-def as_asgi3(app: Any, interface: str = "auto", name: str = "the app") -> ASGIApp:
-    """Return ``app`` as an ASGI 3 callable, wrapping a legacy ASGI 2 double callable."""
+def as_asgi3(app: Any, interface: str = "auto", name: str = "the app", wsgi_threads: int | None = None) -> ASGIApp:
+    """Return ``app`` as an ASGI 3 callable, wrapping a legacy ASGI 2 double callable, or a
+    WSGI app in ``wsgi.WSGIApp`` (on ``wsgi_threads`` threads; its default when ``None``)."""
     if not callable(app):
         raise AppLoadError(f"--app {name}: {type(app).__name__} object is not an ASGI app (not callable)")
+    if isinstance(app, ASGI2Adapter) or _is_wsgi_adapter(app):
+        return app  # type: ignore[no-any-return]  (wrapped already: the command loads, then the factory)
     if interface == "auto":
         interface = _detect_interface(app, name)
     if interface == "asgi3":
         return app  # type: ignore[no-any-return]
+    if interface == "wsgi":
+        from .wsgi import DEFAULT_THREADS, WSGIApp  # loaded for WSGI apps only
+
+        return WSGIApp(app, DEFAULT_THREADS if wsgi_threads is None else wsgi_threads)
     return ASGI2Adapter(app)
+
+
+def _is_wsgi_adapter(app: Any) -> bool:
+    wsgi = sys.modules.get("hello_asgi.wsgi")
+    return wsgi is not None and isinstance(app, wsgi.WSGIApp)
 
 
 class ASGI2Adapter:
@@ -91,9 +104,14 @@ def asgi_version(app: ASGIApp) -> str:
 
 
 def _detect_interface(app: Any, name: str) -> str:
-    """ASGI 3 takes ``(scope, receive, send)``; ASGI 2 takes ``(scope)``."""
+    """ASGI 3 takes ``(scope, receive, send)``; ASGI 2 takes ``(scope)``; WSGI takes
+    ``(environ, start_response)``: a coroutine function is ASGI 3 whatever it takes, else
+    the count of positional parameters decides (``*args``: ASGI 3). A class is called with
+    the first argument(s): ASGI 3 if its instances are awaitable, WSGI if it takes two."""
     if inspect.isclass(app):
-        return "asgi3" if hasattr(app, "__await__") else "asgi2"
+        if hasattr(app, "__await__"):
+            return "asgi3"
+        return "wsgi" if _positional_count(app) == 2 else "asgi2"
     call = app if inspect.isroutine(app) else app.__call__
     if inspect.iscoroutinefunction(call):
         return "asgi3"
@@ -108,6 +126,18 @@ def _detect_interface(app: Any, name: str) -> str:
         return "asgi3"
     if len(positional) == 1:
         return "asgi2"
+    if len(positional) == 2:
+        return "wsgi"
     raise AppLoadError(
-        f"--app {name}: not an ASGI app: expected app(scope, receive, send) or app(scope)"
+        f"--app {name}: not an ASGI or WSGI app: expected app(scope, receive, send), app(scope) "
+        "or app(environ, start_response)"
     )
+
+
+def _positional_count(app: Any) -> int | None:
+    """How many positional arguments calling ``app`` takes; ``None`` if it cannot be told."""
+    try:
+        parameters = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)

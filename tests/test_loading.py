@@ -30,7 +30,7 @@ class LoadingTests(unittest.TestCase):
                 callable_app = CallableApp()
                 def factory():
                     return asgi3
-                def two_arguments(a, b): pass
+                def no_arguments(): pass
                 not_callable = 42
                 class nested:
                     app = asgi3
@@ -65,7 +65,7 @@ class LoadingTests(unittest.TestCase):
             "broken_app:app": "importing 'broken_app' failed: No module named 'this_module_does_not_exist'",
             "sample_app:missing": "module 'sample_app' has no attribute 'missing'",
             "sample_app:not_callable": "int object is not an ASGI app",
-            "sample_app:two_arguments": "not an ASGI app",
+            "sample_app:no_arguments": "not an ASGI or WSGI app",
             "sample_app": "expected the form 'module:attribute'",
         }
         for reference, expected in cases.items():
