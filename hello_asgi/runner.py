@@ -60,7 +60,7 @@ def run(app: Any, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> 
         from .reload import without_bytecode
 
         without_bytecode()
-    load_app(app, process["app_dir"], config.interface)  # as the command does: a bad app fails here, once
+    load_app(app, process["app_dir"], config.interface, config.wsgi_threads)  # as the command does: a bad app fails here, once
     _start_logging(process["log_format"], process["log_level"], process["stdlib_logging"], reactor)
     _run_service(_supervisor(app, config, process, reactor), reactor)
 
@@ -100,7 +100,7 @@ def _serve(app: Any, config: Config, process: dict[str, Any], reactor: Any) -> N
     if isinstance(app, str):
         from .loading import load_app
 
-        app = load_app(app, process["app_dir"], config.interface)
+        app = load_app(app, process["app_dir"], config.interface, config.wsgi_threads)
     _start_logging(process["log_format"], process["log_level"], process["stdlib_logging"], reactor)
     from .service import ASGIService
 
