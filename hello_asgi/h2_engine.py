@@ -144,7 +144,7 @@ def _with_cache(coder: hpack.Encoder | hpack.Decoder, cls: type) -> None:
     coder._cache = _BlockCache()  # type: ignore[union-attr]
 
 
-class Connection(h2.connection.H2Connection):
+class H2Engine(h2.connection.H2Connection):
     """h2's connection with caching HPACK coders, no ``repr`` of each frame received, and
     unpadded DATA frames written and read without hyperframe."""
 

@@ -1,4 +1,5 @@
-"""Inbound HTTP/2 header blocks checked in one pass (RFC 9113 section 8.2 and 8.3).
+"""HTTP/2 header blocks: inbound ones checked in one pass (RFC 9113 sections 8.2 and 8.3),
+outbound ones built by one function with one policy for Server and Date.
 
 h2 checks each block through a chain of seven generators, one Python loop per byte of
 every name among them: 17% of an HTTP/2 request's time. These functions refuse exactly the
@@ -9,7 +10,7 @@ a regular expression per field. Each returns why a block is malformed, or ``None
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .known_good import KnownGood
 
@@ -21,6 +22,9 @@ _bad_value = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z").search
 # Meaningful to one HTTP/1.1 hop only, never in HTTP/2 (section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding",
                                   b"upgrade"})
+# Never sent on a response: those, and TE, a request's alone (section 8.2.2).
+_NOT_IN_RESPONSES = _CONNECTION_SPECIFIC | {b"te"}
+_WHITESPACE = (b" ", b"\t")
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 
 Fields = Sequence[tuple[bytes, bytes]]
@@ -53,6 +57,35 @@ def request_problem(headers: Fields) -> str | None:
                     return "two Host fields"
                 host = value
     return _pseudo_problem(pseudo) or _authority_problem(pseudo.get(b":authority"), host)
+
+
+def response_block(status: int, headers: Fields, server: bytes | None,
+                   date: Callable[[], bytes] | None) -> list[tuple[bytes, bytes]]:
+    """The header block of a response on any stream (a request's, a WebSocket's, a refusal).
+
+    The app's fields were checked already (``stream.checked_headers``): here names are
+    lower-cased, values trimmed (section 8.2.1), connection-specific fields dropped
+    (section 8.2.2). A final response gets ``server`` and ``date()`` (``None``: not sent)
+    unless the app sent its own; a 1xx gets neither.
+    """
+    block = [(b":status", b"%d" % status)]
+    for name, value in headers:
+        name = name.lower()
+        if name in _NOT_IN_RESPONSES:
+            continue
+        if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+            value = value.strip(b" \t")
+        if name == b"server":
+            server = None
+        elif name == b"date":
+            date = None
+        block.append((name, value))
+    if status >= 200:
+        if server:
+            block.append((b"server", server))
+        if date is not None:
+            block.append((b"date", date()))
+    return block
 
 
 def trailers_problem(headers: Fields) -> str | None:
