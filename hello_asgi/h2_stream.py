@@ -152,6 +152,10 @@ class H2Stream:
         drain = self.drain
         return None if drain is None else drain.wait()
 
+    def send_file(self, stream: HTTPStream, file: Any, count: int) -> None:
+        """Never ``os.sendfile`` here: DATA frames are framed in Python, so the file is read."""
+        return None
+
     def abort(self, stream: HTTPStream) -> None:
         self.owner.reset(self, ErrorCodes.INTERNAL_ERROR, None)
 

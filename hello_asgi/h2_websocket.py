@@ -21,7 +21,9 @@ from zope.interface import implementer
 from .h2_stream import CLOSED
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorTime
+    from collections.abc import Iterable
+
+    from twisted.internet.interfaces import IAddress, IReactorTime
 
     from .h2_stream import H2Stream, StreamOwner
     from .stream import Headers
@@ -91,7 +93,7 @@ class H2WebSocket:
             self._producer_paused = True
             self._producer.pauseProducing()
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -104,11 +106,11 @@ class H2WebSocket:
     def abortConnection(self) -> None:
         self._owner.reset(self._stream, ErrorCodes.CANCEL, Failure(ConnectionAborted()))
 
-    def getPeer(self) -> object:
-        return self._owner.transport.getPeer()
+    def getPeer(self) -> IAddress:
+        return self._owner.transport.getPeer()  # type: ignore[no-any-return]
 
-    def getHost(self) -> object:
-        return self._owner.transport.getHost()
+    def getHost(self) -> IAddress:
+        return self._owner.transport.getHost()  # type: ignore[no-any-return]
 
     def pauseProducing(self) -> None:
         self._read_paused = True

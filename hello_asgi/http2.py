@@ -18,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import h2.config
 import h2.events
 import h2.exceptions
-import h2.settings
 from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
@@ -36,8 +34,8 @@ from zope.interface import implementer
 
 from .frame_budget import FrameBudget
 from .flow import Drain
-from .h2_engine import H2Engine
-from .h2_headers import request_problem, response_block, trailers_problem
+from .h2_engine import server_engine
+from .h2_headers import request_problem, response_block, split_request, trailers_problem
 from .h2_stream import CLOSED, ENDING, OPEN, H2Stream
 from .h2_websocket import H2WebSocket
 from .h2_windows import ReceiveWindows
@@ -45,17 +43,14 @@ from .stream import ConnectionScope, Headers, HTTPStream, RequestHead, cancel_ap
 from .timeouts import Deadline
 
 if TYPE_CHECKING:
-    from .config import Config
+    from collections.abc import Callable
+
     from .factory import ASGIServerFactory
 
 log = Logger(namespace="hello_asgi.http2")
 
 FLUSH_AT = 64 * 1024  # bytes of response DATA written at once rather than at the end of the loop's turn
 
-# Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
-_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-# What an h2c upgrade request carried for the HTTP/1.1 hop only; not part of stream 1.
-_HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
 # An origin-form :path: what HTTP/1.1's parser takes in a request target (no space, control
 # or fragment), so the same target is served or refused over both.
 _is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
@@ -76,19 +71,6 @@ class _Life(enum.Enum):
 _OPEN, _DRAINING, _CLOSING, _LOST = _Life.OPEN, _Life.DRAINING, _Life.CLOSING, _Life.LOST
 
 
-class _Settings(h2.settings.Settings):
-    """The server's settings, as h2 sees them. h2 answers a stream past the advertised
-    MAX_CONCURRENT_STREAMS with a GOAWAY that ends every stream of the connection (and
-    counts from its own default, 100, before the client has our SETTINGS, when RFC 9113
-    section 6.5.2 sets no limit yet). Here h2 takes them all and ``HTTP2Connection``
-    refuses the streams past the limit one by one, with RST_STREAM REFUSED_STREAM, which a
-    client may retry (section 5.1.2)."""
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        return 2**31 - 1
-
-
 @implementer(IPushProducer)
 class HTTP2Connection(Protocol):
     """One HTTP/2 connection, many concurrent streams, each running its own app call.
@@ -107,7 +89,7 @@ class HTTP2Connection(Protocol):
         self._write_paused = False
         self._flush_scheduled = False
         self._goaway_sent: int | None = None  # the last stream id a graceful GOAWAY promised
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any], None]] = {
             h2.events.RequestReceived: self._request_received,
             h2.events.DataReceived: self._data_received,
             h2.events.StreamEnded: self._stream_ended,
@@ -129,7 +111,7 @@ class HTTP2Connection(Protocol):
         self._scope = ConnectionScope.of(self.transport, factory)
         self._server = config.server_header or None
         self._date = factory.http_date if config.date_header else None
-        self._h2 = _engine(config)
+        self._h2 = server_engine(config)
         self._deadline = Deadline(factory.ticks, self._idle_timeout)
         self._stall = Deadline(factory.ticks, self._stalled)
         self._windows = ReceiveWindows(config.h2_initial_window_size, config.h2_max_window_size, factory.clock.seconds)
@@ -278,7 +260,7 @@ class HTTP2Connection(Protocol):
 
     def _open_stream(self, stream_id: int, raw_headers: Headers, ended: bool) -> None:
         """A request: served on a stream of its own, refused, or a WebSocket's CONNECT."""
-        pseudo, headers, trailers = _split_fields(raw_headers)
+        pseudo, headers, trailers = split_request(raw_headers)
         method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
         raw_path, _, query = path.partition(b"?")
         if method == b"CONNECT":
@@ -315,6 +297,7 @@ class HTTP2Connection(Protocol):
         server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
         from .websocket import WebSocketConnection, handshake_problem  # loaded with the first WebSocket
 
+        problem: tuple[int, str, Headers] | None
         if protocol != b"websocket" or not self.config.websocket:
             problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
         else:
@@ -631,53 +614,3 @@ class HTTP2Connection(Protocol):
                 self._h2.increment_flow_control_window(increment, stream.id)
         if connection_growth:
             self._h2.increment_flow_control_window(connection_growth)
-
-
-def _engine(config: Config) -> H2Engine:
-    """h2's connection as this server runs it: its settings, and no header checks that
-    are done already. Outbound headers are checked once (``stream.checked_headers``;
-    lower-cased, trimmed and stripped of connection-specific fields by
-    ``h2_headers.response_block``); inbound ones in one pass (``h2_headers``), their
-    cookies joined by ``_split_fields``."""
-    engine = H2Engine(
-        h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                                  normalize_outbound_headers=False, validate_inbound_headers=False,
-                                  normalize_inbound_headers=False)
-    )
-    engine.local_settings = _Settings(
-        client=False,
-        initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head_size,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.h2_initial_window_size,
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: config.h2_max_frame_size,
-            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(config.websocket),  # RFC 8441
-        },
-    )
-    return engine
-
-
-def _split_fields(raw_headers: Headers) -> tuple[dict[bytes, bytes], Headers, bool]:
-    """A request's pseudo-header fields, its other fields as the scope has them:
-    ``:authority`` as the host (RFC 9113 section 8.3.1), cookie fields joined into one, last
-    (section 8.2.3), no HTTP/1.1 hop-by-hop fields; and whether it takes trailers
-    (``TE: trailers``, as the trailers extension asks), seen on the way."""
-    pseudo = {}
-    headers: Headers = []
-    cookies = []
-    trailers = False
-    for name, value in raw_headers:
-        if name[:1] == b":":
-            pseudo[name] = value
-        elif name == b"cookie":
-            cookies.append(value)
-        elif name not in _HOP_BY_HOP:
-            headers.append((name, value))
-            if name == b"te":
-                trailers = trailers or value.lower().find(b"trailers") != -1
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    authority = pseudo.get(b":authority")
-    if authority is not None:
-        headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
-    return pseudo, headers, trailers
