@@ -34,7 +34,7 @@ from .wire import error_response
 if TYPE_CHECKING:  # HTTP/2 and WebSockets are loaded when a connection first needs them
     from autobahn.twisted.websocket import WebSocketServerFactory
 
-    from .http2 import H2Connection
+    from .http2 import HTTP2Connection
     from .websocket import WebSocketConnection
 
 log = Logger(namespace="hello_asgi.factory")
@@ -62,7 +62,7 @@ class ServerConnection(Protocol):
 
     def __init__(self, factory: ASGIServerFactory) -> None:
         self.factory = factory
-        self.inner: HTTP11Connection | H2Connection | WebSocketConnection | None = None
+        self.inner: HTTP11Connection | HTTP2Connection | WebSocketConnection | None = None
         self._buffer = b""
         self._shutting_down = False
 
@@ -101,7 +101,7 @@ class ServerConnection(Protocol):
         assert isinstance(old, HTTP11Connection)
         old.detach()
         transport = self.transport
-        inner: H2Connection | WebSocketConnection
+        inner: HTTP2Connection | WebSocketConnection
         if kind == "h2c":
             transport.write(  # type: ignore[union-attr]
                 b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
@@ -143,11 +143,11 @@ class ServerConnection(Protocol):
         return [] if self.inner is None else self.inner.cancel_apps()
 
 
-def _http2(factory: ASGIServerFactory, upgrade: RequestHead | None = None) -> H2Connection:
+def _http2(factory: ASGIServerFactory, upgrade: RequestHead | None = None) -> HTTP2Connection:
     """An HTTP/2 connection; h2 is loaded with the first one."""
-    from .http2 import H2Connection
+    from .http2 import HTTP2Connection
 
-    return H2Connection(factory, upgrade)
+    return HTTP2Connection(factory, upgrade)
 
 
 @implementer(IProtocolNegotiationFactory)

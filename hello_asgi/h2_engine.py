@@ -1,4 +1,5 @@
-"""h2's connection and HPACK coders, minus work the server repeats for nothing on each request.
+"""h2's connection as the server runs it (``server_engine``: its settings), and h2's
+connection and HPACK coders minus work the server repeats for nothing on each request.
 
 - HPACK: a client's requests and the server's responses repeat their header blocks (the
   Date changes once a second). Encoding or decoding a block that leaves the dynamic table
@@ -16,19 +17,26 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+import h2.config
 import h2.connection
 import h2.exceptions
+import h2.settings
 import hpack
 from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.events import DataReceived
 from h2.exceptions import ProtocolError, StreamClosedError, StreamIDTooLowError
 from h2.stream import StreamInputs, StreamState
+from hpack import HeaderTuple
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hpack.table import HeaderTable
 from hyperframe.frame import Frame, RstStreamFrame
+
+if TYPE_CHECKING:
+    from .config import Config
 
 # Kept per connection: this many blocks, each of at most this many bytes.
 CACHED_BLOCKS = 16
@@ -97,6 +105,7 @@ class CachingEncoder(hpack.Encoder):
     ``NeverIndexedHeaderTuple``, whose indexing the key would not tell apart."""
 
     _cache: _BlockCache
+    header_table: _CountedTable  # made one by _with_cache
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         table = self.header_table
@@ -117,8 +126,9 @@ class CachingDecoder(hpack.Decoder):
     and raising ``CompressionError`` for a block it cannot decode."""
 
     _cache: _BlockCache
+    header_table: _CountedTable  # made one by _with_cache
 
-    def decode(self, data: bytes, raw: bool = False) -> list[tuple[Any, Any]]:
+    def decode(self, data: bytes, raw: bool = False) -> Iterable[HeaderTuple]:
         valid_for = (self.header_table.changes, self.max_header_list_size, self.max_allowed_table_size)
         key = (data, raw)
         headers = self._cache.get(key, valid_for)
@@ -128,9 +138,9 @@ class CachingDecoder(hpack.Decoder):
                 self._cache.put(key, valid_for, headers)
         return headers  # type: ignore[no-any-return]
 
-    def _decode(self, data: bytes, raw: bool) -> list[tuple[Any, Any]]:
+    def _decode(self, data: bytes, raw: bool) -> Iterable[HeaderTuple]:
         try:
-            return super().decode(data, raw)  # type: ignore[no-any-return]
+            return super().decode(data, raw)
         except OversizedHeaderListError:
             raise  # h2 makes this a DenialOfServiceError: ENHANCE_YOUR_CALM
         except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as error:
@@ -144,7 +154,7 @@ def _with_cache(coder: hpack.Encoder | hpack.Decoder, cls: type) -> None:
     coder._cache = _BlockCache()  # type: ignore[union-attr]
 
 
-class Connection(h2.connection.H2Connection):
+class H2Engine(h2.connection.H2Connection):
     """h2's connection with caching HPACK coders, no ``repr`` of each frame received, and
     unpadded DATA frames written and read without hyperframe."""
 
@@ -324,3 +334,41 @@ class Connection(h2.connection.H2Connection):
         if self._stream_is_closed_by_end(error.stream_id):
             raise StreamClosedError(error.stream_id) from error
         raise error
+
+
+class _ServerSettings(h2.settings.Settings):
+    """The server's settings, as h2 sees them. h2 answers a stream past the advertised
+    MAX_CONCURRENT_STREAMS with a GOAWAY that ends every stream of the connection (and
+    counts from its own default, 100, before the client has our SETTINGS, when RFC 9113
+    section 6.5.2 sets no limit yet). Here h2 takes them all and ``HTTP2Connection``
+    refuses the streams past the limit one by one, with RST_STREAM REFUSED_STREAM, which a
+    client may retry (section 5.1.2)."""
+
+    @property  # type: ignore[misc]  # read-only on purpose: h2 only reads it
+    def max_concurrent_streams(self) -> int:
+        return 2**31 - 1
+
+
+def server_engine(config: Config) -> H2Engine:
+    """The engine of one server connection: this server's settings, and none of h2's header
+    checks, which are done already. Outbound headers are checked once
+    (``stream.checked_headers``), then lower-cased, trimmed and stripped of
+    connection-specific fields by ``h2_headers.response_block``; inbound ones are checked
+    in one pass (``h2_headers.request_problem``), their cookies joined by
+    ``h2_headers.split_request``."""
+    engine = H2Engine(
+        h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                                  normalize_outbound_headers=False, validate_inbound_headers=False,
+                                  normalize_inbound_headers=False)
+    )
+    engine.local_settings = _ServerSettings(
+        client=False,
+        initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head_size,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.h2_initial_window_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: config.h2_max_frame_size,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(config.websocket),  # RFC 8441
+        },
+    )
+    return engine

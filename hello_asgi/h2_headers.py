@@ -1,4 +1,5 @@
-"""Inbound HTTP/2 header blocks checked in one pass (RFC 9113 section 8.2 and 8.3).
+"""HTTP/2 header blocks: inbound ones checked in one pass (RFC 9113 sections 8.2 and 8.3),
+outbound ones built by one function with one policy for Server and Date.
 
 h2 checks each block through a chain of seven generators, one Python loop per byte of
 every name among them: 17% of an HTTP/2 request's time. These functions refuse exactly the
@@ -9,7 +10,7 @@ a regular expression per field. Each returns why a block is malformed, or ``None
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .known_good import KnownGood
 
@@ -21,9 +22,15 @@ _bad_value = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z").search
 # Meaningful to one HTTP/1.1 hop only, never in HTTP/2 (section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding",
                                   b"upgrade"})
+# What an h2c upgrade request carried for the HTTP/1.1 hop only; not part of stream 1.
+_HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
+# Never sent on a response: those, and TE, a request's alone (section 8.2.2).
+_NOT_IN_RESPONSES = _CONNECTION_SPECIFIC | {b"te"}
+_WHITESPACE = (b" ", b"\t")
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 
 Fields = Sequence[tuple[bytes, bytes]]
+Headers = list[tuple[bytes, bytes]]
 
 # Fields already found well-formed: most of a request's fields repeat from one request to
 # the next (:method, :scheme, :authority, user-agent, accept...).
@@ -53,6 +60,61 @@ def request_problem(headers: Fields) -> str | None:
                     return "two Host fields"
                 host = value
     return _pseudo_problem(pseudo) or _authority_problem(pseudo.get(b":authority"), host)
+
+
+def split_request(raw_headers: Headers) -> tuple[dict[bytes, bytes], Headers, bool]:
+    """A request's pseudo-header fields, its other fields as the scope has them:
+    ``:authority`` as the host (RFC 9113 section 8.3.1), cookie fields joined into one, last
+    (section 8.2.3), no HTTP/1.1 hop-by-hop fields; and whether it takes trailers
+    (``TE: trailers``, as the trailers extension asks), seen on the way."""
+    pseudo = {}
+    headers: Headers = []
+    cookies = []
+    trailers = False
+    for name, value in raw_headers:
+        if name[:1] == b":":
+            pseudo[name] = value
+        elif name == b"cookie":
+            cookies.append(value)
+        elif name not in _HOP_BY_HOP:
+            headers.append((name, value))
+            if name == b"te":
+                trailers = trailers or value.lower().find(b"trailers") != -1
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
+    authority = pseudo.get(b":authority")
+    if authority is not None:
+        headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
+    return pseudo, headers, trailers
+
+
+def response_block(status: int, headers: Fields, server: bytes | None,
+                   date: Callable[[], bytes] | None) -> list[tuple[bytes, bytes]]:
+    """The header block of a response on any stream (a request's, a WebSocket's, a refusal).
+
+    The app's fields were checked already (``stream.checked_headers``): here names are
+    lower-cased, values trimmed (section 8.2.1), connection-specific fields dropped
+    (section 8.2.2). A final response gets ``server`` and ``date()`` (``None``: not sent)
+    unless the app sent its own; a 1xx gets neither.
+    """
+    block = [(b":status", b"%d" % status)]
+    for name, value in headers:
+        name = name.lower()
+        if name in _NOT_IN_RESPONSES:
+            continue
+        if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
+            value = value.strip(b" \t")
+        if name == b"server":
+            server = None
+        elif name == b"date":
+            date = None
+        block.append((name, value))
+    if status >= 200:
+        if server:
+            block.append((b"server", server))
+        if date is not None:
+            block.append((b"date", date()))
+    return block
 
 
 def trailers_problem(headers: Fields) -> str | None:

@@ -20,7 +20,9 @@ GROW_WITHIN = 0.1
 
 
 @dataclass(slots=True)
-class _StreamWindow:
+class StreamWindow:
+    """One request stream's receive window, kept on its ``h2_stream.H2Stream``."""
+
     size: int
     taken: int = 0  # bytes the app took since the window last changed
     since: float = 0.0  # when that was
@@ -33,24 +35,20 @@ class ReceiveWindows:
         self._initial = initial
         self._maximum = maximum
         self._seconds = seconds
-        self._windows: dict[int, _StreamWindow] = {}
         self._grown = 0  # by how much the open streams' windows exceed the initial one, together
         self._connection_grown = 0  # by how much the connection window was grown for them
 
-    def open(self, stream_id: int) -> None:
-        self._windows[stream_id] = _StreamWindow(self._initial, since=self._seconds())
+    def open(self) -> StreamWindow:
+        """The window of a new request stream, at the initial size."""
+        return StreamWindow(self._initial, since=self._seconds())
 
-    def close(self, stream_id: int) -> None:
-        window = self._windows.pop(stream_id, None)
-        if window is not None:
-            self._grown -= window.size - self._initial
+    def close(self, window: StreamWindow) -> None:
+        """The stream ended: what its window grew by may go to others."""
+        self._grown -= window.size - self._initial
 
-    def taken(self, stream_id: int, size: int) -> tuple[int, int]:
+    def taken(self, window: StreamWindow, size: int) -> tuple[int, int]:
         """The app took ``size`` bytes of the stream's body. Returns the size to open the
         stream's window to, and by how much to grow the connection's (0 and 0: neither)."""
-        window = self._windows.get(stream_id)
-        if window is None:
-            return 0, 0
         window.taken += size
         if window.taken < window.size:
             return 0, 0

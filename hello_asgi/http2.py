@@ -1,7 +1,9 @@
 """HTTP/2 connections on the h2 library: streams as ASGI exchanges, with flow control both ways.
 
-Each stream is a ``stream.HTTPStream``, the same ASGI mapping HTTP/1.1 uses; this module
-only turns h2's events into stream events and the streams' responses into frames.
+Each stream is one ``h2_stream.H2Stream`` record in one map: a request's carries a
+``stream.HTTPStream``, the same ASGI mapping HTTP/1.1 uses, and a WebSocket's an
+``h2_websocket.H2WebSocket``. This module turns h2's events into stream events and the
+streams' output into frames; it is the ``StreamOwner`` its streams write through.
 
 Flow control: request body bytes are acknowledged (WINDOW_UPDATE) only once the app has
 taken them with ``receive()``, so a client can have at most one stream window of body
@@ -14,35 +16,34 @@ that does not fit.
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
-import h2.settings
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
-from twisted.internet.error import ConnectionAborted, ConnectionLost
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .frame_budget import FrameBudget
-from .h2_engine import Connection
-from .h2_headers import request_problem, trailers_problem
+from .flow import Drain
+from .h2_engine import server_engine
+from .h2_headers import request_problem, response_block, split_request, trailers_problem
+from .h2_stream import CLOSED, ENDING, OPEN, H2Stream
+from .h2_websocket import H2WebSocket
 from .h2_windows import ReceiveWindows
-from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all, wants_trailers
+from .stream import ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
-    from .websocket import WebSocketConnection
+    from collections.abc import Callable
 
     from .factory import ASGIServerFactory
 
@@ -50,60 +51,45 @@ log = Logger(namespace="hello_asgi.http2")
 
 FLUSH_AT = 64 * 1024  # bytes of response DATA written at once rather than at the end of the loop's turn
 
-
-# Headers that mean something only to one HTTP/1.1 hop (RFC 9113 section 8.2.2).
-_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-# Headers never sent on a response: those, and TE, a request's alone (section 8.2.2).
-_NOT_IN_RESPONSES = _CONNECTION_SPECIFIC | {b"te"}
-_WHITESPACE = (b" ", b"\t")
-# What an h2c upgrade request carried for the HTTP/1.1 hop only; not part of stream 1.
-_HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
 # An origin-form :path: what HTTP/1.1's parser takes in a request target (no space, control
 # or fragment), so the same target is served or refused over both.
 _is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
 
 
-class _Settings(h2.settings.Settings):
-    """The server's settings, as h2 sees them. h2 answers a stream past the advertised
-    MAX_CONCURRENT_STREAMS with a GOAWAY that ends every stream of the connection (and
-    counts from its own default, 100, before the client has our SETTINGS, when RFC 9113
-    section 6.5.2 sets no limit yet). Here h2 takes them all and ``H2Connection`` refuses
-    the streams past the limit one by one, with RST_STREAM REFUSED_STREAM, which a client
-    may retry (section 5.1.2)."""
+class _Life(enum.Enum):
+    """The connection's states. OPEN -> DRAINING (``shutdown``: a graceful GOAWAY, the open
+    streams finish) -> CLOSING (``_close``: every stream ended, the transport closing);
+    OPEN -> CLOSING directly on a failure, an idle timeout or the client's GOAWAY; any ->
+    LOST (``connectionLost``)."""
 
-    @property
-    def max_concurrent_streams(self) -> int:
-        return 2**31 - 1
+    OPEN = "open"
+    DRAINING = "draining"
+    CLOSING = "closing"
+    LOST = "lost"
 
 
-@dataclass
-class _Outbound:
-    """A stream's response data waiting for flow-control window."""
-
-    pending: bytearray = field(default_factory=bytearray)
-    end: bool = False
-    trailers: Headers | None = None
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+_OPEN, _DRAINING, _CLOSING, _LOST = _Life.OPEN, _Life.DRAINING, _Life.CLOSING, _Life.LOST
 
 
 @implementer(IPushProducer)
-class H2Connection(Protocol):
-    """One HTTP/2 connection, many concurrent streams, each running its own app call."""
+class HTTP2Connection(Protocol):
+    """One HTTP/2 connection, many concurrent streams, each running its own app call.
+
+    @ivar _streams: every stream not yet ended, by id: the one map of them.
+    @ivar _queued: the streams of ``_streams`` whose data waits for the peer's window.
+    """
 
     def __init__(self, factory: ASGIServerFactory, upgrade: RequestHead | None = None) -> None:
         self.factory = factory
         self.config = factory.config
         self._upgrade = upgrade
-        self._streams: dict[int, HTTPStream] = {}
-        self._websockets: dict[int, _WebSocketStream] = {}  # RFC 8441 extended CONNECT streams
-        self._ids: dict[HTTPStream, int] = {}
-        self._unacknowledged: dict[int, int] = {}
-        self._outbound: dict[int, _Outbound] = {}
+        self._streams: dict[int, H2Stream] = {}
+        self._queued: dict[int, H2Stream] = {}
+        self._life = _OPEN
         self._write_paused = False
-        self._closing = False
         self._flush_scheduled = False
         self._goaway_sent: int | None = None  # the last stream id a graceful GOAWAY promised
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any], None]] = {
             h2.events.RequestReceived: self._request_received,
             h2.events.DataReceived: self._data_received,
             h2.events.StreamEnded: self._stream_ended,
@@ -120,33 +106,16 @@ class H2Connection(Protocol):
 
     def connectionMade(self) -> None:
         config = self.config
-        transport = self.transport
-        transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self._connection = ConnectionScope.of(transport, self.factory)
-        self._h2 = Connection(
-            # Outbound headers are checked once already (stream.checked_headers; lower-cased,
-            # trimmed and stripped of connection-specific fields here): h2 need not redo it.
-            # Inbound ones are checked in one pass (h2_headers) and their cookies joined here.
-            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                                      normalize_outbound_headers=False, validate_inbound_headers=False,
-                                      normalize_inbound_headers=False)
-        )
-        self._h2.local_settings = _Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.h2_initial_window_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: config.h2_max_frame_size,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(config.websocket),  # RFC 8441
-            },
-        )
-        self._deadline = Deadline(self.factory.ticks, self._idle_timeout)
-        self._stall = Deadline(self.factory.ticks, self._stalled)
-        self._windows = ReceiveWindows(config.h2_initial_window_size, config.h2_max_window_size,
-                                       self.factory.clock.seconds)
-        self._budget = FrameBudget(self.factory.clock.seconds, config.h2_max_control_frames,
-                                   config.h2_max_empty_frames)
+        factory = self.factory
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._scope = ConnectionScope.of(self.transport, factory)
+        self._server = config.server_header or None
+        self._date = factory.http_date if config.date_header else None
+        self._h2 = server_engine(config)
+        self._deadline = Deadline(factory.ticks, self._idle_timeout)
+        self._stall = Deadline(factory.ticks, self._stalled)
+        self._windows = ReceiveWindows(config.h2_initial_window_size, config.h2_max_window_size, factory.clock.seconds)
+        self._budget = FrameBudget(factory.clock.seconds, config.h2_max_control_frames, config.h2_max_empty_frames)
         upgrade = self._upgrade
         if upgrade is None:
             self._h2.initiate_connection()
@@ -164,42 +133,34 @@ class H2Connection(Protocol):
         self._flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._closing = True
+        self._life = _LOST
         self._deadline.cancel()
         self._stall.cancel()
-        self._lose_streams(reason)
+        self._close_streams(reason)
 
-    def _lose_streams(self, reason: Failure) -> None:
-        for stream in self._streams.values():
-            stream.disconnect()
-        for outbound in self._outbound.values():
-            wake_all(outbound.waiters)
-        for websocket in list(self._websockets.values()):
-            websocket.lost(reason)
-
-    def _idle(self) -> bool:
-        return not self._streams and not self._websockets
+    def _close_streams(self, reason: Failure) -> None:
+        """End every stream: the client is gone, or about to be."""
+        for stream in list(self._streams.values()):
+            self.close_stream(stream, reason)
 
     def _idle_timeout(self) -> None:
-        if self._idle():
+        if not self._streams:
             self._h2.close_connection()
             self._close()
 
     def _stalled(self) -> None:
-        if any(outbound.pending for outbound in self._outbound.values()):
+        if self._queued:
             self._fail_connection(ErrorCodes.FLOW_CONTROL_ERROR,
                                   f"its flow-control window stayed shut for {self.config.h2_stall_timeout} s")
 
-    def _fail_connection(self, code: ErrorCodes | None, why: str) -> None:
-        """End the connection for the client's fault: GOAWAY with ``code`` (``None``: h2 has
-        queued its own), one log line, every stream's app told the client is gone."""
-        log.warn("GOAWAY {code} to {client}: {why}", code="from h2" if code is None else code.name,
-                 client=self._connection.client_text, why=why)
-        if code is not None:
+    def _fail_connection(self, code: ErrorCodes, why: str) -> None:
+        """Every fatal GOAWAY: the connection ends for the client's fault, with ``code`` (h2's
+        own GOAWAY, if h2 sent one already), one log line, and every stream's app told the
+        client is gone."""
+        log.warn("GOAWAY {code} to {client}: {why}", code=code.name, client=self._scope.client_text, why=why)
+        if self._h2.state_machine.state is not ConnectionState.CLOSED:
             self._h2.close_connection(code)
-        for stream in self._streams.values():
-            stream.disconnect()
-        self._close()
+        self._close(Failure(ConnectionLost(why)))
 
     def shutdown(self) -> None:
         """GOAWAY: no new streams; close once the open ones are done.
@@ -207,29 +168,35 @@ class H2Connection(Protocol):
         The frame is written directly: h2's own ``close_connection`` would also stop the
         streams still open from sending their responses.
         """
-        if self._closing:
+        if self._life is not _OPEN:
             return
-        self._closing = True
+        self._life = _DRAINING
         self._goaway_sent = self._h2.highest_inbound_stream_id
         self._flush()
         goaway = GoAwayFrame(0, last_stream_id=self._goaway_sent, error_code=ErrorCodes.NO_ERROR)
         self.transport.write(goaway.serialize())  # type: ignore[union-attr]
-        for websocket in self._websockets.values():
-            websocket.protocol.shutdown()
-        if self._idle():
+        for stream in list(self._streams.values()):
+            if stream.websocket is not None:
+                stream.websocket.protocol.shutdown()
+        if not self._streams:
             self._close()
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
-        tasks = cancel_apps(self._streams.values())
-        for websocket in self._websockets.values():
-            tasks += websocket.protocol.cancel_apps()
+        streams = list(self._streams.values())
+        tasks = cancel_apps(stream.exchange for stream in streams if stream.exchange is not None)
+        for stream in streams:
+            if stream.websocket is not None:
+                tasks += stream.websocket.protocol.cancel_apps()
         return tasks
 
-    def _close(self) -> None:
-        """Send what h2 holds, then close; unregistering first, since TLS waits for its producer."""
-        self._closing = True
-        for outbound in self._outbound.values():
-            wake_all(outbound.waiters)  # an app waiting to send learns now, not at connectionLost
+    def _close(self, reason: Failure = connectionDone) -> None:
+        """The one way this side ends the connection: the streams still open end with
+        ``reason``, what h2 holds is sent, then the transport closes (unregistering first,
+        since TLS waits for its producer)."""
+        if self._life is _CLOSING or self._life is _LOST:
+            return
+        self._life = _CLOSING
+        self._close_streams(reason)
         self._flush()
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
@@ -254,25 +221,24 @@ class H2Connection(Protocol):
     # Frames in.
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing and self.transport.disconnecting:  # type: ignore[union-attr]
+        if self._life is _CLOSING or self._life is _LOST:
             return
-        data, over_budget = self._budget.admit(data, bool(self._outbound))
+        data, over_budget = self._budget.admit(data, bool(self._queued))
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
-            self._fail_connection(None, f"HTTP/2 protocol error: {error}")
-            return
-        if over_budget is not None:
-            self._handle(events)
-            self._fail_connection(ErrorCodes.ENHANCE_YOUR_CALM, over_budget)
+            self._fail_connection(error.error_code, f"HTTP/2 protocol error: {error}")
             return
         self._handle(events)
+        if over_budget is not None:
+            self._fail_connection(ErrorCodes.ENHANCE_YOUR_CALM, over_budget)
+            return
         self._flush()
 
     def _handle(self, events: list[h2.events.Event]) -> None:
         handlers = self._handlers
         for event in events:
-            if self._closing and self._h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            if self._life is not _OPEN and self._h2.state_machine.state is ConnectionState.CLOSED:
                 break
             handler = handlers.get(type(event))
             if handler is not None:
@@ -286,45 +252,52 @@ class H2Connection(Protocol):
         if self._goaway_sent is not None and event.stream_id > self._goaway_sent:
             self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # after GOAWAY
             return
-        if len(self._streams) + len(self._websockets) >= self.config.h2_max_concurrent_streams:
+        if len(self._streams) >= self.config.h2_max_concurrent_streams:
             self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # retryable; the rest go on
             self._count_abuse("streams past the limit", self.config.h2_max_resets)
             return
         self._open_stream(event.stream_id, event.headers, ended=event.stream_ended is not None)
 
     def _open_stream(self, stream_id: int, raw_headers: Headers, ended: bool) -> None:
-        pseudo, headers = _split_fields(raw_headers)
-        method, path, protocol = pseudo.get(b":method", b""), pseudo.get(b":path", b""), pseudo.get(b":protocol", b"")
+        """A request: served on a stream of its own, refused, or a WebSocket's CONNECT."""
+        pseudo, headers, trailers = split_request(raw_headers)
+        method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
         raw_path, _, query = path.partition(b"?")
         if method == b"CONNECT":
-            self._connect(stream_id, RequestHead(method, path, raw_path, query, headers), protocol)
+            self._connect(stream_id, RequestHead(method, path, raw_path, query, headers), pseudo.get(b":protocol", b""))
             return
         if not (_is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
             self._refuse(stream_id, 400, "malformed :path")
             return
         factory = self.factory
         extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
-        if wants_trailers(headers):
+        if trailers:
             extensions["http.response.trailers"] = {}
         if self._h2.remote_settings.enable_push and stream_id % 2 == 1:
             extensions["http.response.push"] = {}
-        scope = self._connection.http(method.decode("ascii"), "2", raw_path, query, headers, extensions)
-        stream = HTTPStream(scope, self, body_complete=ended)
-        self._streams[stream_id] = stream
-        self._ids[stream] = stream_id
-        self._unacknowledged[stream_id] = 0
-        self._windows.open(stream_id)
-        self._deadline.set(None)
-        stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
+        scope = self._scope.http(method.decode("ascii"), "2", raw_path, query, headers, extensions)
+        stream = self._new_stream(stream_id)
+        stream.window = self._windows.open()
+        exchange = stream.exchange = HTTPStream(scope, stream, body_complete=ended)
+        exchange.task = factory.loop.create_task(exchange.run(factory.app, factory.config.request_timeout))
         limit = self.config.max_requests_per_connection
         if limit and stream_id % 2 == 1 and (stream_id + 1) // 2 >= limit:
             self.shutdown()  # the last stream this connection serves
+
+    def _new_stream(self, stream_id: int) -> H2Stream:
+        """The one way in: a stream's record, in the map until ``close_stream``."""
+        stream = self._streams[stream_id] = H2Stream(stream_id, self)
+        if self._write_paused:
+            self._hold(stream)
+        self._deadline.set(None)
+        return stream
 
     def _connect(self, stream_id: int, request: RequestHead, protocol: bytes) -> None:
         """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 8441); this
         server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
         from .websocket import WebSocketConnection, handshake_problem  # loaded with the first WebSocket
 
+        problem: tuple[int, str, Headers] | None
         if protocol != b"websocket" or not self.config.websocket:
             problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
         else:
@@ -333,30 +306,33 @@ class H2Connection(Protocol):
             status, reason, extra = problem
             self._refuse(stream_id, status, reason, extra)
             return
-        websocket = self._websockets[stream_id] = _WebSocketStream(self, stream_id)
-        websocket.protocol = WebSocketConnection(self.factory, request, "2", websocket, self._connection)
-        self._deadline.set(None)
+        stream = self._new_stream(stream_id)
+        websocket = stream.websocket = H2WebSocket(self, stream, self.factory.clock)
+        websocket.protocol = WebSocketConnection(self.factory, request, "2", websocket, self._scope)
         websocket.protocol.makeConnection(websocket)
 
     def _refuse(self, stream_id: int, status: int, reason: str, extra: Headers | None = None) -> None:
         """Answer a request that is not served with ``status`` and no body, as HTTP/1.1
         answers the same request, and log why."""
-        log.info("Refused a request from {client}: {status} {reason}", client=self._connection.client_text,
+        log.info("Refused a request from {client}: {status} {reason}", client=self._scope.client_text,
                  status=status, reason=reason)
-        self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *(extra or [])], end_stream=True)
+        self._h2.send_headers(stream_id, response_block(status, extra or [], self._server, self._date),
+                              end_stream=True)
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
-        websocket = self._websockets.get(event.stream_id)
-        if websocket is not None:
-            websocket.data_received(event.data, event.flow_controlled_length)
-            return
         stream = self._streams.get(event.stream_id)
-        if stream is None or stream.response_done or stream.disconnected:
-            # Nobody will read it: give the window straight back.
-            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            return
-        self._unacknowledged[event.stream_id] += event.flow_controlled_length
-        stream.feed_body(event.data)
+        if stream is not None:
+            exchange = stream.exchange
+            if exchange is not None:
+                if stream.state is OPEN:
+                    stream.unacknowledged += event.flow_controlled_length
+                    exchange.feed_body(event.data)
+                    return
+            elif stream.websocket is not None:
+                stream.websocket.data_received(event.data, event.flow_controlled_length)
+                return
+        # Nobody will read it: give the window straight back.
+        self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
 
     def _trailers_received(self, event: h2.events.TrailersReceived) -> None:
         problem = trailers_problem(event.headers)
@@ -364,34 +340,33 @@ class H2Connection(Protocol):
             self._fail_connection(ErrorCodes.PROTOCOL_ERROR, f"malformed trailers: {problem}")
 
     def _stream_ended(self, event: h2.events.StreamEnded) -> None:
-        websocket = self._websockets.get(event.stream_id)
-        if websocket is not None:
-            websocket.loseConnection()  # the client's side is done: so is the WebSocket (RFC 8441 section 6)
         stream = self._streams.get(event.stream_id)
-        if stream is not None:
-            stream.end_body()
+        if stream is None:
+            return
+        if stream.exchange is not None:
+            stream.exchange.end_body()
+        elif stream.websocket is not None:
+            stream.websocket.loseConnection()  # the client's side is done: so is the WebSocket (RFC 8441 section 6)
 
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
-        websocket = self._websockets.get(event.stream_id)
-        if websocket is not None:
-            websocket.lost(Failure(ConnectionLost("the client reset the stream")))
         stream = self._streams.get(event.stream_id)
-        if stream is not None:
-            if not stream.response_done:
-                self._count_abuse("streams reset before their response", self.config.h2_max_resets)
-            stream.disconnect()
-            outbound = self._outbound.pop(event.stream_id, None)
-            if outbound is not None:
-                wake_all(outbound.waiters)
-            self._forget(stream)
+        if stream is None:
+            return
+        if stream.exchange is not None and stream.state is OPEN:
+            self._count_abuse("streams reset before their response", self.config.h2_max_resets)
+        self.close_stream(stream, Failure(ConnectionLost("the client reset the stream")))
 
     def _window_updated(self, event: h2.events.WindowUpdated) -> None:
         self._stall.set(None)  # the client is reading; _send_pending sets it again if still blocked
         if event.stream_id:
-            self._send_pending(event.stream_id)
+            stream = self._queued.get(event.stream_id)
+            if stream is not None:
+                self._send_pending(stream)
         else:
-            for stream_id in list(self._outbound):
-                self._send_pending(stream_id)
+            self._send_all_pending()
+
+    def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self._send_all_pending()
 
     def _count_abuse(self, kind: str, limit: int) -> None:
         """Count what costs the server more than the client; past ``limit`` in 10 s, GOAWAY."""
@@ -403,42 +378,10 @@ class H2Connection(Protocol):
         if count == limit + 1:
             self._fail_connection(ErrorCodes.ENHANCE_YOUR_CALM, f"more than {limit} {kind} in 10 s")
 
-    def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
-        for stream_id in list(self._outbound):
-            self._send_pending(stream_id)
-
     def _terminated(self, event: h2.events.ConnectionTerminated) -> None:
         """The client sent GOAWAY. h2 lets nothing more be sent after it, so the streams
         still open end here: their apps see the client gone, as it is going."""
-        self._lose_streams(connectionDone)
         self._close()
-
-    # Flow control of request bodies.
-
-    def body_consumed(self, stream: HTTPStream) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is None:
-            return
-        size = self._unacknowledged.get(stream_id, 0)
-        if size:
-            self._unacknowledged[stream_id] = 0
-            try:
-                self._h2.acknowledge_received_data(size, stream_id)
-                self._grow_windows(stream_id, size)
-            except h2.exceptions.StreamClosedError:
-                return
-            self._flush_soon()
-
-    def _grow_windows(self, stream_id: int, taken: int) -> None:
-        """Open the stream's window (and the connection's with it) wider while its app keeps up."""
-        size, connection_growth = self._windows.taken(stream_id, taken)
-        if size:
-            # To the new size exactly: h2 then returns consumed bytes up to it, never beyond.
-            increment = size - self._h2.remote_flow_control_window(stream_id)
-            if increment > 0:
-                self._h2.increment_flow_control_window(increment, stream_id)
-        if connection_growth:
-            self._h2.increment_flow_control_window(connection_growth)
 
     # IPushProducer: the transport says whether the client reads what we write.
 
@@ -447,122 +390,150 @@ class H2Connection(Protocol):
         # server must answer (PING, SETTINGS) cannot pile replies up in memory.
         self._write_paused = True
         self.transport.pauseProducing()  # type: ignore[union-attr]
+        for stream in self._streams.values():
+            self._hold(stream)
 
     def resumeProducing(self) -> None:
         self._write_paused = False
-        if not self._closing:
+        if self._life is _OPEN or self._life is _DRAINING:
             self.transport.resumeProducing()  # type: ignore[union-attr]
-        for outbound in self._outbound.values():
-            if not outbound.pending:
-                wake_all(outbound.waiters)
-        for websocket in self._websockets.values():
-            websocket.writable()
+        for stream in list(self._streams.values()):
+            if stream.pending is None:
+                self._writable(stream)
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows
 
-    def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
-        stream_id = self._ids.get(stream)
-        outbound = self._outbound.get(stream_id) if stream_id is not None else None
-        if self._closing or (not self._write_paused and (outbound is None or not outbound.pending)):
-            return None
-        if outbound is None:
-            outbound = self._outbound[stream_id] = _Outbound()  # type: ignore[index]
-        waiter = self.factory.loop.create_future()
-        outbound.waiters.append(waiter)
-        return waiter
+    def _hold(self, stream: H2Stream) -> None:
+        """``stream`` may not write more for now: its ``send()`` waits."""
+        drain = stream.drain
+        if drain is None:
+            drain = stream.drain = Drain(self.factory.loop)
+        drain.pause()
 
-    # Frames out: stream.ResponseWriter.
+    def _writable(self, stream: H2Stream) -> None:
+        """``stream`` may write again: nothing of it waits, and the client reads."""
+        if stream.drain is not None:
+            stream.drain.resume()
+        if stream.websocket is not None:
+            stream.websocket.writable()
 
-    def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is not None and not self._closing:
-            self._h2.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
+    # StreamOwner: what the streams ask of their connection (h2_stream.py).
+
+    def send_response(self, stream: H2Stream, status: int, headers: Headers, body: bytes, end: bool) -> bool:
+        try:
+            self._h2.send_headers(stream.id, response_block(status, headers, self._server, self._date),
+                                  end_stream=end and not body)
+        except h2.exceptions.StreamClosedError:  # h2 closed it: end it here too, after the caller's turn
+            self.factory.loop.call_soon(self.close_stream, stream, Failure(ConnectionLost("the stream was closed")))
+            return False
+        if body:
+            self.send_data(stream, body, end)
+        else:
             self._flush_soon()
+        return True
 
-    def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is None:
-            return
-        outbound = self._outbound.get(stream_id)
-        if outbound is None:
-            outbound = self._outbound[stream_id] = _Outbound()
-        outbound.trailers = headers  # sent once the data before them is
-        self._send_pending(stream_id)
+    def send_data(self, stream: H2Stream, data: bytes, end: bool) -> None:
+        pending = stream.pending
+        if pending is None:
+            rest = self._send_fitting(stream.id, data, end)
+            if rest is None:  # the common case: it all fits
+                self._flush_soon()
+                return
+            pending = stream.pending = bytearray(rest)
+            self._queued[stream.id] = stream
+            self._hold(stream)  # its send() waits until the queue is sent
+        else:
+            pending += data
+        stream.end = end
+        self._send_pending(stream)
         self._flush_soon()
-        self._response_complete(stream)
 
-    def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is None or self._closing or not self._h2.remote_settings.enable_push:
+    def send_trailers(self, stream: H2Stream, headers: Headers) -> None:
+        if stream.pending is not None:
+            stream.trailers = headers  # sent once the data before them is
+            self._send_pending(stream)
+        else:
+            try:
+                self._h2.send_headers(stream.id, headers, end_stream=True)
+            except h2.exceptions.StreamClosedError:
+                pass
+        self._flush_soon()
+
+    def acknowledge(self, stream: H2Stream) -> None:
+        size = stream.unacknowledged
+        if not size or stream.state is CLOSED:
             return
-        authority = next((value for name, value in stream.scope["headers"] if name == b"host"), b"")
-        request = [(b":method", b"GET"), (b":path", path.encode()), (b":scheme", self._connection.scheme.encode()),
+        stream.unacknowledged = 0
+        try:
+            self._h2.acknowledge_received_data(size, stream.id)
+            self._grow_windows(stream, size)
+        except h2.exceptions.StreamClosedError:
+            return
+        self._flush_soon()
+
+    def reset(self, stream: H2Stream, code: ErrorCodes, reason: Failure | None) -> None:
+        if stream.state is CLOSED:
+            return
+        try:
+            self._h2.reset_stream(stream.id, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+        self._flush()
+        self.close_stream(stream, reason)
+
+    def close_stream(self, stream: H2Stream, reason: Failure | None) -> None:
+        """The one way a stream ends, whatever ends it: its response sent, an abort, the
+        client's reset, the connection's end, a WebSocket closed. ``reason``, if any, is
+        why the client is gone, for its app."""
+        if stream.state is CLOSED:
+            return
+        stream.state = CLOSED
+        del self._streams[stream.id]
+        if stream.pending is not None:
+            stream.pending = None
+            del self._queued[stream.id]
+        if stream.drain is not None:
+            stream.drain.resume()  # a send() that waits learns now
+        if stream.window is not None:
+            self._windows.close(stream.window)
+        # The record lets go of its ASGI side: with no cycle between them, a request's
+        # objects are freed as soon as its app returns, and the collector never runs for them.
+        websocket, stream.websocket = stream.websocket, None
+        exchange, stream.exchange = stream.exchange, None
+        if websocket is not None:
+            websocket.closed(reason or Failure(connectionDone.value))
+        elif reason is not None and exchange is not None:
+            exchange.disconnect()
+        if not self._streams:
+            self._became_idle()
+
+    def push(self, stream: H2Stream, path: str, headers: Headers) -> None:
+        if self._life is not _OPEN or not self._h2.remote_settings.enable_push or stream.exchange is None:
+            return
+        authority = next((value for name, value in stream.exchange.scope["headers"] if name == b"host"), b"")
+        request = [(b":method", b"GET"), (b":path", path.encode()), (b":scheme", self._scope.scheme.encode()),
                    (b":authority", authority), *headers]
         promised = self._h2.get_next_available_stream_id()
         try:
-            self._h2.push_stream(stream_id, promised, request)
+            self._h2.push_stream(stream.id, promised, request)
         except h2.exceptions.ProtocolError:
             return  # the client's stream limit, or the stream is closing: a push is only a hint
         self._flush_soon()
         self._open_stream(promised, request, ended=True)
 
-    def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is None:
-            return
-        config = self.config
-        block = [(b":status", b"%d" % status)]
-        server_header = config.server_header
-        date_header = config.date_header
-        for name, value in headers:
-            name = name.lower()
-            if name in _NOT_IN_RESPONSES:
-                continue
-            if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
-                value = value.strip(b" \t")  # RFC 9113 section 8.2.1
-            if name == b"server":
-                server_header = None
-            elif name == b"date":
-                date_header = False
-            block.append((name, value))
-        if server_header:
-            block.append((b"server", server_header))
-        if date_header:
-            block.append((b"date", self.factory.http_date()))
-        if status in NO_BODY_STATUSES or stream.scope["method"] == "HEAD":
-            body = b""
-        try:
-            self._h2.send_headers(stream_id, block, end_stream=end and not body)
-        except h2.exceptions.StreamClosedError:
-            return
-        if body:
-            self._send_data(stream_id, body, end)
-        self._flush_soon()
-        if end:
-            self._response_complete(stream)
+    def finished(self, exchange: HTTPStream) -> None:
+        request_log = self.factory.request_log
+        if request_log is not None:
+            request_log.http(exchange)
 
-    def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is None:
-            return
-        if stream.scope["method"] == "HEAD" or stream.status in NO_BODY_STATUSES:
-            body = b""
-        self._send_data(stream_id, body, end)
-        self._flush_soon()
-        if end:
-            self._response_complete(stream)
+    def _became_idle(self) -> None:
+        if self._life is _DRAINING:
+            self._close()
+        elif self._life is _OPEN:
+            self._deadline.set(self.config.keep_alive_timeout)
 
-    def _send_data(self, stream_id: int, data: bytes, end: bool) -> None:
-        outbound = self._outbound.get(stream_id)
-        if outbound is None:
-            data = self._send_fitting(stream_id, data, end)
-            if data is None:
-                return  # the common case: it all fits
-            outbound = self._outbound[stream_id] = _Outbound()
-        outbound.pending += data
-        outbound.end = end
-        self._send_pending(stream_id)
+    # Flow control: response data out as the peer's windows allow, request bodies acknowledged.
 
     def _send_fitting(self, stream_id: int, data: bytes, end: bool) -> bytes | memoryview | None:
         """Send what of ``data`` the windows take now, in frames that are views of it (not
@@ -584,233 +555,62 @@ class H2Connection(Protocol):
             sent += size
         return None if sent == len(data) else view[sent:]
 
-    def _send_pending(self, stream_id: int) -> None:
-        """Send what the windows allow, in frames as large as the peer takes."""
-        outbound = self._outbound.get(stream_id)
-        if outbound is None:
+    def _send_pending(self, stream: H2Stream) -> None:
+        """Send what of the stream's queue the windows allow; once it is all sent, the
+        stream may write again, and a complete response's stream ends."""
+        pending = stream.pending
+        if pending is None:
             return
-        connection = self._h2
-        pending = outbound.pending
         try:
-            while pending:
-                size = min(connection.local_flow_control_window(stream_id), len(pending))
-                if size <= 0:
-                    break
-                last = outbound.end and size == len(pending)
-                with memoryview(pending) as view:  # released before the bytearray shrinks
-                    self._send_fitting(stream_id, view[:size].tobytes(), last)  # all of it: it fits
-                del pending[:size]
-                if last:
-                    outbound.end = False
-            if not pending and outbound.end:
-                connection.end_stream(stream_id)
-                outbound.end = False
-            if not pending and outbound.trailers is not None:
-                connection.send_headers(stream_id, outbound.trailers, end_stream=True)
-                outbound.trailers = None
+            self._send_queued(stream, pending)
         except h2.exceptions.StreamClosedError:
             pending.clear()
         if pending:
             self._stall.set(self.config.h2_stall_timeout)
-        else:
-            if not self._write_paused:
-                wake_all(outbound.waiters)
-                websocket = self._websockets.get(stream_id)
-                if websocket is not None:
-                    websocket.writable()
-            if not outbound.waiters:
-                del self._outbound[stream_id]
-            stream = self._streams.get(stream_id)
-            if stream is not None and stream.response_done:
-                self._forget(stream)
-
-    def _response_complete(self, stream: HTTPStream) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is None:
-            return  # sending the last data already finished it
-        outbound = self._outbound.get(stream_id)
-        if outbound is None or not outbound.pending:
-            self._forget(stream)
-
-    def abort(self, stream: HTTPStream) -> None:
-        stream_id = self._ids.get(stream)
-        if stream_id is None:
             return
-        try:
-            self._h2.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
-        except h2.exceptions.StreamClosedError:
-            pass
-        self._flush()
-        self._outbound.pop(stream_id, None)
-        self._forget(stream)
+        stream.pending = None
+        del self._queued[stream.id]
+        if not self._write_paused:
+            self._writable(stream)
+        if stream.state is ENDING:
+            self.close_stream(stream, None)
 
-    def finished(self, stream: HTTPStream) -> None:
-        request_log = self.factory.request_log
-        if request_log is not None:
-            request_log.http(stream)
-
-    def _forget(self, stream: HTTPStream) -> None:
-        stream_id = self._ids.pop(stream, None)
-        if stream_id is None:
-            return
-        self._streams.pop(stream_id, None)
-        self._unacknowledged.pop(stream_id, None)
-        self._windows.close(stream_id)
-        self._became_idle()
-
-    def _became_idle(self) -> None:
-        if self._idle():
-            if self._closing:
-                self._close()
-            else:
-                self._deadline.set(self.config.keep_alive_timeout)
-
-
-
-def _split_fields(raw_headers: Headers) -> tuple[dict[bytes, bytes], Headers]:
-    """A request's pseudo-header fields, and its other fields as the scope has them:
-    ``:authority`` as the host (RFC 9113 section 8.3.1), cookie fields joined into one, last
-    (section 8.2.3), no HTTP/1.1 hop-by-hop fields."""
-    pseudo = {}
-    headers: Headers = []
-    cookies = []
-    for name, value in raw_headers:
-        if name[:1] == b":":
-            pseudo[name] = value
-        elif name == b"cookie":
-            cookies.append(value)
-        elif name not in _HOP_BY_HOP:
-            headers.append((name, value))
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    authority = pseudo.get(b":authority")
-    if authority is not None:
-        headers = [(b"host", authority), *(h for h in headers if h[0] != b"host")]
-    return pseudo, headers
-
-
-@implementer(ITransport)
-class _WebSocketStream:
-    """An extended CONNECT stream as the byte transport its WebSocket runs over (RFC 8441).
-
-    Also the WebSocket's ``HandshakeWriter``: the handshake is answered with a ``200``
-    HEADERS frame, or denied with a whole response on the stream. Flow control stands in
-    for TCP's: data is acknowledged as the WebSocket reads it, and the WebSocket's
-    ``send()`` waits while its data does not fit the client's window.
-    """
-
-    disconnecting = False
-    protocol: WebSocketConnection
-
-    def __init__(self, connection: H2Connection, stream_id: int) -> None:
-        self._connection = connection
-        self._stream_id = stream_id
-        self._read_paused = False
-        self._unacknowledged = 0
-        self._producer: IPushProducer | None = None
-        self._producer_paused = False
-        self._ended = False
-
-    # HandshakeWriter.
-
-    def accept(self, transport: Any, headers: Headers) -> None:  # transport: this stream
-        self._send_headers(200, headers, end=False)
-
-    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
-        self._send_headers(status, headers, end=not body)
-        if body:
-            self.write(body, end=True)
-        self._ended = True
-
-    def _send_headers(self, status: int, headers: Headers, end: bool) -> None:
-        connection = self._connection
-        block = [(b":status", b"%d" % status)]
-        block += [(name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
-        if connection.config.server_header:
-            block.append((b"server", connection.config.server_header))
-        try:
-            connection._h2.send_headers(self._stream_id, block, end_stream=end)
-        except h2.exceptions.StreamClosedError:
-            return
-        connection._flush_soon()
-
-    # Events from the connection.
-
-    def data_received(self, data: bytes, flow_controlled_length: int) -> None:
-        self._unacknowledged += flow_controlled_length
-        if not self._read_paused:
-            self._acknowledge()
-        self.protocol.dataReceived(data)
-
-    def _acknowledge(self) -> None:
-        size, self._unacknowledged = self._unacknowledged, 0
-        if size:
-            try:
-                self._connection._h2.acknowledge_received_data(size, self._stream_id)
-            except h2.exceptions.StreamClosedError:
+    def _send_queued(self, stream: H2Stream, pending: bytearray) -> None:
+        """Send the queue in frames as large as the peer takes, then END_STREAM or the
+        trailers owed after it, once it is empty."""
+        connection = self._h2
+        stream_id = stream.id
+        while pending:
+            size = min(connection.local_flow_control_window(stream_id), len(pending))
+            if size <= 0:
                 return
-            self._connection._flush_soon()
+            last = stream.end and size == len(pending)
+            with memoryview(pending) as view:  # released before the bytearray shrinks
+                self._send_fitting(stream_id, view[:size].tobytes(), last)  # all of it: it fits
+            del pending[:size]
+            if last:
+                stream.end = False
+        if stream.end:
+            stream.end = False
+            connection.end_stream(stream_id)
+        if stream.trailers is not None:
+            trailers, stream.trailers = stream.trailers, None
+            connection.send_headers(stream_id, trailers, end_stream=True)
 
-    def writable(self) -> None:
-        """The client reads again: let the WebSocket's ``send()`` go on."""
-        if self._producer is not None and self._producer_paused:
-            self._producer_paused = False
-            self._producer.resumeProducing()
+    def _send_all_pending(self) -> None:
+        for stream in list(self._queued.values()):
+            self._send_pending(stream)
 
-    def lost(self, reason: Failure) -> None:
-        connection = self._connection
-        if connection._websockets.pop(self._stream_id, None) is not None:
-            self.protocol.connectionLost(reason)
-            connection._became_idle()
-
-    # ITransport, as much of it as the WebSocket uses.
-
-    def write(self, data: bytes, end: bool = False) -> None:
-        connection = self._connection
-        if self._ended or self._stream_id not in connection._websockets:
+    def _grow_windows(self, stream: H2Stream, taken: int) -> None:
+        """Open the stream's window (and the connection's with it) wider while its app keeps up."""
+        window = stream.window
+        if window is None:
             return
-        connection._send_data(self._stream_id, data, end)
-        connection._flush_soon()
-        if self._producer is not None and not self._producer_paused and (
-                connection._write_paused or self._stream_id in connection._outbound):
-            self._producer_paused = True
-            self._producer.pauseProducing()
-
-    def writeSequence(self, data: list[bytes]) -> None:
-        self.write(b"".join(data))
-
-    def loseConnection(self) -> None:
-        if not self._ended:
-            self.write(b"", end=True)
-            self._ended = True
-        self._connection.factory.clock.callLater(0, self.lost, Failure(connectionDone.value))
-
-    def abortConnection(self) -> None:
-        connection = self._connection
-        if self._stream_id in connection._websockets:
-            try:
-                connection._h2.reset_stream(self._stream_id, ErrorCodes.CANCEL)
-            except h2.exceptions.StreamClosedError:
-                pass
-            connection._outbound.pop(self._stream_id, None)
-            connection._flush_soon()
-            self.lost(Failure(ConnectionAborted()))
-
-    def getPeer(self) -> object:
-        return self._connection.transport.getPeer()  # type: ignore[union-attr]
-
-    def getHost(self) -> object:
-        return self._connection.transport.getHost()  # type: ignore[union-attr]
-
-    def pauseProducing(self) -> None:
-        self._read_paused = True
-
-    def resumeProducing(self) -> None:
-        self._read_paused = False
-        self._acknowledge()
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._producer = producer
-
-    def unregisterProducer(self) -> None:
-        self._producer = None
+        size, connection_growth = self._windows.taken(window, taken)
+        if size:
+            # To the new size exactly: h2 then returns consumed bytes up to it, never beyond.
+            increment = size - self._h2.remote_flow_control_window(stream.id)
+            if increment > 0:
+                self._h2.increment_flow_control_window(increment, stream.id)
+        if connection_growth:
+            self._h2.increment_flow_control_window(connection_growth)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds: prometheus_client's defaults
 PROTOCOLS = {"1.0": "http/1.0", "1.1": "http/1.1", "2": "h2"}
-CONNECTION_KINDS = {"HTTP11Connection": "http/1.1", "H2Connection": "h2", "WebSocketConnection": "websocket"}
+CONNECTION_KINDS = {"HTTP11Connection": "http/1.1", "HTTP2Connection": "h2", "WebSocketConnection": "websocket"}
 
 
 class Figures:

@@ -237,10 +237,10 @@ class DataFastPathTests(unittest.TestCase):
         import h2.config
         import h2.connection
 
-        from hello_asgi.h2_engine import Connection
+        from hello_asgi.h2_engine import H2Engine
 
         plain = h2.connection.H2Connection(h2.config.H2Configuration(**_CONFIG))
-        fast = Connection(h2.config.H2Configuration(**_CONFIG))
+        fast = H2Engine(h2.config.H2Configuration(**_CONFIG))
         for connection in (plain, fast):
             connection.initiate_connection()
         self.assertEqual(fast.data_to_send(), plain.data_to_send())

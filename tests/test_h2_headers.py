@@ -107,3 +107,35 @@ class GoodFieldMemoTests(unittest.TestCase):
         bad = (b"x-bad", b" leading space")
         self.assertIsNotNone(request_problem([*self.BLOCK[:4], bad]))
         self.assertNotIn(bad, h2_headers._good_fields)
+
+
+class OutboundBlockTests(unittest.TestCase):
+    """``response_block``: every response head on a stream, one Server and Date policy."""
+
+    def test_a_final_response_gets_server_and_date_unless_the_app_sent_them(self) -> None:
+        block = h2_headers.response_block(200, [(b"Content-Type", b" text/plain\t")], b"hello-asgi", lambda: b"D")
+        self.assertEqual(block, [(b":status", b"200"), (b"content-type", b"text/plain"), (b"server", b"hello-asgi"),
+                                 (b"date", b"D")])
+        own = h2_headers.response_block(404, [(b"Server", b"mine"), (b"date", b"then")], b"hello-asgi", lambda: b"D")
+        self.assertEqual(own, [(b":status", b"404"), (b"server", b"mine"), (b"date", b"then")])
+
+    def test_connection_specific_fields_and_te_are_dropped(self) -> None:
+        headers = [(b"Connection", b"close"), (b"keep-alive", b"5"), (b"Transfer-Encoding", b"chunked"),
+                   (b"upgrade", b"h2c"), (b"proxy-connection", b"x"), (b"te", b"trailers"), (b"x-kept", b"1")]
+        self.assertEqual(h2_headers.response_block(200, headers, None, None), [(b":status", b"200"), (b"x-kept", b"1")])
+
+    def test_an_informational_response_gets_neither(self) -> None:
+        block = h2_headers.response_block(103, [(b"link", b"</a>")], b"hello-asgi", lambda: b"D")
+        self.assertEqual(block, [(b":status", b"103"), (b"link", b"</a>")])
+
+
+class SplitRequestTests(unittest.TestCase):
+    def test_pseudo_fields_cookies_hop_by_hop_and_trailers(self) -> None:
+        pseudo, headers, trailers = h2_headers.split_request([
+            (b":method", b"GET"), (b":path", b"/"), (b":authority", b"a.test"), (b"cookie", b"a=1"),
+            (b"host", b"a.test"), (b"http2-settings", b"AAA"), (b"te", b"trailers"), (b"cookie", b"b=2"),
+        ])
+        self.assertEqual(pseudo, {b":method": b"GET", b":path": b"/", b":authority": b"a.test"})
+        self.assertEqual(headers, [(b"host", b"a.test"), (b"te", b"trailers"), (b"cookie", b"a=1; b=2")])
+        self.assertTrue(trailers)
+        self.assertFalse(h2_headers.split_request([(b":method", b"GET"), (b"te", b"gzip")])[2])

@@ -195,8 +195,8 @@ class PathsendTests(unittest.TestCase):
         stream_id = client.request("/")  # the client's windows (64 KiB) are never opened until it reads
         await observed()
         (connection,) = server.service.factory.connections
-        outbound = connection.inner._outbound[stream_id]
-        self.assertLessEqual(len(outbound.pending), FILE_CHUNK)
+        queued = connection.inner._streams[stream_id].pending
+        self.assertLessEqual(len(queued), FILE_CHUNK)
         self.assertFalse(app.done.is_set())
         _, body = await client.response(stream_id)
         client.close()
