@@ -26,10 +26,10 @@ from twisted.python.failure import Failure
 from .known_good import KnownGood
 from .loading import ASGIApp, Message, Scope
 from .proxy import TrustedProxies, apply_forwarded
+from .wire import Headers as Headers  # the one definition; http1, http2 and resource take it from here
 
 log = Logger(namespace="hello_asgi.app")
 
-Headers = list[tuple[bytes, bytes]]
 SPEC_VERSION = "2.5"
 
 # Response states.

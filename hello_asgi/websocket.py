@@ -35,10 +35,10 @@ from zope.interface import implementer
 from .bridge import start_task
 from .config import Config
 from .flow import Drain
-from .stream import ConnectionScope, Headers, RequestHead
+from .stream import ConnectionScope, RequestHead
 from .websocket_frames import simple_messages
 from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
-from .wire import field_lines, status_line
+from .wire import Headers, field_lines, status_line
 
 if TYPE_CHECKING:
     from .factory import ASGIServerFactory

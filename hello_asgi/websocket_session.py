@@ -18,7 +18,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
-from .stream import Headers, checked_headers
+from .stream import checked_headers
+from .wire import Headers
 
 log = Logger(namespace="hello_asgi.app")
 
