@@ -178,16 +178,11 @@ class WebSocketSession:
             await waiter
 
     async def send(self, message: Message) -> None:
-        """Carry out one message of the app's, by what the WebSocket's state allows: each
-        state has its method (``_SENDERS``), which returns a waitable while the peer is slow
-        to read."""
-        waiting = _SENDERS[self._state](self, message["type"], message)
-        if waiting is not None:
-            await waiting
-
-    def _send_open(self, message_type: str, message: Message) -> Awaitable[None] | None:
-        """Open: a data message, or the close."""
-        if message_type == "websocket.send":
+        """Carry out one message of the app's. A data message on an open WebSocket, the
+        message of nearly every call, is sent here; every other is handled by the method of
+        the WebSocket's state (``_SENDERS``), which says what that state allows."""
+        message_type = message["type"]
+        if message_type == "websocket.send" and self._state == _OPEN:
             data: Any = message.get("bytes")  # exactly one of the two is given (checked next)
             text: Any = message.get("text")
             if (data is None) == (text is None):
@@ -196,7 +191,14 @@ class WebSocketSession:
                 self._channel.send_message(text.encode("utf-8"), False)
             else:
                 self._channel.send_message(bytes(data), True)
-            return self._channel.drained()
+            waiting = self._channel.drained()
+        else:
+            waiting = _SENDERS[self._state](self, message_type, message)
+        if waiting is not None:
+            await waiting
+
+    def _send_open(self, message_type: str, message: Message) -> None:
+        """Open, for all but a data message (``send`` sends those): the close."""
         if message_type != "websocket.close":
             raise RuntimeError(f"unexpected ASGI message {message_type!r} on an open WebSocket")
         code = message.get("code") or 1000
@@ -204,7 +206,6 @@ class WebSocketSession:
             raise ValueError(f"'websocket.close' code {code!r} cannot be sent (RFC 6455 section 7.4)")
         self._state = _CLOSING
         self._channel.close(code, message.get("reason") or "")
-        return None
 
     def _send_connecting(self, message_type: str, message: Message) -> None:
         """Before the handshake is answered: accept it, refuse it (a close is a 403), or begin
