@@ -446,11 +446,9 @@ class HTTPStream:
             await waiter
 
     async def send(self, message: Message) -> None:
-        """Carry out one message of the app's response.
-
-        A body chunk, the message of every response and of a stream's every piece, is
-        handled first and here; ``http.response.pathsend`` waits on its file; every other
-        kind is one small method, found by its type in ``_SENDERS``."""
+        """Carry out one message of the app's response. A body chunk (every response has
+        one, a streamed one many) is handled first; ``http.response.pathsend`` waits on its
+        file; every other kind has a small method of its own, found by type in ``_SENDERS``."""
         message_type = message["type"]
         if self.disconnected:
             if message_type == "http.disconnect":
