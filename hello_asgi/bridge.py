@@ -124,9 +124,10 @@ def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 def start_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Run ``coroutine`` as a task on ``loop``: the one way app code is started (a request's,
-    a WebSocket's, lifespan's, ``AppLoop.run``'s), so that anything every app task needs
-    (a name, a context, an eager first step) is added here once."""
+    """Run ``coroutine`` as a task on ``loop``: where app tasks start, so that anything every
+    app task needs (a name, a context, an eager first step) is added here once. A
+    WebSocket's app and ``AppLoop.run`` start here; HTTP/1.1's, HTTP/2's, ``ASGIResource``'s
+    and lifespan's do not yet (docs/design.rst keeps the list)."""
     return loop.create_task(coroutine)
 
 
