@@ -124,7 +124,10 @@ def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
 
 
 def start_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Run ``coroutine`` as a task on ``loop``: the one way app code is started."""
+    """Run ``coroutine`` as a task on ``loop``: where app tasks start, so that anything every
+    app task needs (a name, a context, an eager first step) is added here once. A
+    WebSocket's app and ``AppLoop.run`` start here; HTTP/1.1's, HTTP/2's, ``ASGIResource``'s
+    and lifespan's do not yet (docs/design.rst keeps the list)."""
     return loop.create_task(coroutine)
 
 
@@ -141,24 +144,34 @@ class LoopClock:
         self._loop = loop
 
     def seconds(self) -> float:
-        return self._loop.time()  # the clock the loop's timers keep, so getTime() agrees
+        return self._loop.time()  # the clock the loop's timers keep
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> _LoopCall:
-        return _LoopCall(self._loop.call_later(delay, f, *args))
+        return _LoopCall(self._loop, delay, f, args)
 
 
 class _LoopCall:
-    """What ``LoopClock.callLater`` returns: the ``IDelayedCall`` methods its callers use
-    (``Deadline`` and autobahn's timers cancel, and ``Deadline`` reads the time)."""
+    """What ``LoopClock.callLater`` returns: the ``IDelayedCall`` methods its callers use,
+    ``cancel`` (``Ticks``, autobahn's timers) and ``active`` (``websocket.py`` asks it before
+    cancelling the wait for an app's answers, as a Twisted call must not be cancelled twice)."""
 
-    def __init__(self, handle: asyncio.TimerHandle) -> None:
-        self._handle = handle
+    __slots__ = ("_called", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, f: Callable[..., Any],
+                 args: tuple[Any, ...]) -> None:
+        self._called = False
+        self._handle = loop.call_later(delay, self._call, f, args)
+
+    def _call(self, f: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._called = True
+        f(*args)
 
     def cancel(self) -> None:
         self._handle.cancel()
 
-    def getTime(self) -> float:
-        return self._handle.when()
+    def active(self) -> bool:
+        """Whether the call is still to come: neither made nor cancelled."""
+        return not self._called and not self._handle.cancelled()
 
 
 class AppLoop:

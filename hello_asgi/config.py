@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -189,66 +190,65 @@ class Config:
     loop: LoopKind = "auto"
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting that cannot work."""
-        if self.interface not in ("auto", "asgi3", "asgi2", "wsgi"):
-            raise ValueError(f"interface must be auto, asgi3, asgi2 or wsgi, not {self.interface!r}")
-        if self.lifespan not in ("auto", "on", "off"):
-            raise ValueError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
-        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
-            raise ValueError(f"root_path must start with '/' and not end with one: {self.root_path!r}")
-        for name in ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "close_timeout",
-                     "body_timeout", "h2_stall_timeout", "ws_handshake_timeout"):
+        """Raise ``ValueError`` naming the first setting that cannot work: the rules are the
+        tables below the class, then the two settings that are checked by parsing them."""
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}")
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in (
-            "max_request_line",
-            "max_head_size",
-            "max_header_count",
-            "max_connections",
-            "body_buffer_size",
-            "max_body_drain",
-            "backlog",
-            "h2_max_concurrent_streams",
-            "h2_max_resets",
-            "h2_max_control_frames",
-            "h2_max_empty_frames",
-            "ws_max_message_size",
-            "ws_max_frame_size",
-            "ws_max_queue",
-            "wsgi_threads",
-        ):
+        for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        self._validate_operations()
-        if self.max_requests_per_connection < 0:
-            raise ValueError("max_requests_per_connection must be 0 (no limit) or more")
-        if not 65535 <= self.h2_initial_window_size <= 2**31 - 1:
-            raise ValueError("h2_initial_window_size must be from 65535 to 2**31-1")
-        if not self.h2_initial_window_size <= self.h2_max_window_size <= 2**31 - 1:
-            raise ValueError("h2_max_window_size must be from h2_initial_window_size to 2**31-1")
-        if not 16384 <= self.h2_max_frame_size <= 2**24 - 1:
-            raise ValueError("h2_max_frame_size must be from 16384 to 2**24-1")
-        if self.ws_ping_interval < 0 or self.ws_ping_timeout < 0:
-            raise ValueError("ws_ping_interval and ws_ping_timeout must be 0 (off) or more")
-        if self.request_timeout is not None and self.request_timeout <= 0:
-            raise ValueError("request_timeout must be positive, or None for no limit")
-        if self.tls_min_version not in ("1.2", "1.3"):
-            raise ValueError(f"tls_min_version must be 1.2 or 1.3, not {self.tls_min_version!r}")
-        if self.require_client_cert and self.ca_certs is None:
-            raise ValueError("require_client_cert needs ca_certs, the CA certificates to verify them with")
-        if (self.certfile is None) != (self.keyfile is None):
-            raise ValueError("a TLS certificate and key go together: give both or neither")
+        for works, problem in _RULES:
+            if not works(self):
+                raise ValueError(problem.format(config=self))
         TrustedProxies(self.forwarded_allow_ips)  # raises for an entry that is not one
-        if self.max_request_line > self.max_head_size:
-            raise ValueError("max_request_line cannot exceed max_head_size")
-
-    def _validate_operations(self) -> None:
-        """The settings of the process around the server (the block at the end)."""
-        if self.max_requests < 0 or self.max_requests_jitter < 0:
-            raise ValueError("max_requests and max_requests_jitter must be 0 (off) or more")
-        if self.loop not in ("auto", "asyncio", "uvloop"):
-            raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
         if self.access_log_format not in (None, "", "json"):
             from .access_log import prepared_format
 
             prepared_format(self.access_log_format)  # an unknown atom is refused here, at start
+
+
+# The settings that take one of a few words.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "interface": ("auto", "asgi3", "asgi2", "wsgi"),
+    "lifespan": ("auto", "on", "off"),
+    "loop": ("auto", "asyncio", "uvloop"),
+    "tls_min_version": ("1.2", "1.3"),
+}
+# Durations that must be more than zero (a timeout of 0 would close every connection at once).
+_POSITIVE = ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "close_timeout", "body_timeout",
+             "h2_stall_timeout", "ws_handshake_timeout")
+# Limits and sizes with no "off": 0 would refuse everything.
+_AT_LEAST_ONE = ("max_request_line", "max_head_size", "max_header_count", "max_connections", "body_buffer_size",
+                 "max_body_drain", "backlog", "h2_max_concurrent_streams", "h2_max_resets", "h2_max_control_frames",
+                 "h2_max_empty_frames", "ws_max_message_size", "ws_max_frame_size", "ws_max_queue",
+                 "wsgi_threads")
+# Every other rule: whether a config keeps it, and what to say (``config`` is the Config) when not.
+_RULES: tuple[tuple[Callable[[Config], bool], str], ...] = (
+    (lambda config: not config.root_path or (config.root_path.startswith("/") and not config.root_path.endswith("/")),
+     "root_path must start with '/' and not end with one: {config.root_path!r}"),
+    (lambda config: config.max_requests >= 0 and config.max_requests_jitter >= 0,
+     "max_requests and max_requests_jitter must be 0 (off) or more"),
+    (lambda config: config.max_requests_per_connection >= 0,
+     "max_requests_per_connection must be 0 (no limit) or more"),
+    (lambda config: 65535 <= config.h2_initial_window_size <= 2**31 - 1,
+     "h2_initial_window_size must be from 65535 to 2**31-1"),
+    (lambda config: config.h2_initial_window_size <= config.h2_max_window_size <= 2**31 - 1,
+     "h2_max_window_size must be from h2_initial_window_size to 2**31-1"),
+    (lambda config: 16384 <= config.h2_max_frame_size <= 2**24 - 1,
+     "h2_max_frame_size must be from 16384 to 2**24-1"),
+    (lambda config: config.ws_ping_interval >= 0 and config.ws_ping_timeout >= 0,
+     "ws_ping_interval and ws_ping_timeout must be 0 (off) or more"),
+    (lambda config: config.request_timeout is None or config.request_timeout > 0,
+     "request_timeout must be positive, or None for no limit"),
+    (lambda config: config.ca_certs is not None or not config.require_client_cert,
+     "require_client_cert needs ca_certs, the CA certificates to verify them with"),
+    (lambda config: (config.certfile is None) == (config.keyfile is None),
+     "a TLS certificate and key go together: give both or neither"),
+    (lambda config: config.max_request_line <= config.max_head_size,
+     "max_request_line cannot exceed max_head_size"),
+)

@@ -67,7 +67,7 @@ _SCHEMES = {"http": "http", "ws": "http", "https": "https", "wss": "https"}
 # each value a token or a quoted string. A value in a token may hold ``:``, ``[`` and
 # ``]`` here, which the RFC reserves for quoted strings, as proxies write them both ways.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_VALUE = rf'(?:[!#$%&\'*+.^_`|~0-9A-Za-z:\[\]-]+|"(?:[^"\\]|\\.)*")'
+_VALUE = r'(?:[!#$%&\'*+.^_`|~0-9A-Za-z:\[\]-]+|"(?:[^"\\]|\\.)*")'
 _ELEMENT = rf"(?:{_TOKEN}={_VALUE})?(?:[ \t]*;[ \t]*(?:{_TOKEN}={_VALUE})?)*"
 _FORWARDED = re.compile(rf"[ \t]*{_ELEMENT}(?:[ \t]*,[ \t]*{_ELEMENT})*[ \t]*")
 _FORWARDED_PIECE = re.compile(rf"(,)|({_TOKEN})=({_VALUE})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -90,23 +91,39 @@ def _parse_v2(data: bytes) -> tuple[Addresses, int] | None:
         raise InvalidHeader("PROXY v2 header too long")
     if len(data) < 16 + length:
         return None
-    body = data[16 : 16 + length]
     if version_command & 0xF == 0 or family == 0x00:  # LOCAL (a health check), or UNSPEC
         return None, 16 + length
-    if family == 0x11 and length >= 12:
-        source_host, destination_host, source_port, destination_port = struct.unpack("!4s4sHH", body[:12])
-        source = IPv4Address("TCP", str(ipaddress.IPv4Address(source_host)), source_port)
-        destination = IPv4Address("TCP", str(ipaddress.IPv4Address(destination_host)), destination_port)
-    elif family == 0x21 and length >= 36:
-        source_host, destination_host, source_port, destination_port = struct.unpack("!16s16sHH", body[:36])
-        source = IPv6Address("TCP", str(ipaddress.IPv6Address(source_host)), source_port)
-        destination = IPv6Address("TCP", str(ipaddress.IPv6Address(destination_host)), destination_port)
-    elif family == 0x31 and length >= 216:
-        source = UNIXAddress(os.fsdecode(body[:108].rstrip(b"\x00")) or None)
-        destination = UNIXAddress(os.fsdecode(body[108:216].rstrip(b"\x00")) or None)
-    else:
+    served = _V2_FAMILIES.get(family)
+    if served is None or length < served[0]:  # (TLVs may follow the addresses, never replace them)
         raise InvalidHeader(f"unsupported PROXY v2 address family {family:#04x}")
-    return (source, destination), 16 + length
+    size, read = served
+    return read(data[16 : 16 + size]), 16 + length
+
+
+def _v2_tcp4(body: bytes) -> tuple[IPv4Address, IPv4Address]:
+    source_host, destination_host, source_port, destination_port = struct.unpack("!4s4sHH", body)
+    return (IPv4Address("TCP", str(ipaddress.IPv4Address(source_host)), source_port),
+            IPv4Address("TCP", str(ipaddress.IPv4Address(destination_host)), destination_port))
+
+
+def _v2_tcp6(body: bytes) -> tuple[IPv6Address, IPv6Address]:
+    source_host, destination_host, source_port, destination_port = struct.unpack("!16s16sHH", body)
+    return (IPv6Address("TCP", str(ipaddress.IPv6Address(source_host)), source_port),
+            IPv6Address("TCP", str(ipaddress.IPv6Address(destination_host)), destination_port))
+
+
+def _v2_unix(body: bytes) -> tuple[UNIXAddress, UNIXAddress]:
+    return (UNIXAddress(os.fsdecode(body[:108].rstrip(b"\x00")) or None),
+            UNIXAddress(os.fsdecode(body[108:216].rstrip(b"\x00")) or None))
+
+
+# The v2 address families served (TCP over IPv4, over IPv6, and UNIX stream sockets): the
+# bytes of their addresses, and their reader.
+_V2_FAMILIES: dict[int, tuple[int, Callable[[bytes], Addresses]]] = {
+    0x11: (12, _v2_tcp4),
+    0x21: (36, _v2_tcp6),
+    0x31: (216, _v2_unix),
+}
 
 
 class PROXYProtocolWrapper(ProtocolWrapper):

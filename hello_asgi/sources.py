@@ -104,12 +104,7 @@ def _flag_or_value(source: str, value: Any, takes_value: bool) -> str:
 def load_config_file(path: str, table: Mapping[str, bool]) -> dict[str, list[str]]:
     """A TOML file's settings as option values: keys are option names (``-`` or ``_``),
     or Hypercorn's names for the same settings."""
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+    import tomllib  # imported only when a file is given
     try:
         with open(path, "rb") as file:
             settings = tomllib.load(file)

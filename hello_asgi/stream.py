@@ -15,7 +15,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -26,10 +26,10 @@ from twisted.python.failure import Failure
 from .known_good import KnownGood
 from .loading import ASGIApp, Message, Scope
 from .proxy import TrustedProxies, apply_forwarded
+from .wire import Headers as Headers  # the one definition; http1, http2 and resource take it from here
 
 log = Logger(namespace="hello_asgi.app")
 
-Headers = list[tuple[bytes, bytes]]
 SPEC_VERSION = "2.5"
 
 # Response states.
@@ -157,7 +157,7 @@ class ConnectionScope:
 
     scheme: str
     client: tuple[str, int] | None
-    server: tuple[str, int | None] | None
+    server: tuple[str, int] | tuple[str | None, None] | None  # (host, port), or a UNIX socket's (path, None)
     root_path: str
     state: dict[str, Any]
     asgi_version: str
@@ -284,17 +284,14 @@ def cancel_apps(streams: Iterable[HTTPStream]) -> list[asyncio.Task[None]]:
 
 
 class HTTPStream:
-    """The ASGI side of one request: its scope, its body queue and its response state."""
+    """The ASGI side of one request: its scope, its body queue and its response state.
 
-    status = 0
-    bytes_sent = 0
-    bytes_received = 0  # request body bytes read off the wire, for the metrics
-    expect_continue = False
-    trailers = False  # the app said it will send http.response.trailers
-    keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
-    timed_out = False  # the app ran past the request timeout and was cancelled
+    One is made per request, and HTTP/2 holds up to ``h2_max_concurrent_streams`` of them
+    per connection: slots, not a dict (``tests/test_idle_memory.py`` holds them so)."""
 
-    length_left: int | None = None  # body bytes the response's Content-Length still promises, if it has one
+    __slots__ = ("_body", "_body_returned", "_headers", "_state", "_trailers", "_waiter", "_writer", "body_complete",
+                 "buffered", "bytes_received", "bytes_sent", "disconnected", "expect_continue", "keep_alive",
+                 "length_left", "scope", "started_at", "status", "task", "timed_out", "trailers")
 
     def __init__(self, scope: Scope, writer: ResponseWriter, body_complete: bool) -> None:
         self.scope = scope
@@ -310,6 +307,14 @@ class HTTPStream:
         self._waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.started_at = time.monotonic()
+        self.status = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0  # request body bytes read off the wire, for the metrics
+        self.expect_continue = False
+        self.trailers = False  # the app said it will send http.response.trailers
+        self.keep_alive = True  # HTTP/1.1: the client lets the connection carry another request
+        self.timed_out = False  # the app ran past the request timeout and was cancelled
+        self.length_left: int | None = None  # body bytes the response's Content-Length still promises, if any
         scope["extensions"]["http.response.pathsend"] = {}  # every writer serves it (_send_path)
 
     @property
@@ -441,67 +446,85 @@ class HTTPStream:
             await waiter
 
     async def send(self, message: Message) -> None:
+        """Carry out one message of the app's response. A body chunk (every response has
+        one, a streamed one many) is handled first; ``http.response.pathsend`` waits on its
+        file; every other kind has a small method of its own, found by type in ``_SENDERS``."""
         message_type = message["type"]
         if self.disconnected:
             if message_type == "http.disconnect":
                 return
             raise ClientDisconnected(f"client disconnected; cannot send {message_type!r}")
-        state = self._state
         if message_type == "http.response.body":
-            if state not in (_STARTED, _STREAMING):
-                raise RuntimeError(
-                    f"'http.response.body' sent {'before' if state == _AWAITING_START else 'after'} "
-                    "the response was started/finished"
-                )
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if self.length_left is not None:
-                self._count_body(len(body), more)
-            self._state = _STREAMING if more else _TRAILERS if self.trailers else _DONE
-            end = self._state == _DONE
-            self.bytes_sent += len(body)
-            if state == _STARTED:
-                self._writer.write_response(self, self.status, self._headers, body, end)
-            else:
-                self._writer.write_body(self, body, end)
-            if more:
-                waiting = self._writer.drained(self)
-                if waiting is not None:
-                    await waiting
-                    if self.disconnected:
-                        raise ClientDisconnected("client disconnected while the response was sent")
+            waiting = self._send_body(message)
+            if waiting is not None:
+                await waiting
+                if self.disconnected:
+                    raise ClientDisconnected("client disconnected while the response was sent")
         elif message_type == "http.response.pathsend":
-            await self._send_path(state, message["path"])
-        elif message_type == "http.response.start":
-            if state != _AWAITING_START:
-                raise RuntimeError("'http.response.start' sent twice")
-            status = message["status"]
-            self._headers, length = checked_response(status, message.get("headers", ()))
-            if status not in NO_BODY_STATUSES and self.scope["method"] != "HEAD":
-                self.length_left = length
-            self.status = status
-            self.trailers = bool(message.get("trailers", False))
-            self._state = _STARTED
-        elif message_type == "http.response.trailers":
-            if state != _TRAILERS:
-                raise RuntimeError("'http.response.trailers' sent without 'trailers' in the start, or before the body")
-            self._trailers += checked_headers(message.get("headers", ()))
-            if not message.get("more_trailers", False):
-                self._state = _DONE
-                self._writer.write_trailers(self, self._trailers)
-        elif message_type == "http.response.early_hint":
-            if state not in (_AWAITING_START, _STARTED):
-                raise RuntimeError("'http.response.early_hint' sent after the response began")
-            if "http.response.early_hint" in self.scope["extensions"]:
-                links = message.get("links", ())
-                self._writer.write_informational(self, 103, checked_headers((b"link", link) for link in links))
-        elif message_type == "http.response.push":
-            if "http.response.push" in self.scope["extensions"]:
-                self._writer.push(self, message["path"], checked_headers(message.get("headers", ())))
-        elif message_type == "http.disconnect":
-            return  # some apps echo this back; it asks nothing of the server
+            await self._send_path(self._state, message["path"])
         else:
-            raise RuntimeError(f"unexpected ASGI message {message_type!r} in an HTTP exchange")
+            _SENDERS.get(message_type, HTTPStream._send_unexpected)(self, message)
+
+    def _send_body(self, message: Message) -> Awaitable[None] | None:
+        """``http.response.body``: the head goes with the first chunk; a waitable while the
+        client is slow to read a response that has more to come."""
+        state = self._state
+        if state != _STREAMING and state != _STARTED:
+            raise RuntimeError(
+                f"'http.response.body' sent {'before' if state == _AWAITING_START else 'after'} "
+                "the response was started/finished"
+            )
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self.length_left is not None:
+            self._count_body(len(body), more)
+        self._state = _STREAMING if more else _TRAILERS if self.trailers else _DONE
+        self.bytes_sent += len(body)
+        if state == _STARTED:
+            self._writer.write_response(self, self.status, self._headers, body, not more and not self.trailers)
+        else:
+            self._writer.write_body(self, body, not more and not self.trailers)
+        return self._writer.drained(self) if more else None
+
+    def _send_start(self, message: Message) -> None:
+        """``http.response.start``: checked and held until the first body chunk, which it goes with."""
+        if self._state != _AWAITING_START:
+            raise RuntimeError("'http.response.start' sent twice")
+        status = message["status"]
+        self._headers, length = checked_response(status, message.get("headers", ()))
+        if status not in NO_BODY_STATUSES and self.scope["method"] != "HEAD":
+            self.length_left = length
+        self.status = status
+        self.trailers = bool(message.get("trailers", False))
+        self._state = _STARTED
+
+    def _send_trailers(self, message: Message) -> None:
+        """``http.response.trailers``: gathered until the last of them, then sent, ending the response."""
+        if self._state != _TRAILERS:
+            raise RuntimeError("'http.response.trailers' sent without 'trailers' in the start, or before the body")
+        self._trailers += checked_headers(message.get("headers", ()))
+        if not message.get("more_trailers", False):
+            self._state = _DONE
+            self._writer.write_trailers(self, self._trailers)
+
+    def _send_early_hint(self, message: Message) -> None:
+        """``http.response.early_hint``: a 103 with the links, where the protocol offers it."""
+        if self._state not in (_AWAITING_START, _STARTED):
+            raise RuntimeError("'http.response.early_hint' sent after the response began")
+        if "http.response.early_hint" in self.scope["extensions"]:
+            links = message.get("links", ())
+            self._writer.write_informational(self, 103, checked_headers((b"link", link) for link in links))
+
+    def _send_push(self, message: Message) -> None:
+        """``http.response.push``: a pushed response, where the protocol offers it."""
+        if "http.response.push" in self.scope["extensions"]:
+            self._writer.push(self, message["path"], checked_headers(message.get("headers", ())))
+
+    def _send_nothing(self, message: Message) -> None:
+        """``http.disconnect``: some apps echo it back; it asks nothing of the server."""
+
+    def _send_unexpected(self, message: Message) -> None:
+        raise RuntimeError(f"unexpected ASGI message {message['type']!r} in an HTTP exchange")
 
     async def _send_path(self, state: int, path: Any) -> None:
         """The ``http.response.pathsend`` extension: the file at ``path`` is the whole body.
@@ -574,3 +597,13 @@ class HTTPStream:
                 f"promised ({'%d bytes over' % -left if left < 0 else '%d bytes short' % left})"
             )
         self.length_left = left
+
+
+# The messages ``HTTPStream.send`` hands on by type (the body and pathsend it handles itself).
+_SENDERS: dict[str, Callable[[HTTPStream, Message], None]] = {
+    "http.response.start": HTTPStream._send_start,
+    "http.response.trailers": HTTPStream._send_trailers,
+    "http.response.early_hint": HTTPStream._send_early_hint,
+    "http.response.push": HTTPStream._send_push,
+    "http.disconnect": HTTPStream._send_nothing,
+}

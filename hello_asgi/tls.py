@@ -79,26 +79,8 @@ def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: 
     Twisted's modern cipher list or the OpenSSL cipher string ``ciphers``; with ``ca_path``,
     client certificates are asked for (and required, with ``require_client_cert``) and must
     verify against the CA certificates in that PEM file."""
-    try:
-        pem = Path(cert_path).read_bytes()
-    except OSError as error:
-        raise TLSConfigError(f"--cert {cert_path}: {error.strerror}") from error
-    try:
-        key_pem = Path(key_path).read_bytes()
-    except OSError as error:
-        raise TLSConfigError(f"--key {key_path}: {error.strerror}") from error
-    try:
-        chain = [crypto.X509.from_cryptography(c) for c in x509.load_pem_x509_certificates(pem)]
-    except ValueError as error:
-        raise TLSConfigError(f"--cert {cert_path}: not a PEM certificate ({error})") from error
-    try:
-        secret = password.encode() if password is not None else None
-        key = crypto.PKey.from_cryptography_key(serialization.load_pem_private_key(key_pem, secret))
-    except TypeError as error:  # a password for a plain key, or none for an encrypted one
-        raise TLSConfigError(f"--key {key_path}: {error}") from error
-    except ValueError as error:
-        what = "a wrong password, or not a PEM private key" if password else "not a PEM private key"
-        raise TLSConfigError(f"--key {key_path}: {what} ({error})") from error
+    chain = _certificates(_read("--cert", cert_path), cert_path)
+    key = _private_key(_read("--key", key_path), key_path, password)
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if (chain[0].to_cryptography().public_key().public_bytes(serialization.Encoding.DER, public)
             != key.to_cryptography_key().public_key().public_bytes(serialization.Encoding.DER, public)):
@@ -109,31 +91,56 @@ def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: 
     if ciphers is not None:
         extra["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(ciphers)
     if ca_path is not None:
-        try:
-            authorities = x509.load_pem_x509_certificates(Path(ca_path).read_bytes())
-        except OSError as error:
-            raise TLSConfigError(f"--ca {ca_path}: {error.strerror}") from error
-        except ValueError as error:
-            raise TLSConfigError(f"--ca {ca_path}: not PEM certificates ({error})") from error
-        extra.update(verify=True, caCerts=[crypto.X509.from_cryptography(ca) for ca in authorities],
-                     requireCertificate=require_client_cert)
+        extra.update(verify=True, caCerts=_authorities(ca_path), requireCertificate=require_client_cert)
+    protocols = ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:]
     try:
-        options = CertificateOptions(
-            privateKey=key,
-            certificate=chain[0],
-            extraCertChain=chain[1:],
-            raiseMinimumTo=MINIMUM_VERSIONS[min_version],
-            acceptableProtocols=ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:],
-            **extra,
-        )
+        options = CertificateOptions(privateKey=key, certificate=chain[0], extraCertChain=chain[1:],
+                                     raiseMinimumTo=MINIMUM_VERSIONS[min_version], acceptableProtocols=protocols,
+                                     **extra)
     except ValueError as error:  # Twisted's word for a cipher string with nothing usable in it
         raise TLSConfigError(f"--tls-ciphers {ciphers!r}: {error}") from error
     try:
         context = options.getContext()  # made once, and kept by the options
     except SSL.Error as error:
         raise TLSConfigError(f"OpenSSL refused these TLS settings: {error}") from error
-    choose_alpn(context, ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:])
+    choose_alpn(context, protocols)
     return options
+
+
+def _read(option: str, path: str) -> bytes:
+    """The file an option names, or the error that says which and why it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise TLSConfigError(f"{option} {path}: {error.strerror}") from error
+
+
+def _certificates(pem: bytes, cert_path: str) -> list[crypto.X509]:
+    """The certificate chain in ``--cert``, the server's own first."""
+    try:
+        return [crypto.X509.from_cryptography(c) for c in x509.load_pem_x509_certificates(pem)]
+    except ValueError as error:
+        raise TLSConfigError(f"--cert {cert_path}: not a PEM certificate ({error})") from error
+
+
+def _private_key(pem: bytes, key_path: str, password: str | None) -> crypto.PKey:
+    """The key in ``--key``, decrypted with ``password``."""
+    try:
+        secret = password.encode() if password is not None else None
+        return crypto.PKey.from_cryptography_key(serialization.load_pem_private_key(pem, secret))
+    except TypeError as error:  # a password for a plain key, or none for an encrypted one
+        raise TLSConfigError(f"--key {key_path}: {error}") from error
+    except ValueError as error:
+        what = "a wrong password, or not a PEM private key" if password else "not a PEM private key"
+        raise TLSConfigError(f"--key {key_path}: {what} ({error})") from error
+
+
+def _authorities(ca_path: str) -> list[crypto.X509]:
+    """The CA certificates in ``--ca``, that client certificates must verify against."""
+    try:
+        return [crypto.X509.from_cryptography(ca) for ca in x509.load_pem_x509_certificates(_read("--ca", ca_path))]
+    except ValueError as error:
+        raise TLSConfigError(f"--ca {ca_path}: not PEM certificates ({error})") from error
 
 
 def choose_alpn(context: SSL.Context, ours: list[bytes]) -> None:

@@ -32,12 +32,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .bridge import start_task
 from .config import Config
 from .flow import Drain
-from .stream import ConnectionScope, Headers, RequestHead
+from .stream import ConnectionScope, RequestHead
 from .websocket_frames import simple_messages
 from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
-from .wire import field_lines, status_line
+from .wire import Headers, field_lines, status_line
 
 if TYPE_CHECKING:
     from .factory import ASGIServerFactory
@@ -165,8 +166,10 @@ class WebSocketConnection(WebSocketServerProtocol):
     def __init__(self, factory: ASGIServerFactory, request: RequestHead, http_version: str,
                  handshake: HandshakeWriter, connection: ConnectionScope | None = None) -> None:
         super().__init__()
-        self.factory = factory.websocket_options  # autobahn reads its options off self.factory
-        self.server = factory
+        # autobahn's code reads its options (limits, timeouts, its timers) off ``self.factory``,
+        # so that name stays autobahn's: the ASGI server this connection serves is ``_asgi_server``.
+        self.factory = factory.websocket_options
+        self._asgi_server = factory
         self._request = request
         self._http_version = http_version
         self._handshake = handshake
@@ -177,7 +180,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._failure_waited = False  # one did: the next is not held
         self._failure_first: Callable[[], object] | None = None
         self._failure_timeout: Any = None
-        self._drain = Drain(self.server.loop)
+        self._drain = Drain(self._asgi_server.loop)
         self._shutting_down = False
 
     def connectionMade(self) -> None:
@@ -204,12 +207,12 @@ class WebSocketConnection(WebSocketServerProtocol):
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._stop_reading("handshake")  # read no frames before the accept
         if self._connection is None:
-            self._connection = ConnectionScope.of(self.transport, self.server)
+            self._connection = ConnectionScope.of(self.transport, self._asgi_server)
         request = self._request
         scope = self._connection.websocket(self._http_version, request.raw_path, request.query_string,
                                            request.headers, subprotocols(request.headers))
         session = self.session = WebSocketSession(scope, self)
-        session.task = self.server.loop.create_task(session.run(self.server.app))
+        session.task = start_task(self._asgi_server.loop, session.run(self._asgi_server.app))
 
     def processHandshake(self) -> None:
         """autobahn's hook for bytes that arrive before the handshake is answered: they wait
@@ -232,7 +235,7 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     def _negotiate_compression(self) -> str | None:
         """Accept the client's first permessage-deflate offer we can honour (RFC 7692)."""
-        if not self.server.config.ws_per_message_deflate:
+        if not self._asgi_server.config.ws_per_message_deflate:
             return None
         for name, value in self._request.headers:
             if name != b"sec-websocket-extensions":
@@ -308,7 +311,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         return self._drain.wait() if self.state == _OPEN else None
 
     def message_taken(self) -> None:
-        if "queue" in self._reading_stopped and self.session.queued < self.server.config.ws_max_queue:
+        if "queue" in self._reading_stopped and self.session.queued < self._asgi_server.config.ws_max_queue:
             self._read_again("queue")
 
     def waiting(self) -> None:
@@ -316,7 +319,7 @@ class WebSocketConnection(WebSocketServerProtocol):
             self._fail_now()
 
     def finished(self, session: WebSocketSession) -> None:
-        request_log = self.server.request_log
+        request_log = self._asgi_server.request_log
         if request_log is not None:
             request_log.websocket(session)
 
@@ -424,7 +427,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         """Hand a message to the app; stop reading while it leaves too many untaken."""
         session = self.session
         session.message(message)
-        if session.queued >= self.server.config.ws_max_queue:
+        if session.queued >= self._asgi_server.config.ws_max_queue:
             self._stop_reading("queue")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

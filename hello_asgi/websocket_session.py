@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .loading import ASGIApp, Message, Scope
-from .stream import Headers, checked_headers
+from .stream import checked_headers
+from .wire import Headers
 
 log = Logger(namespace="hello_asgi.app")
 
@@ -64,10 +65,13 @@ class WebSocketChannel(Protocol):
 
 
 class WebSocketSession:
-    """The ASGI side of one WebSocket: its scope, its queue of received messages, its state."""
+    """The ASGI side of one WebSocket: its scope, its queue of received messages, its state.
 
-    status = 0  # the HTTP status the handshake was answered with, for the access log
-    task: asyncio.Task[None] | None = None
+    One is kept per open WebSocket, idle ones too: slots, not a dict
+    (``tests/test_idle_memory.py`` holds them so)."""
+
+    __slots__ = ("_answering", "_channel", "_denial", "_disconnect", "_queue", "_state", "_waiter", "scope",
+                 "started_at", "status", "task")
 
     def __init__(self, scope: Scope, channel: WebSocketChannel) -> None:
         self.scope = scope
@@ -79,6 +83,8 @@ class WebSocketSession:
         self._answering = False  # the app took a message and has not asked for the next yet
         self._denial: tuple[int, Headers, list[bytes]] | None = None
         self.started_at = time.monotonic()
+        self.status = 0  # the HTTP status the handshake was answered with, for the access log
+        self.task: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -172,63 +178,89 @@ class WebSocketSession:
             await waiter
 
     async def send(self, message: Message) -> None:
+        """Carry out one message of the app's. A data message on an open WebSocket, the
+        message of nearly every call, is sent here; every other is handled by the method of
+        the WebSocket's state (``_SENDERS``), which says what that state allows."""
         message_type = message["type"]
-        state = self._state
-        if state == _OPEN:
-            if message_type == "websocket.send":
-                data = message.get("bytes")
-                text = message.get("text")
-                if (data is None) == (text is None):
-                    raise ValueError("'websocket.send' needs exactly one of 'bytes' and 'text'")
-                if data is None:
-                    self._channel.send_message(text.encode("utf-8"), False)
-                else:
-                    self._channel.send_message(bytes(data), True)
-                waiting = self._channel.drained()
-                if waiting is not None:
-                    await waiting
-            elif message_type == "websocket.close":
-                code = message.get("code") or 1000
-                if code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
-                    raise ValueError(f"'websocket.close' code {code!r} cannot be sent (RFC 6455 section 7.4)")
-                self._state = _CLOSING
-                self._channel.close(code, message.get("reason") or "")
+        if message_type == "websocket.send" and self._state == _OPEN:
+            data: Any = message.get("bytes")  # exactly one of the two is given (checked next)
+            text: Any = message.get("text")
+            if (data is None) == (text is None):
+                raise ValueError("'websocket.send' needs exactly one of 'bytes' and 'text'")
+            if text is not None:
+                self._channel.send_message(text.encode("utf-8"), False)
             else:
-                raise RuntimeError(f"unexpected ASGI message {message_type!r} on an open WebSocket")
-        elif state == _CONNECTING:
-            if message_type == "websocket.accept":
-                subprotocol = message.get("subprotocol")
-                if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
-                    raise ValueError(f"'websocket.accept' subprotocol {subprotocol!r} was not offered by the client")
-                headers = checked_headers(message.get("headers") or ())
-                if any(name.lower() == b"sec-websocket-protocol" for name, _ in headers):
-                    raise ValueError("'websocket.accept' gives the subprotocol in 'subprotocol', not in 'headers'")
-                self._state = _OPEN
-                self._channel.accept(subprotocol, headers)
-            elif message_type == "websocket.close":
-                self._state = _CLOSED
-                self.status = 403
-                self._channel.deny(403, [(b"content-type", b"text/plain; charset=utf-8")], b"Forbidden")
-            elif message_type == "websocket.http.response.start":
-                status = message["status"]
-                if type(status) is not int or not 200 <= status <= 999:
-                    raise ValueError(f"'websocket.http.response.start' status must be an int from 200 to 999, "
-                                     f"not {status!r}")
-                self._state = _DENYING
-                self._denial = (status, checked_headers(message.get("headers") or ()), [])
-            else:
-                raise RuntimeError(f"{message_type!r} sent before 'websocket.accept' or 'websocket.close'")
-        elif state == _DENYING:
-            if message_type != "websocket.http.response.body":
-                raise RuntimeError(f"{message_type!r} sent during a 'websocket.http.response'")
-            status, headers, body = self._denial  # type: ignore[misc]
-            body.append(bytes(message.get("body", b"")))
-            if not message.get("more_body", False):
-                self._state = _CLOSED
-                self.status = status
-                self._channel.deny(status, headers, b"".join(body))
-        elif message_type != "websocket.close":  # a close after the close is harmless
+                self._channel.send_message(bytes(data), True)
+            waiting = self._channel.drained()
+        else:
+            waiting = _SENDERS[self._state](self, message_type, message)
+        if waiting is not None:
+            await waiting
+
+    def _send_open(self, message_type: str, message: Message) -> None:
+        """Open, for all but a data message (``send`` sends those): the close."""
+        if message_type != "websocket.close":
+            raise RuntimeError(f"unexpected ASGI message {message_type!r} on an open WebSocket")
+        code = message.get("code") or 1000
+        if code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"'websocket.close' code {code!r} cannot be sent (RFC 6455 section 7.4)")
+        self._state = _CLOSING
+        self._channel.close(code, message.get("reason") or "")
+
+    def _send_connecting(self, message_type: str, message: Message) -> None:
+        """Before the handshake is answered: accept it, refuse it (a close is a 403), or begin
+        an HTTP response that refuses it (the denial response extension)."""
+        if message_type == "websocket.accept":
+            self._accept(message)
+        elif message_type == "websocket.close":
+            self._state = _CLOSED
+            self.status = 403
+            self._channel.deny(403, [(b"content-type", b"text/plain; charset=utf-8")], b"Forbidden")
+        elif message_type == "websocket.http.response.start":
+            status = message["status"]
+            if type(status) is not int or not 200 <= status <= 999:
+                raise ValueError(f"'websocket.http.response.start' status must be an int from 200 to 999, "
+                                 f"not {status!r}")
+            self._state = _DENYING
+            self._denial = (status, checked_headers(message.get("headers") or ()), [])
+        else:
+            raise RuntimeError(f"{message_type!r} sent before 'websocket.accept' or 'websocket.close'")
+
+    def _accept(self, message: Message) -> None:
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
+            raise ValueError(f"'websocket.accept' subprotocol {subprotocol!r} was not offered by the client")
+        headers = checked_headers(message.get("headers") or ())
+        if any(name.lower() == b"sec-websocket-protocol" for name, _ in headers):
+            raise ValueError("'websocket.accept' gives the subprotocol in 'subprotocol', not in 'headers'")
+        self._state = _OPEN
+        self._channel.accept(subprotocol, headers)
+
+    def _send_denying(self, message_type: str, message: Message) -> None:
+        """Within a denial response: its body, until the last piece sends it all."""
+        if message_type != "websocket.http.response.body":
+            raise RuntimeError(f"{message_type!r} sent during a 'websocket.http.response'")
+        status, headers, body = self._denial  # type: ignore[misc]
+        body.append(bytes(message.get("body", b"")))
+        if not message.get("more_body", False):
+            self._state = _CLOSED
+            self.status = status
+            self._channel.deny(status, headers, b"".join(body))
+
+    def _send_closed(self, message_type: str, message: Message) -> None:
+        """Closing or closed: nothing more goes, and a close after the close is harmless."""
+        if message_type != "websocket.close":
             raise WebSocketDisconnected(f"the WebSocket is closed; cannot send {message_type!r}")
+
+
+# ``WebSocketSession.send``'s method for each state, in the states' order.
+_SENDERS: tuple[Callable[[WebSocketSession, str, Message], Awaitable[None] | None], ...] = (
+    WebSocketSession._send_connecting,  # _CONNECTING
+    WebSocketSession._send_denying,  # _DENYING
+    WebSocketSession._send_open,  # _OPEN
+    WebSocketSession._send_closed,  # _CLOSING
+    WebSocketSession._send_closed,  # _CLOSED
+)
 
 
 def subprotocols(headers: Headers) -> list[str]:

@@ -254,3 +254,118 @@ class ResponseHeaderCheckTests(unittest.TestCase):
                     (fields[-1][0], b"a\r\nb"), (fields[-1][0], b"a\x00")):
             self.assertRaises(ValueError, stream.checked_headers, [bad])
             self.assertNotIn(bad, stream._good_fields)
+
+
+class _RecordingWriter:
+    """A ``ResponseWriter`` that records what ``HTTPStream`` asks of it; ``drained`` gives
+    ``self.drain`` (``None``: the client keeps up)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.drain: asyncio.Future[None] | None = None
+
+    def write_response(self, s: Any, status: int, headers: Any, body: bytes, end: bool) -> None:
+        self.calls.append(("response", status, list(headers), body, end))
+
+    def write_body(self, s: Any, body: bytes, end: bool) -> None:
+        self.calls.append(("body", body, end))
+
+    def write_informational(self, s: Any, status: int, headers: Any) -> None:
+        self.calls.append(("informational", status, headers))
+
+    def write_trailers(self, s: Any, headers: Any) -> None:
+        self.calls.append(("trailers", list(headers)))
+
+    def push(self, s: Any, path: str, headers: Any) -> None:
+        self.calls.append(("push", path, headers))
+
+    def body_consumed(self, s: Any) -> None:
+        pass
+
+    def drained(self, s: Any) -> Any:
+        return self.drain
+
+    def abort(self, s: Any) -> None:
+        self.calls.append(("abort",))
+
+    def finished(self, s: Any) -> None:
+        self.calls.append(("finished",))
+
+
+class SendInMemoryTests(unittest.TestCase):
+    """``HTTPStream.send`` over a recording writer, no sockets: each message kind, what it
+    writes, and the error for each message sent out of order."""
+
+    def stream(self, method: str = "GET", **extensions: Any) -> tuple[stream.HTTPStream, _RecordingWriter]:
+        writer = _RecordingWriter()
+        scope = {"type": "http", "method": method, "path": "/", "extensions": dict(extensions)}
+        return stream.HTTPStream(scope, writer, body_complete=True), writer  # type: ignore[arg-type]
+
+    @asyncio_test
+    async def test_the_head_goes_with_the_first_chunk_and_the_last_ends_it(self) -> None:
+        http, writer = self.stream()
+        await http.send({"type": "http.response.start", "status": 200, "headers": [(b"a", b"1")]})
+        self.assertEqual(writer.calls, [])
+        await http.send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await http.send({"type": "http.response.body", "body": b"yz"})
+        self.assertEqual(writer.calls, [("response", 200, [(b"a", b"1")], b"x", False), ("body", b"yz", True)])
+        self.assertEqual((http.response_done, http.bytes_sent), (True, 3))
+
+    @asyncio_test
+    async def test_messages_out_of_order(self) -> None:
+        start = {"type": "http.response.start", "status": 200}
+        body = {"type": "http.response.body", "body": b""}
+        http, _ = self.stream()
+        with self.assertRaisesRegex(RuntimeError, "^'http.response.body' sent before the response was started"):
+            await http.send(body)
+        await http.send(start)
+        with self.assertRaisesRegex(RuntimeError, "^'http.response.start' sent twice$"):
+            await http.send(start)
+        with self.assertRaisesRegex(RuntimeError, "^'http.response.trailers' sent without 'trailers'"):
+            await http.send({"type": "http.response.trailers", "headers": []})
+        await http.send(body)
+        with self.assertRaisesRegex(RuntimeError, "^'http.response.body' sent after the response was started"):
+            await http.send(body)
+        with self.assertRaisesRegex(RuntimeError, "^'http.response.early_hint' sent after the response began$"):
+            await http.send({"type": "http.response.early_hint", "links": [b"</a>; rel=preload"]})
+        with self.assertRaisesRegex(RuntimeError, "^unexpected ASGI message 'http.response.nope' in an HTTP"):
+            await http.send({"type": "http.response.nope"})
+        await http.send({"type": "http.disconnect"})  # asks nothing
+
+    @asyncio_test
+    async def test_trailers_gather_until_the_last(self) -> None:
+        http, writer = self.stream()
+        await http.send({"type": "http.response.start", "status": 200, "trailers": True})
+        await http.send({"type": "http.response.body", "body": b"x"})
+        await http.send({"type": "http.response.trailers", "headers": [(b"a", b"1")], "more_trailers": True})
+        await http.send({"type": "http.response.trailers", "headers": [(b"b", b"2")]})
+        self.assertEqual(writer.calls, [("response", 200, [], b"x", False), ("trailers", [(b"a", b"1"), (b"b", b"2")])])
+
+    @asyncio_test
+    async def test_early_hints_and_push_only_where_offered(self) -> None:
+        hint = {"type": "http.response.early_hint", "links": [b"</a>; rel=preload"]}
+        push = {"type": "http.response.push", "path": "/a", "headers": []}
+        http, writer = self.stream()
+        await http.send(hint)
+        await http.send(push)
+        self.assertEqual(writer.calls, [])
+        http, writer = self.stream(**{"http.response.early_hint": {}, "http.response.push": {}})
+        await http.send(hint)
+        await http.send(push)
+        self.assertEqual(writer.calls, [("informational", 103, [(b"link", b"</a>; rel=preload")]), ("push", "/a", [])])
+
+    @asyncio_test
+    async def test_a_slow_client_makes_send_wait_and_its_leaving_raises(self) -> None:
+        http, writer = self.stream()
+        writer.drain = asyncio.get_running_loop().create_future()
+        await http.send({"type": "http.response.start", "status": 200})
+        sending = asyncio.ensure_future(http.send({"type": "http.response.body", "body": b"x", "more_body": True}))
+        await asyncio.sleep(0)
+        self.assertFalse(sending.done())
+        http.disconnect()
+        writer.drain.set_result(None)
+        with self.assertRaisesRegex(ClientDisconnected, "client disconnected while the response was sent"):
+            await sending
+        await http.send({"type": "http.disconnect"})  # still asks nothing
+        with self.assertRaisesRegex(ClientDisconnected, "cannot send 'http.response.body'"):
+            await http.send({"type": "http.response.body", "body": b""})

@@ -5,11 +5,14 @@ followed by a broken frame in the same read."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import struct
 import time
 import tracemalloc
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.trial import unittest
 from websockets.asyncio.client import connect
 
@@ -17,6 +20,7 @@ from hello_asgi.testing import asyncio_test, serve
 
 from .fuzz import websocket_echo
 from .support import TIMEOUT
+from .test_cli import TWIST, _Server, free_port
 from .test_websocket import HANDSHAKE, RecordingApp
 from .test_websocket_frames import client_frame
 
@@ -157,6 +161,38 @@ class ValidThenBrokenTests(unittest.TestCase):
     @asyncio_test
     async def test_a_bad_frame_alone_still_fails_at_once(self) -> None:
         self.assertEqual(await self._answers(client_frame(b"x", 0x85)), ([], 1002))
+
+
+class CompanionThreadTests(unittest.TestCase):
+    """Under a reactor that is not asyncio's, the protocols run on the companion loop and
+    their timers are ``bridge.LoopClock``'s: the wait for an app's answers before a failure
+    asks its timer whether it is still active, which a loop timer must answer too."""
+
+    @asyncio_test
+    async def test_the_message_before_a_bad_frame_is_echoed_then_1002_on_epoll(self) -> None:
+        port = free_port()
+        server = _Server()
+        args = [*TWIST, "--log-format=text", "--reactor=epoll", "hello-asgi", "--app", "tests.fuzz:websocket_echo",
+                "--no-ws-per-message-deflate", "--timeout-graceful-shutdown", "2", "--port", str(port)]
+        process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ)
+        loop = asyncio.get_running_loop()
+        try:
+            for _ in range(400):
+                try:
+                    client = await RawWebSocket.open(port)
+                    break
+                except ConnectionRefusedError:
+                    await asyncio.sleep(0.05)  # the process is still starting
+            client.writer.write(client_frame(b"hello") + client_frame(b"x", 0x85) + client_frame(b"ping!", 0x89))
+            try:
+                self.assertEqual(await client.frames_until_close(), ([(0x1, b"hello")], 1002))
+            finally:
+                client.close()
+        finally:
+            process.signalProcess(signal.SIGTERM)
+            code, killed_by = await asyncio.wait_for(server.ended.asFuture(loop), 30)
+        self.assertEqual((code, killed_by), (0, None), server.output)
+        self.assertNotIn(b"Traceback", server.output)
 
 
 class AnswerThenFailTests(unittest.TestCase):

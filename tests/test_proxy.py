@@ -13,7 +13,7 @@ from typing import Any
 from twisted.trial import unittest
 from websockets.asyncio.client import connect as websocket_connect
 
-from hello_asgi import Config
+from hello_asgi import Config, proxy_protocol
 from hello_asgi.testing import asyncio_test, serve
 from hello_asgi.tls import development_certificate
 
@@ -211,6 +211,34 @@ class MalformedForwardedHeaderTests(unittest.TestCase):
 def v2_header(command: int, family: int, addresses: bytes) -> bytes:
     """A PROXY protocol v2 header (its signature, version 2, ``command``, ``family``)."""
     return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20 | command, family]) + struct.pack("!H", len(addresses)) + addresses
+
+
+class ProxyProtocolParseTests(unittest.TestCase):
+    """``proxy_protocol.parse`` on v2 headers, in memory: each address family, what may follow
+    the addresses, and what is refused."""
+
+    def test_v2_tcp4_with_tlvs_after_the_addresses(self) -> None:
+        addresses = socket.inet_aton("203.0.113.7") + socket.inet_aton("192.0.2.1") + struct.pack("!HH", 51234, 443)
+        header = v2_header(0x1, 0x11, addresses + b"\x04\x00\x01x")  # a NOOP TLV
+        (source, destination), length = proxy_protocol.parse(header + b"GET")  # type: ignore[misc]
+        self.assertEqual((source.host, source.port, destination.host, destination.port),
+                         ("203.0.113.7", 51234, "192.0.2.1", 443))
+        self.assertEqual(length, len(header))
+
+    def test_v2_in_pieces_needs_more(self) -> None:
+        header = v2_header(0x1, 0x11, bytes(12))
+        for end in (1, 12, 15, 16, len(header) - 1):
+            self.assertIsNone(proxy_protocol.parse(header[:end]))
+
+    def test_v2_refusals(self) -> None:
+        for header in (v2_header(0x1, 0x11, bytes(11)),  # addresses cut short
+                       v2_header(0x1, 0x21, bytes(35)), v2_header(0x1, 0x31, bytes(215)),
+                       v2_header(0x1, 0x12, bytes(12)),  # UDP over IPv4: not served
+                       v2_header(0x2, 0x11, bytes(12)),  # an unknown command
+                       v2_header(0x1, 0x11, bytes(1025)),  # longer than any header we take
+                       b"\r\n\r\n\x00\r\nQUIX\n"):
+            with self.assertRaises(proxy_protocol.InvalidHeader):
+                proxy_protocol.parse(header)
 
 
 class ProxyProtocolTests(unittest.TestCase):

@@ -234,6 +234,20 @@ class CertificateTests(unittest.TestCase):
                 server_options(cert_path, key_path)
             self.assertIn(expected, str(caught.exception))
 
+    def test_bad_client_certificate_authorities_and_versions_are_one_clear_error(self) -> None:
+        cert, key, _ = development_certificate(Path(self.mktemp()))
+        cases = {
+            "/nonexistent.pem": "--ca /nonexistent.pem: No such file or directory",
+            str(key): f"--ca {key}: not PEM certificates",
+        }
+        for ca_path, expected in cases.items():
+            with self.assertRaises(TLSConfigError) as caught:
+                server_options(str(cert), str(key), ca_path=ca_path)
+            self.assertIn(expected, str(caught.exception))
+        with self.assertRaises(TLSConfigError) as caught:
+            server_options(str(cert), str(key), min_version="1.1")
+        self.assertEqual(str(caught.exception), "--tls-min-version must be one of 1.2, 1.3, not '1.1'")
+
 
 class TLSCommandTests(unittest.TestCase):
     @asyncio_test

@@ -11,6 +11,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test, serve
+from hello_asgi.websocket_session import WebSocketDisconnected, WebSocketSession
 
 from .support import cut_off, exchange, until_closed
 
@@ -423,3 +424,89 @@ class LimitTests(unittest.TestCase):
                 await ws.recv()
         await stopping.asFuture(asyncio.get_running_loop())
         self.assertEqual(caught.exception.rcvd.code, 1001)
+
+
+class _RecordingChannel:
+    """A ``WebSocketChannel`` that records what ``WebSocketSession`` asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def accept(self, subprotocol: str | None, headers: Any) -> None:
+        self.calls.append(("accept", subprotocol, headers))
+
+    def deny(self, status: int, headers: Any, body: bytes) -> None:
+        self.calls.append(("deny", status, headers, body))
+
+    def send_message(self, payload: bytes, binary: bool) -> None:
+        self.calls.append(("message", payload, binary))
+
+    def close(self, code: int, reason: str) -> None:
+        self.calls.append(("close", code, reason))
+
+    def drained(self) -> None:
+        return None
+
+    def message_taken(self) -> None:
+        pass
+
+    def waiting(self) -> None:
+        pass
+
+    def finished(self, session: Any) -> None:
+        pass
+
+
+class SessionSendInMemoryTests(unittest.TestCase):
+    """``WebSocketSession.send`` over a recording channel, no sockets: what each state lets
+    the app send, and the error for what it does not."""
+
+    def session(self) -> tuple[WebSocketSession, _RecordingChannel]:
+        channel = _RecordingChannel()
+        return WebSocketSession({"type": "websocket", "path": "/", "subprotocols": ["chat"]}, channel), channel
+
+    @asyncio_test
+    async def test_accept_messages_and_close(self) -> None:
+        session, channel = self.session()
+        with self.assertRaisesRegex(RuntimeError, "^'websocket.send' sent before 'websocket.accept' or"):
+            await session.send({"type": "websocket.send", "text": "early"})
+        with self.assertRaisesRegex(ValueError, "subprotocol 'mqtt' was not offered by the client"):
+            await session.send({"type": "websocket.accept", "subprotocol": "mqtt"})
+        with self.assertRaisesRegex(ValueError, "gives the subprotocol in 'subprotocol', not in 'headers'"):
+            await session.send({"type": "websocket.accept", "headers": [(b"Sec-WebSocket-Protocol", b"chat")]})
+        await session.send({"type": "websocket.accept", "subprotocol": "chat", "headers": [(b"x-a", b"1")]})
+        await session.send({"type": "websocket.send", "text": "hé"})
+        await session.send({"type": "websocket.send", "bytes": bytearray(b"\x00")})
+        for both_or_neither in ({"type": "websocket.send"}, {"type": "websocket.send", "text": "a", "bytes": b"b"}):
+            with self.assertRaisesRegex(ValueError, "needs exactly one of 'bytes' and 'text'"):
+                await session.send(both_or_neither)
+        with self.assertRaisesRegex(RuntimeError, "unexpected ASGI message 'websocket.accept' on an open WebSocket"):
+            await session.send({"type": "websocket.accept"})
+        with self.assertRaisesRegex(ValueError, "code 1005 cannot be sent"):
+            await session.send({"type": "websocket.close", "code": 1005})
+        await session.send({"type": "websocket.close", "code": 4000, "reason": "bye"})
+        await session.send({"type": "websocket.close"})  # a close after the close is harmless
+        with self.assertRaisesRegex(WebSocketDisconnected, "the WebSocket is closed; cannot send 'websocket.send'"):
+            await session.send({"type": "websocket.send", "text": "late"})
+        self.assertEqual(channel.calls, [("accept", "chat", [(b"x-a", b"1")]), ("message", "hé".encode(), False),
+                                         ("message", b"\x00", True), ("close", 4000, "bye")])
+
+    @asyncio_test
+    async def test_a_close_before_accept_is_a_403(self) -> None:
+        session, channel = self.session()
+        await session.send({"type": "websocket.close"})
+        self.assertEqual((channel.calls, session.status),
+                         ([("deny", 403, [(b"content-type", b"text/plain; charset=utf-8")], b"Forbidden")], 403))
+
+    @asyncio_test
+    async def test_a_denial_response_gathers_its_body(self) -> None:
+        session, channel = self.session()
+        with self.assertRaisesRegex(ValueError, "status must be an int from 200 to 999, not 101"):
+            await session.send({"type": "websocket.http.response.start", "status": 101})
+        await session.send({"type": "websocket.http.response.start", "status": 404, "headers": [(b"x-a", b"1")]})
+        with self.assertRaisesRegex(RuntimeError, "'websocket.accept' sent during a 'websocket.http.response'"):
+            await session.send({"type": "websocket.accept"})
+        await session.send({"type": "websocket.http.response.body", "body": b"no", "more_body": True})
+        self.assertEqual(channel.calls, [])
+        await session.send({"type": "websocket.http.response.body", "body": b"pe"})
+        self.assertEqual((channel.calls, session.status), ([("deny", 404, [(b"x-a", b"1")], b"nope")], 404))
