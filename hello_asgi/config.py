@@ -184,6 +184,37 @@ class Config:
     #: when it is installed (Uvicorn's ``--loop``). An embedded server runs on its host's.
     loop: LoopKind = "auto"
 
+    # -- HTTP/3 (``hello-asgi[h3]``, docs/http3.rst) ------------------------------------
+    #: Serve HTTP/3 over QUIC on UDP at the port of each TLS listener, with its certificate.
+    h3: bool = False
+    #: While HTTP/3 is on, HTTP/1.1 and HTTP/2 responses over TLS carry ``Alt-Svc`` naming
+    #: it, for ``alt_svc_max_age`` seconds, so browsers move over by themselves.
+    alt_svc: bool = True
+    alt_svc_max_age: int = 86400
+    #: Requests one HTTP/3 client may have open at once (QUIC's MAX_STREAMS; Hypercorn: 100).
+    h3_max_concurrent_streams: int = 100
+    #: A QUIC connection with no packet for this long is gone (the smaller of the two ends'
+    #: wins; Chromium's: 30 s).
+    h3_idle_timeout: float = 30.0
+    #: Largest UDP payload sent (1200, QUIC's minimum, passes every path; 1350 passes nearly
+    #: every path, as Chromium assumes).
+    h3_max_datagram_size: int = 1350
+    #: Each request stream's receive window: the request body buffered for an app that is
+    #: not reading (the connection's covers every stream's).
+    h3_stream_window: int = 256 * 1024
+    #: How long an HTTP/3 response may wait on a client that takes none of it before the
+    #: stream is reset.
+    h3_stall_timeout: float = 30.0
+    #: The QPACK dynamic table a client may use for its request headers. 0 (none): a
+    #: reference into the table costs a byte and may stand for 4 KiB, so a small header
+    #: block could decode to megabytes.
+    h3_qpack_table_capacity: int = 0
+    #: Address validation by Retry before any handshake work (one more round trip).
+    h3_retry: bool = False
+    #: Accept 0-RTT early data on resumed connections. Off: early data can be replayed by
+    #: anyone who saw it, which is unsafe for any request that is not idempotent.
+    h3_early_data: bool = False
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
         if self.interface not in ("auto", "asgi3", "asgi2"):
@@ -236,6 +267,22 @@ class Config:
         TrustedProxies(self.forwarded_allow_ips)  # raises for an entry that is not one
         if self.max_request_line > self.max_head_size:
             raise ValueError("max_request_line cannot exceed max_head_size")
+        self._validate_http3()
+
+    def _validate_http3(self) -> None:
+        """The HTTP/3 settings (the block at the end)."""
+        quic_listeners = [d for d in self.listen if d.startswith("quic:")]
+        if (self.h3 or quic_listeners) and self.certfile is None:
+            raise ValueError("HTTP/3 needs TLS: give --cert and --key, or --tls")
+        if (self.h3 or quic_listeners) and self.ca_certs is not None:
+            raise ValueError("HTTP/3 does not ask for client certificates: leave out --ca, or --h3")
+        if not 1200 <= self.h3_max_datagram_size <= 65527:
+            raise ValueError("h3_max_datagram_size must be from 1200 to 65527")
+        for name in ("h3_max_concurrent_streams", "h3_idle_timeout", "h3_stall_timeout", "alt_svc_max_age"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.h3_stream_window < 16384 or self.h3_qpack_table_capacity < 0:
+            raise ValueError("h3_stream_window must be at least 16384, h3_qpack_table_capacity 0 or more")
 
     def _validate_operations(self) -> None:
         """The settings of the process around the server (the block at the end)."""
