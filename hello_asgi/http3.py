@@ -175,6 +175,8 @@ class HTTP3Connection:
                 self._h3.handle_event(event)
         if self._outbound:
             self._wake_writers()
+        if self.closing and not self.closed and not self._streams:
+            self._close_idle()
         self.endpoint.wants_transmit(self)
 
     # QUIC events.
@@ -418,6 +420,11 @@ class HTTP3Connection:
             self._close_idle()
 
     def _close_idle(self) -> None:
+        """Close a connection shutting down, once the client has every response (what it has
+        not acknowledged would be lost with the close); until then, each acknowledgement
+        brings this back."""
+        if any(stream.sender._buffer for stream in self.quic._streams.values()):  # noqa: SLF001
+            return
         self.quic.close(error_code=ErrorCode.H3_NO_ERROR)
         self._closed_by_us()
 

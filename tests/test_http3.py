@@ -37,6 +37,7 @@ class Response:
     body: bytearray = field(default_factory=bytearray)
     informational: list[int] = field(default_factory=list)
     reset: int | None = None  # the error code of a RESET_STREAM
+    closed: int | None = None  # the error code of a CONNECTION_CLOSE that came first
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     data_event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -64,8 +65,9 @@ class H3Client(QuicConnectionProtocol):
             if not self.terminated.done():
                 self.terminated.set_result(event)
             for response in self.responses.values():
+                response.closed = event.error_code
                 if not response.done.done():
-                    response.done.set_exception(ConnectionError(event.reason_phrase or str(event.error_code)))
+                    response.done.set_result(None)
             return
         if isinstance(event, StreamReset) and event.stream_id in self.responses:
             response = self.responses[event.stream_id]
@@ -219,3 +221,168 @@ class HTTP3Tests(unittest.TestCase):
             response = await client.response(stream_id)
         facts = json.loads(response.body)
         self.assertEqual((facts["method"], facts["size"]), ("POST", 100_000))
+
+    @asyncio_test
+    async def test_a_request_body_is_held_to_one_window_while_the_app_does_not_read(self) -> None:
+        """The client may send one stream window of body beyond what the app took; the
+        rest waits in the client until the app reads."""
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        go: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def slow_reader(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            started.set_result(None)
+            await go
+            body = await read_body(receive)
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"%d" % len(body)})
+
+        server = await serve_h3(self, slow_reader, h3_stream_window=65536)
+        async with h3_client(h3_port(server)) as client:
+            stream_id = client.start("POST", "/", end=False)
+            client.send(stream_id, b"y" * 1_000_000, end=True)
+            await started
+            connection = next(iter(server.service.quic[0].connections))
+            for _ in range(20):  # round trips enough for the client to send all the window lets it
+                await client.ping()
+            held = connection._streams[stream_id].buffered
+            self.assertLessEqual(held, 65536)
+            self.assertGreater(held, 0)
+            go.set_result(None)
+            response = await client.response(stream_id)
+        self.assertEqual(bytes(response.body), b"1000000")
+
+    @asyncio_test
+    async def test_a_50_mb_download_with_flow_control(self) -> None:
+        """send() waits while the client has not taken the response: what the server holds
+        for the stream stays near SEND_HIGH however fast the app writes."""
+        from hello_asgi.http3 import SEND_HIGH
+
+        size, chunk = 50 * 1024 * 1024, 256 * 1024
+        peak = [0]
+
+        async def download(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"%d" % size)]})
+            block = bytes(range(256)) * (chunk // 256)
+            connection = next(iter(server.service.quic[0].connections))
+            quic_stream = connection.quic._streams[0]
+            for _ in range(size // chunk - 1):
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+                peak[0] = max(peak[0], len(quic_stream.sender._buffer))
+            await send({"type": "http.response.body", "body": block})
+
+        server = await serve_h3(self, download)
+        async with h3_client(h3_port(server)) as client:
+            response = await client.get("/big")
+        self.assertEqual(len(response.body), size)
+        self.assertEqual(response.body[:512], bytes(range(256)) * 2)
+        self.assertLessEqual(peak[0], SEND_HIGH + chunk + 64 * 1024)
+
+    @asyncio_test
+    async def test_many_concurrent_streams(self) -> None:
+        server = await serve_h3(self, echo_app, h3_max_concurrent_streams=50)
+        async with h3_client(h3_port(server)) as client:
+            ids = [client.start("GET", f"/{n}") for n in range(300)]
+            responses = await asyncio.gather(*(client.response(stream_id) for stream_id in ids))
+        self.assertEqual([json.loads(r.body)["path"] for r in responses], [f"/{n}" for n in range(300)])
+
+    @asyncio_test
+    async def test_a_stream_reset_by_the_client_is_a_disconnect_for_the_app(self) -> None:
+        heard: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        reading: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def waits(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            if scope["path"] == "/after":
+                await send({"type": "http.response.start", "status": 204})
+                await send({"type": "http.response.body"})
+                return
+            first = await receive()
+            reading.set_result(None)
+            assert first["more_body"]
+            heard.set_result(await receive())
+
+        server = await serve_h3(self, waits)
+        async with h3_client(h3_port(server)) as client:
+            stream_id = client.start("POST", "/", end=False)
+            client.send(stream_id, b"part")
+            await reading
+            client.reset(stream_id)
+            message = await asyncio.wait_for(heard, TIMEOUT)
+            self.assertEqual(message["type"], "http.disconnect")
+            after = await client.get("/after")  # the connection goes on
+            self.assertEqual(after.status, 204)
+
+    @asyncio_test
+    async def test_an_app_error_is_a_500_or_a_reset_stream(self) -> None:
+        async def fails(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            if scope["path"] == "/late":
+                await send({"type": "http.response.start", "status": 200})
+                await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            raise RuntimeError("the app broke")
+
+        server = await serve_h3(self, fails)
+        self.flushLoggedErrors(RuntimeError)
+        async with h3_client(h3_port(server)) as client:
+            early = await client.get("/early")
+            late = await client.get("/late")
+        self.assertEqual((early.status, bytes(early.body)), (500, b"Internal Server Error"))
+        self.assertEqual(late.reset, 0x102)  # H3_INTERNAL_ERROR: not a clean end
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    @asyncio_test
+    async def test_trailers_and_early_hints(self) -> None:
+        async def with_trailers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            assert "http.response.trailers" in scope["extensions"]
+            await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload"]})
+            await send({"type": "http.response.start", "status": 200, "trailers": True})
+            await send({"type": "http.response.body", "body": b"body"})
+            await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
+
+        server = await serve_h3(self, with_trailers)
+        async with h3_client(h3_port(server)) as client:
+            response = await client.get("/", headers=[(b"te", b"trailers")])
+        self.assertEqual(response.informational, [103])
+        self.assertEqual(bytes(response.body), b"body")
+        self.assertEqual(response.trailers, [(b"x-checksum", b"abc")])
+
+    @asyncio_test
+    async def test_graceful_shutdown_mid_request(self) -> None:
+        """GOAWAY; the request in flight finishes; the connection closes; the service stops."""
+        inside: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            inside.set_result(None)
+            await release
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"finished"})
+
+        server = await serve(self, slow, h3=True, graceful_timeout=20, **tls_files(self))
+        async with h3_client(h3_port(server)) as client:
+            stream_id = client.start("GET", "/")
+            await inside
+            stopped = asyncio.ensure_future(server.service.stopService().asFuture(asyncio.get_running_loop()))
+            for _ in range(3):
+                await client.ping()  # the GOAWAY has arrived by now
+            self.assertFalse(stopped.done())
+            late = client.start("GET", "/late")
+            release.set_result(None)
+            response = await client.response(stream_id)
+            refused = await client.response(late)
+            await asyncio.wait_for(client.terminated, TIMEOUT)
+        await asyncio.wait_for(stopped, TIMEOUT)
+        self.assertEqual(bytes(response.body), b"finished")
+        self.assertEqual(refused.reset, 0x10B)  # H3_REQUEST_REJECTED: the client may retry elsewhere
+        self.assertEqual(client.terminated.result().error_code, 0x100)  # H3_NO_ERROR
