@@ -18,6 +18,7 @@ loop turn; this reads up to ``READ_BATCH`` and answers them together.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections import OrderedDict
@@ -39,6 +40,12 @@ if TYPE_CHECKING:
     from .factory import ASGIServerFactory
 
 log = Logger(namespace="hello_asgi.quic")
+
+# aioquic logs three INFO lines per connection (version, ALPN, close) through stdlib logging,
+# which hello-asgi's log takes in: a line per connection is the access log's job. Left as it
+# is where the user set a level for it.
+if logging.getLogger("quic").level == logging.NOTSET:
+    logging.getLogger("quic").setLevel(logging.WARNING)
 
 READ_BATCH = 64  # datagrams read per wake-up before the answers go out
 SMALLEST_INITIAL = 1200  # a client's Initial datagram is at least this large (RFC 9000 section 14.1)
