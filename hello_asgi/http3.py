@@ -304,6 +304,12 @@ class HTTP3Connection:
         self._open_stream(stream_id, event.headers, event.stream_ended)
 
     def _open_stream(self, stream_id: int, fields: Headers, ended: bool) -> None:
+        config = self.config
+        if len(fields) > config.max_header_count + 4 or \
+                sum(len(name) + len(value) for name, value in fields) > config.max_head_size:
+            # QPACK's references expand: a block within max_head_size can decode to far more.
+            self._refuse(stream_id, 431, b"Request Header Fields Too Large")
+            return
         pseudo, headers = _split_fields(fields)
         method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
         if method == b"CONNECT":
