@@ -313,14 +313,7 @@ class Options(usage.Options):
             config.validate()
         except ValueError as error:
             _fail(str(error))
-        for description in config.listen:
-            try:
-                if description.startswith("quic:"):
-                    quic_address(description)
-                    continue
-                server_endpoint(reactor, description)
-            except Exception as error:
-                _fail(f"--listen {description}: {error}")
+        _check_listeners(reactor, config)
         if config.certfile is not None and "development_certificate" not in self:
             self._check_tls(config)
         if self["reload"]:
@@ -438,6 +431,18 @@ class Options(usage.Options):
             h3_retry=self["h3-retry"],
             h3_early_data=self["h3-early-data"],
         )
+
+
+def _check_listeners(reactor: Any, config: Config) -> None:
+    """Every --listen parsed now, so a bad one is one line at start-up."""
+    for description in config.listen:
+        try:
+            if description.startswith("quic:"):
+                quic_address(description)
+            else:
+                server_endpoint(reactor, description)
+        except Exception as error:
+            _fail(f"--listen {description}: {error}")
 
 
 def _inherited_domain(fd: int) -> str:

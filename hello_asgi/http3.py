@@ -29,9 +29,11 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as quic_events
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, cancel_apps, wants_trailers
+from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps, wants_trailers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from aioquic.quic.stream import QuicStream
 
     from .factory import ASGIServerFactory
+    from .http3_websocket import WebSocketStream
 
 log = Logger(namespace="hello_asgi.http3")
 
@@ -84,10 +87,14 @@ class _H3(H3Connection):
     """aioquic's HTTP/3 layer with the server's own SETTINGS: a QPACK dynamic table of
     ``table_capacity`` bytes (see docs/http3.rst: every reference to it may be expanded
     many times over), the largest header section the server takes, and extended CONNECT
-    not offered (WebSockets over HTTP/3 are not served; docs/http3.rst says why)."""
+    (RFC 9220) offered only while WebSockets are served."""
 
-    table_capacity = 0
-    max_field_section_size = 16384
+    def __init__(self, quic: QuicConnection, table_capacity: int, max_field_section_size: int,
+                 websocket: bool) -> None:
+        self.table_capacity = table_capacity  # set first: aioquic's __init__ sends the SETTINGS
+        self.max_field_section_size = max_field_section_size
+        self.websocket = websocket
+        super().__init__(quic)
 
     def _init_connection(self) -> None:
         import pylsqpack
@@ -99,7 +106,8 @@ class _H3(H3Connection):
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
-        settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        if not self.websocket:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
         settings[Setting.MAX_FIELD_SECTION_SIZE] = self.max_field_section_size
         return settings
 
@@ -128,11 +136,13 @@ class HTTP3Connection:
         self.factory = factory
         self.config = config = factory.config
         self._loop = factory.loop
-        self._peer = peer
-        self._host = host
+        self.peer = self._peer = peer
+        self.host = self._host = host
         self._h3: _H3 | None = None
         self._connection: ConnectionScope | None = None
         self._streams: dict[int, HTTPStream] = {}
+        self.websockets: dict[int, WebSocketStream] = {}  # extended CONNECT streams (RFC 9220)
+        self._ws_waiting: set[int] = set()  # ... whose writer waits for the client to take more
         self._ids: dict[HTTPStream, int] = {}
         self._outbound: dict[int, _Outbound] = {}
         self._taken: dict[int, int] = {}  # bytes the server has read off each client stream
@@ -173,9 +183,9 @@ class HTTP3Connection:
                 handler(event)
             elif self._h3 is not None:  # DatagramFrameReceived and the like
                 self._h3.handle_event(event)
-        if self._outbound:
+        if self._outbound or self._ws_waiting:
             self._wake_writers()
-        if self.closing and not self.closed and not self._streams:
+        if self.closing and not self.closed and self._idle():
             self._close_idle()
         self.endpoint.wants_transmit(self)
 
@@ -184,9 +194,8 @@ class HTTP3Connection:
     def _negotiated(self, event: quic_events.ProtocolNegotiated) -> None:
         if event.alpn_protocol != "h3":  # ALPN offers h3 alone, so the TLS handshake has failed already
             return
-        _H3.table_capacity = self.config.h3_qpack_table_capacity
-        _H3.max_field_section_size = self.config.max_head_size
-        self._h3 = _H3(self.quic)
+        config = self.config
+        self._h3 = _H3(self.quic, config.h3_qpack_table_capacity, config.max_head_size, config.websocket)
 
     def _handshake_completed(self, event: quic_events.HandshakeCompleted) -> None:
         if self._handshake_timer is not None:
@@ -220,6 +229,7 @@ class HTTP3Connection:
         for outbound in self._outbound.values():
             _release(outbound)
         self._outbound.clear()
+        self._lose_websockets()
         self.endpoint.forget(self)
 
     def _stream_data(self, event: quic_events.StreamDataReceived) -> None:
@@ -251,7 +261,9 @@ class HTTP3Connection:
                                                     f"max_head_size {self.config.max_head_size}")
             return
         stream = self._streams.get(stream_id)
-        self._credit(stream_id, unparsed + (stream.buffered if stream is not None else 0))
+        websocket = self.websockets.get(stream_id) if stream is None else None
+        self._credit(stream_id, unparsed + (stream.buffered if stream is not None else
+                                            websocket.unread if websocket is not None else 0))
 
     def _credit(self, stream_id: int, unread: int) -> None:
         """Let the client send ``h3_stream_window`` bytes past what the server has read,
@@ -278,6 +290,9 @@ class HTTP3Connection:
 
     def _lose_stream(self, stream_id: int) -> None:
         """The client cancelled a request: its app hears ``http.disconnect``."""
+        websocket = self.websockets.get(stream_id)
+        if websocket is not None:
+            websocket.lost(Failure(ConnectionLost("the client reset the stream")))
         stream = self._streams.get(stream_id)
         if stream is not None:
             stream.disconnect()
@@ -291,6 +306,8 @@ class HTTP3Connection:
     def _headers(self, event: HeadersReceived) -> None:
         stream_id = event.stream_id
         stream = self._streams.get(stream_id)
+        if stream is None and stream_id in self.websockets:
+            return  # trailers on a WebSocket's stream: nothing to do with them
         if stream is not None:  # trailers: ASGI has no place for them; they end the body
             if event.stream_ended:
                 stream.end_body()
@@ -298,7 +315,7 @@ class HTTP3Connection:
         if self._goaway_id is not None and stream_id >= self._goaway_id:
             self._reject(stream_id, ErrorCode.H3_REQUEST_REJECTED)  # after GOAWAY: the client may retry
             return
-        if len(self._streams) >= self.config.h3_max_concurrent_streams:
+        if len(self._streams) + len(self.websockets) >= self.config.h3_max_concurrent_streams:
             self._reject(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return
         self._open_stream(stream_id, event.headers, event.stream_ended)
@@ -312,14 +329,14 @@ class HTTP3Connection:
             return
         pseudo, headers = _split_fields(fields)
         method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
+        if self._connection is None:  # 0-RTT data before the handshake: no TLS facts yet
+            self._handshake_completed(quic_events.HandshakeCompleted(None, False, False))
         if method == b"CONNECT":
-            self._refuse(stream_id, 501, b"CONNECT is not served over HTTP/3")
+            self._connect(stream_id, pseudo, headers)
             return
         if not (_is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
             self._refuse(stream_id, 400, b"malformed :path")
             return
-        if self._connection is None:  # 0-RTT data before the handshake: no TLS facts yet
-            self._handshake_completed(quic_events.HandshakeCompleted(None, False, False))
         raw_path, _, query = path.partition(b"?")
         extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
         if wants_trailers(headers):
@@ -336,9 +353,36 @@ class HTTP3Connection:
         if limit and self._requests >= limit:
             self.shutdown()
 
+    def _connect(self, stream_id: int, pseudo: dict[bytes, bytes], headers: Headers) -> None:
+        """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 9220); this
+        server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
+        from .http3_websocket import WebSocketStream  # loaded with the first WebSocket
+        from .websocket import WebSocketConnection, handshake_problem
+
+        protocol, path = pseudo.get(b":protocol", b""), pseudo.get(b":path", b"/")
+        raw_path, _, query = path.partition(b"?")
+        request = RequestHead(b"CONNECT", path, raw_path, query, headers)
+        if protocol != b"websocket" or not self.config.websocket:
+            problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
+        else:
+            problem = handshake_problem(request, http2=True)  # RFC 9220: RFC 8441's rules
+        if problem is not None:
+            status, reason, _ = problem
+            self._refuse(stream_id, status, reason.encode())
+            return
+        websocket = self.websockets[stream_id] = WebSocketStream(self, stream_id)
+        websocket.protocol = WebSocketConnection(self.factory, request, "3", websocket, self._connection)
+        websocket.protocol.makeConnection(websocket)
+
     def _body(self, event: DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is None:
+            websocket = self.websockets.get(event.stream_id)
+            if websocket is not None:
+                if event.data:
+                    websocket.data_received(event.data)
+                if event.stream_ended:
+                    websocket.loseConnection()  # the client's side is done: so is the WebSocket
             return
         if event.data:
             stream.feed_body(event.data)
@@ -404,6 +448,7 @@ class HTTP3Connection:
         for outbound in self._outbound.values():
             _release(outbound)
         self._outbound.clear()
+        self._lose_websockets()
         self.endpoint.wants_transmit(self)
         self.endpoint.closed(self)
 
@@ -422,8 +467,66 @@ class HTTP3Connection:
         self.quic.send_stream_data(h3._local_control_stream_id,  # noqa: SLF001
                                    encode_frame(FrameType.GOAWAY, encode_uint_var(self._goaway_id)))
         self.endpoint.wants_transmit(self)
-        if not self._streams:
+        for websocket in list(self.websockets.values()):
+            websocket.protocol.shutdown()
+        if self._idle():
             self._close_idle()
+
+    def _idle(self) -> bool:
+        return not self._streams and not self.websockets
+
+    def _lose_websockets(self) -> None:
+        for websocket in list(self.websockets.values()):
+            websocket.lost(Failure(ConnectionLost("the QUIC connection closed")))
+
+    def websocket_ended(self) -> None:
+        """A WebSocket's stream is done: a connection shutting down may now close."""
+        if self.closing and not self.closed and self._idle():
+            self._close_idle()
+
+    # What a WebSocket's stream asks of its connection (http3_websocket.py).
+
+    def send_headers(self, stream_id: int, block: Headers, end: bool) -> bool:
+        if self._h3 is None or self.closed:
+            return False
+        try:
+            self._h3.send_headers(stream_id, block, end_stream=end)
+        except Exception:  # noqa: BLE001 (the client reset the stream)
+            return False
+        self.endpoint.wants_transmit(self)
+        return True
+
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> bool:
+        if self._h3 is None or self.closed:
+            return False
+        try:
+            self._h3.send_data(stream_id, data, end)
+        except Exception:  # noqa: BLE001
+            return False
+        self.endpoint.wants_transmit(self)
+        return True
+
+    def sending(self, stream_id: int) -> bool:
+        """Whether the client has more than ``SEND_HIGH`` of this stream to take: its writer
+        pauses, and is resumed by ``_wake_writers``."""
+        quic_stream = self.quic._streams.get(stream_id)  # noqa: SLF001
+        if quic_stream is None or len(quic_stream.sender._buffer) <= SEND_HIGH:  # noqa: SLF001
+            return False
+        self._ws_waiting.add(stream_id)
+        return True
+
+    def reset(self, stream_id: int, code: int) -> None:
+        try:
+            self.quic.reset_stream(stream_id, code)
+        except (ValueError, AssertionError):
+            pass
+        self._stop_reading(stream_id)
+        self._h3_sending_ended(stream_id)
+        self.endpoint.wants_transmit(self)
+
+    def read_again(self, stream_id: int) -> None:
+        if not self.closed:
+            self._credit(stream_id, 0)
 
     def _close_idle(self) -> None:
         """Close a connection shutting down, once the client has every response (what it has
@@ -440,7 +543,10 @@ class HTTP3Connection:
             self._fail(ErrorCode.H3_NO_ERROR, "the server is stopping", silent=True)
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
-        return cancel_apps(self._streams.values())
+        tasks = cancel_apps(self._streams.values())
+        for websocket in self.websockets.values():
+            tasks += websocket.protocol.cancel_apps()
+        return tasks
 
     # Response frames out: stream.ResponseWriter.
 
@@ -448,6 +554,23 @@ class HTTP3Connection:
         stream_id = self._ids.get(stream)
         if stream_id is None or self._h3 is None or self.closed:
             return
+        block = self._response_fields(status, headers)
+        if status in NO_BODY_STATUSES or stream.scope["method"] == "HEAD":
+            body = b""
+        try:
+            self._h3.send_headers(stream_id, block, end_stream=end and not body)
+            if body:
+                self._h3.send_data(stream_id, body, end)
+        except Exception:  # noqa: BLE001 (the client reset the stream: nothing to send it)
+            return
+        self.endpoint.wants_transmit(self)
+        if end:
+            self._response_complete(stream)
+
+    def _response_fields(self, status: int, headers: Headers) -> Headers:
+        """The HEADERS frame's fields: lower-case names, no connection-specific fields,
+        values trimmed (RFC 9114 section 4.2), and the server's Server and Date unless the
+        app sent its own."""
         config = self.config
         block = [(b":status", b"%d" % status)]
         server_header = config.server_header
@@ -467,17 +590,7 @@ class HTTP3Connection:
             block.append((b"server", server_header))
         if date_header:
             block.append((b"date", self.factory.http_date()))
-        if status in NO_BODY_STATUSES or stream.scope["method"] == "HEAD":
-            body = b""
-        try:
-            self._h3.send_headers(stream_id, block, end_stream=end and not body)
-            if body:
-                self._h3.send_data(stream_id, body, end)
-        except Exception:  # noqa: BLE001 (the client reset the stream: nothing to send it)
-            return
-        self.endpoint.wants_transmit(self)
-        if end:
-            self._response_complete(stream)
+        return block
 
     def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
         stream_id = self._ids.get(stream)
@@ -542,6 +655,13 @@ class HTTP3Connection:
             if quic_stream is None or len(quic_stream.sender._buffer) <= SEND_LOW:  # noqa: SLF001
                 del self._outbound[stream_id]
                 _release(outbound)
+        for stream_id in list(self._ws_waiting):
+            quic_stream = streams.get(stream_id)
+            if quic_stream is None or len(quic_stream.sender._buffer) <= SEND_LOW:  # noqa: SLF001
+                self._ws_waiting.discard(stream_id)
+                websocket = self.websockets.get(stream_id)
+                if websocket is not None:
+                    websocket.writable()
 
     def _stalled(self, stream_id: int) -> None:
         """The client took nothing of this response for ``h3_stall_timeout``: a zero-window
@@ -601,7 +721,7 @@ class HTTP3Connection:
             self.quic.credit[stream_id] = _ANSWERED  # its window stays as it is: nobody reads the rest
         else:
             self.quic.credit.pop(stream_id, None)
-        if self.closing and not self._streams and not self.closed:
+        if self.closing and self._idle() and not self.closed:
             self._close_idle()
 
 

@@ -386,3 +386,72 @@ class HTTP3Tests(unittest.TestCase):
         self.assertEqual(bytes(response.body), b"finished")
         self.assertEqual(refused.reset, 0x10B)  # H3_REQUEST_REJECTED: the client may retry elsewhere
         self.assertEqual(client.terminated.result().error_code, 0x100)  # H3_NO_ERROR
+
+
+def _masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A client's WebSocket frame (RFC 6455 section 5.2): final, masked, short payloads only."""
+    key = b"\x01\x02\x03\x04"
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The server's (unmasked, short) frames in ``data``: (opcode, payload)."""
+    frames = []
+    while len(data) >= 2:
+        length = data[1] & 0x7F
+        assert length < 126
+        frames.append((data[0] & 0x0F, data[2:2 + length]))
+        data = data[2 + length:]
+    return frames
+
+
+class WebSocketOverHTTP3Tests(unittest.TestCase):
+    timeout = 60
+
+    async def _open(self, client: H3Client, path: str = "/ws") -> int:
+        stream_id = client.start("CONNECT", path, headers=[(b":protocol", b"websocket"),
+                                                           (b"sec-websocket-version", b"13")], end=False)
+        response = client.responses[stream_id]
+        while not response.headers and not response.done.done():
+            await asyncio.wait_for(client.ping(), TIMEOUT)
+        return stream_id
+
+    @asyncio_test
+    async def test_a_websocket_over_an_extended_connect_stream(self) -> None:
+        """RFC 9220: the same WebSocket code as over HTTP/2, on an HTTP/3 request stream."""
+        closed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "websocket":
+                return
+            await receive()
+            await send({"type": "websocket.accept"})
+            message = await receive()
+            await send({"type": "websocket.send",
+                        "text": f"{message['text']} over {scope['http_version']} {scope['scheme']}"})
+            closed.set_result(await receive())
+
+        server = await serve_h3(self, echo)
+        async with h3_client(h3_port(server)) as client:
+            self.assertEqual(client.h3.received_settings.get(0x8), 1)  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+            stream_id = await self._open(client)
+            response = client.responses[stream_id]
+            self.assertEqual(response.status, 200)
+            client.send(stream_id, _masked_frame(0x1, b"hello"))
+            while not response.body:
+                response.data_event.clear()
+                await asyncio.wait_for(response.data_event.wait(), TIMEOUT)
+            self.assertEqual(_frames(bytes(response.body)), [(0x1, b"hello over 3 wss")])
+            client.send(stream_id, _masked_frame(0x8, b"\x03\xe8bye"))
+            disconnect = await asyncio.wait_for(closed, TIMEOUT)
+        self.assertEqual(disconnect["code"], 1000)
+
+    @asyncio_test
+    async def test_without_websockets_extended_connect_is_neither_offered_nor_served(self) -> None:
+        server = await serve_h3(self, echo_app, websocket=False)
+        async with h3_client(h3_port(server)) as client:
+            self.assertNotIn(0x8, client.h3.received_settings)
+            stream_id = await self._open(client)
+            response = await client.response(stream_id)
+        self.assertEqual(response.status, 501)
