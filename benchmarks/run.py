@@ -3,8 +3,9 @@
     python3 benchmarks/run.py [--scenario NAME] [--rounds N] [--duration S] [--defaults]
                               [--connections N] [--servers a,b] [--size BYTES]
 
-Scenarios: http1, h2c, h2-tls, http1-unix (throughput), defaults (http1 with every access
-log on as shipped), ws-echo, ws-large, ws-idle, http-idle, download, upload-h2, startup.
+Scenarios: http1, h2c, h2-tls, http1-unix, h3 (throughput), defaults (http1 with every access
+log on as shipped), ws-echo, ws-large, ws-idle, http-idle, download, upload-h2, h3-download,
+startup.
 
 Each server runs as one process (with whatever threads and children it makes of its own)
 pinned to CPU 0, started as its own docs tell a production user to start it; the load
@@ -45,7 +46,8 @@ ROOT = HERE.parent
 VENV = HERE / ".venv"
 BEFORE = HERE / ".before"  # the hello_asgi package as of --before REV
 BIN = VENV / "bin"
-PEERS = ["uvicorn", "httptools", "uvloop", "websockets", "hypercorn", "daphne", "granian", "gunicorn", "a2wsgi"]
+PEERS = ["uvicorn", "httptools", "uvloop", "websockets", "hypercorn", "daphne", "granian", "gunicorn", "a2wsgi",
+         "aioquic"]
 WSGI_THREADS = 10  # every WSGI server's thread count (hello-asgi's default); wsgi_app.THREADS for a2wsgi
 HYPERCORN_CONFIG = VENV / "hypercorn.toml"
 # Hypercorn closes a connection after 1000 requests by default (keep_alive_max_requests, a
@@ -72,6 +74,7 @@ class Launch:
     unix: str | None = None  # listen on this UNIX socket instead of the port
     access_log: bool = False  # its access log on, as shipped; otherwise off
     idle: bool = False  # 10,000 idle connections: connection limit and keep-alive timeout raised
+    h3: bool = False  # HTTP/3 on UDP at the same port as the TLS listener
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ def _hello_asgi(launch: Launch, *, log: bool, reactor: str | None = None, loop: 
             *(["--listen", f"unix:{launch.unix}"] if launch.unix else ["--port", str(launch.port)]),
             *([] if log else ["--no-access-log"]),
             *(["--limit-concurrency", "20000", "--timeout-keep-alive", "300"] if launch.idle else []),
-            *(["--cert", launch.tls.cert, "--key", launch.tls.key] if launch.tls else [])]
+            *(["--cert", launch.tls.cert, "--key", launch.tls.key] if launch.tls else []),
+            *(["--h3"] if launch.h3 else [])]
 
 
 def _uvicorn(launch: Launch, http: str = "auto", loop: str = "auto") -> list[str]:
@@ -112,7 +116,8 @@ def _hypercorn(launch: Launch) -> list[str]:
             "-b", f"unix:{launch.unix}" if launch.unix else f"127.0.0.1:{launch.port}",
             *(["--access-logfile", "-"] if launch.access_log else []),
             *(["--keep-alive", "300"] if launch.idle else []),
-            *(["--certfile", launch.tls.cert, "--keyfile", launch.tls.key] if launch.tls else []), "app:app"]
+            *(["--certfile", launch.tls.cert, "--keyfile", launch.tls.key] if launch.tls else []),
+            *(["--quic-bind", f"127.0.0.1:{launch.port}"] if launch.h3 else []), "app:app"]
 
 
 def _daphne(launch: Launch) -> list[str]:
@@ -162,7 +167,7 @@ def _granian_wsgi(launch: Launch) -> list[str]:
             "--access-log" if launch.access_log else "--no-access-log", "wsgi_app:app"]
 
 
-ALL = frozenset({"http1", "h2c", "h2-tls", "ws", "unix", "idle"})
+ALL = frozenset({"http1", "h2c", "h2-tls", "ws", "unix", "idle", "h3"})
 SERVERS = [
     Server("hello-asgi", lambda launch: _hello_asgi(launch, log=launch.access_log), ALL),
     Server("hello-asgi-nolog", lambda launch: _hello_asgi(launch, log=False), ALL, only_with_logs=True),
@@ -462,6 +467,16 @@ def parse_h2load(out: str, connections: int) -> Row:
             "latency_ms": _ms(mean.group(1)) if mean else None, "per_connection": done / connections}
 
 
+def h3_load(url: str, duration: float, connections: int) -> Row:
+    """h3_load.py: 2 processes of ``connections``/2 QUIC connections with 10 requests in flight
+    each (h2load's -m10), aioquic's client: its CPU, every process's, is in the row."""
+    out, busy = client([str(BIN / "python"), str(HERE / "h3_load.py"), "load", url, str(max(1, connections // 2)),
+                        "10", f"{duration:g}", "2"], duration + 60)
+    result = json.loads(out.splitlines()[-1])
+    return {"rate": result["rate"], "requests": result["count"], "errors": result["errors"], "latency_ms": None,
+            "client_cpu": busy}
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
@@ -569,6 +584,26 @@ def _curl(ctx: Context, kind: str, size: int) -> Row:
                                                                       f"read by the app ({int(float(up))} sent)")}
 
 
+def h3_transfer(ctx: Context) -> Row:
+    """One warm-up of 1 MB, then downloads of --size bytes (50 MB unless given) over HTTP/3 by
+    aioquic's client until they have taken 1 s or there have been 3."""
+    def one(size: int) -> Row:
+        out, busy = client([str(BIN / "python"), str(HERE / "h3_load.py"), "download", ctx.url, str(size)],
+                           ctx.args.max_transfer + 10)
+        return {**json.loads(out.splitlines()[-1]), "busy": busy}
+
+    size = ctx.args.size
+    one(1_000_000)
+    cpu, done = cpu_seconds(ctx.server.session), []
+    while not done or (sum(r["seconds"] for r in done) < 1 and len(done) < 3 and not done[-1]["errors"]):
+        done.append(one(size))
+    used, count, seconds = cpu_seconds(ctx.server.session) - cpu, len(done), sum(r["seconds"] for r in done)
+    return {"seconds": seconds / count, "cpu_s": used / count, "mb_s": size * count / seconds / 1e6,
+            "transfers": count, "requests": count, "errors": sum(r["errors"] for r in done),
+            "client_cpu": statistics.mean(r["client_cpu"] for r in done), "server_cpu": used / seconds,
+            "detail": f"status {done[-1]['status']}, {done[-1]['bytes']} of {size} bytes received"}
+
+
 def _upload_file(size: int) -> Path:
     path = VENV / f"upload-{size}.bin"
     if not path.exists() or path.stat().st_size != size:
@@ -655,6 +690,10 @@ SCENARIOS = {s.name: s for s in [
              f"a WSGI hello world (wsgi_app.py), HTTP/2 prior knowledge, h2load -m10, {WSGI_THREADS} threads each"),
     Scenario("h2-tls", "https", ("h2-tls",), throughput(h2load), (RATE, CPU_US, MEAN), 10,
              "HTTP/2 over TLS (ALPN) hello world, h2load -m10"),
+    Scenario("h3", "https", ("h3",), throughput(h3_load), (RATE, CPU_US), 10,
+             "HTTP/3 hello world, aioquic's client in 2 processes, 10 requests in flight per connection"),
+    Scenario("h3-download", "https", ("h3",), h3_transfer, TRANSFER, 1,
+             "a GET of --size bytes (50 MB unless given) over HTTP/3, aioquic's client", kind="transfer"),
     Scenario("ws-echo", "ws", ("ws",), throughput(ws_load("echo")),
              (Metric("rate", "round trips/s"), Metric("cpu_us", "CPU µs/round trip", lower_is_better=True)), 10,
              "WebSocket echo of a small text message, one at a time per connection, raw asyncio client"),
@@ -708,7 +747,7 @@ def run(case: Case, scenario: Scenario, args: argparse.Namespace, tls: TLS | Non
     if unix and os.path.exists(unix):
         os.unlink(unix)
     launch = Launch(port, tls=tls, unix=unix, access_log=scenario.logs or args.defaults,
-                    idle=scenario.name.endswith("-idle"))
+                    idle=scenario.name.endswith("-idle"), h3=scenario.name.startswith("h3"))
     command = case.server.command(launch)
     row: Row = {"server": case.row, "command": ["taskset", "-c", "0", *command],
                 "access_log": launch.access_log and case.server.logs and not case.server.only_with_logs}
@@ -924,6 +963,9 @@ TARGETS = {
     "h2c": [Target("hello-asgi ÷ Hypercorn req/s", _ratio("hello-asgi", "hypercorn", "rate"), 3.5),
             Target("bare h2's CPU µs/req ÷ hello-asgi's", _ratio("bare-h2 (ceiling)", "hello-asgi", "cpu_us"), 1.0)],
     "h2-tls": [Target("hello-asgi ÷ Hypercorn req/s", _ratio("hello-asgi", "hypercorn", "rate"), 3.5)],
+    "h3": [Target("hello-asgi ÷ Hypercorn req/s", _ratio("hello-asgi", "hypercorn", "rate"), 2.0),
+           Target("Hypercorn's CPU µs/req ÷ hello-asgi's", _ratio("hypercorn", "hello-asgi", "cpu_us"), 2.0)],
+    "h3-download": [Target("Hypercorn's seconds ÷ hello-asgi's", _ratio("hypercorn", "hello-asgi", "seconds"), 1.0)],
     "download": [Target("Uvicorn's seconds ÷ hello-asgi's, HTTP/1.1",
                         _ratio("uvicorn http1", "hello-asgi http1", "seconds"), 1.0),
                  Target("Uvicorn's HTTP/1.1 seconds ÷ hello-asgi's h2c", _ratio("uvicorn http1", "hello-asgi h2c",
@@ -1049,7 +1091,8 @@ def _print_header(scenario: Scenario, args: argparse.Namespace, env: Row, logs_a
     print(f"\nScenario {scenario.name}{' (access logs on)' if logs_added else ''}: {scenario.what}.")
     how = {"load": f"{args.connections} connections, {args.duration:g} s measured after {args.warmup:g} s of warm-up",
            "idle": f"{args.connections} connections held idle",
-           "transfer": f"{args.size:,} bytes a transfer, repeated until 1 s or 10 transfers: means per transfer",
+           "transfer": f"{args.size:,} bytes a transfer, repeated until 1 s or "
+                       f"{3 if scenario.name == 'h3-download' else 10} transfers: means per transfer",
            "startup": "spawn to the first 200, polled every 5 ms; memory 1 s later"}[scenario.kind]
     print(f"{how}; {args.rounds} round(s), servers interleaved; server on CPU 0, load on CPU 1. "
           f"hello-asgi {env['hello-asgi commit']}, {env['date']}. Medians over valid rounds; "
@@ -1114,13 +1157,14 @@ def arguments() -> argparse.Namespace:
                         f"(others: {', '.join(s.name for s in SERVERS if not s.default)})")
     parser.add_argument("--before", metavar="REV", help="also run hello-asgi as of git revision REV, as the row "
                         "'hello-asgi (before)' (name it in --servers too when --servers is given)")
-    parser.add_argument("--size", type=int, default=200_000_000, help="bytes of a download or upload")
+    parser.add_argument("--size", type=int, help="bytes of a download or upload (200,000,000; h3-download 50,000,000)")
     parser.add_argument("--max-transfer", type=int, default=60, help="seconds a download or upload may take")
     args = parser.parse_args()
     if args.defaults and args.scenario not in ("http1", "h2c", "h2-tls", "http1-unix"):
         parser.error("--defaults applies to http1, h2c, h2-tls and http1-unix")
     args.defaults = args.defaults or args.scenario == "defaults"
     args.connections = args.connections or DEFAULT_CONNECTIONS.get(args.scenario, SCENARIOS[args.scenario].connections)
+    args.size = args.size or (50_000_000 if args.scenario == "h3-download" else 200_000_000)
     return args
 
 
@@ -1132,7 +1176,7 @@ def main() -> None:
     install()
     if args.before:
         export_before(args.before)
-    tls = make_tls() if args.scenario == "h2-tls" else None
+    tls = make_tls() if args.scenario in ("h2-tls", "h3", "h3-download") else None
     wanted = set(args.servers.split(",")) if args.servers else None
     if args.before and wanted is None:
         wanted = {s.name for s in SERVERS if s.default and (args.defaults or not s.only_with_logs)}

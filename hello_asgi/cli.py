@@ -20,7 +20,7 @@ from .config import Config
 from .headers import parse_header
 from .loading import AppLoadError, load_app
 from .process import is_worker
-from .service import ASGIService, server_endpoint, tcp_description
+from .service import ASGIService, quic_address, server_endpoint, tcp_description
 from .supervisor import Supervisor
 
 log = Logger(namespace="hello_asgi.cli")
@@ -203,6 +203,20 @@ class Options(usage.Options):
                                        "installed, as hello-asgi[uvloop] does), asyncio or uvloop.", _loop_kind],
         ["metrics-listen", None, None, "Serve Prometheus figures at /metrics on this endpoint (tcp:9100), the "
                                        "sum of every worker's; needs prometheus_client."],
+        # HTTP/3 (--h3, or --listen quic:PORT); docs/http3.rst gives the reasons for the defaults.
+        ["alt-svc-max-age", None, _DEFAULTS.alt_svc_max_age, "Seconds a browser may remember the Alt-Svc "
+                                                             "naming HTTP/3.", int],
+        ["h3-max-concurrent-streams", None, _DEFAULTS.h3_max_concurrent_streams,
+         "Requests one HTTP/3 client may have open at once.", int],
+        ["h3-idle-timeout", None, _DEFAULTS.h3_idle_timeout, "Seconds a QUIC connection may stay silent.", float],
+        ["h3-max-datagram-size", None, _DEFAULTS.h3_max_datagram_size,
+         "Largest UDP payload sent, 1200 to 65527.", int],
+        ["h3-stream-window", None, _DEFAULTS.h3_stream_window,
+         "HTTP/3 request body buffered per stream for an app that is not reading.", int],
+        ["h3-stall-timeout", None, _DEFAULTS.h3_stall_timeout,
+         "Seconds an HTTP/3 response may wait on a client that takes none of it.", float],
+        ["h3-qpack-table-capacity", None, _DEFAULTS.h3_qpack_table_capacity,
+         "QPACK dynamic table bytes a client may use for request headers (0: none).", int],
     ]
     optFlags = [
         ["no-access-log", None, "Log no line per request."],
@@ -225,6 +239,11 @@ class Options(usage.Options):
         ["no-stdlib-logging", None, "Leave the stdlib logging module alone: its records do not go to "
                                     "hello-asgi's log, level and format."],
         ["factory", None, "--app names a factory: call it, with no arguments, for the app."],
+        ["h3", None, "Also serve HTTP/3 (QUIC, UDP) at the port of each TLS listener, with its certificate; "
+                     "needs hello-asgi[h3]."],
+        ["no-alt-svc", None, "With HTTP/3 on: send no Alt-Svc header naming it on HTTP/1.1 and HTTP/2 responses."],
+        ["h3-retry", None, "Validate HTTP/3 clients' addresses with a Retry before any handshake work."],
+        ["h3-early-data", None, "Accept QUIC 0-RTT early data, which can be replayed: only for idempotent apps."],
     ]
     optParameters = _with_named_coercion(optParameters)
 
@@ -294,16 +313,14 @@ class Options(usage.Options):
         if self["workers"] < 1:
             _fail("--workers must be at least 1")
         config = self.config()
+        if self["tls"] and config.certfile is None:  # the development pair, before validate() asks for TLS
+            self._check_tls(config)
         try:
             config.validate()
         except ValueError as error:
             _fail(str(error))
-        for description in config.listen:
-            try:
-                server_endpoint(reactor, description)
-            except Exception as error:
-                _fail(f"--listen {description}: {error}")
-        if self["tls"] or config.certfile is not None:
+        _check_listeners(reactor, config)
+        if config.certfile is not None and "development_certificate" not in self:
             self._check_tls(config)
         if self["reload"]:
             reload.without_bytecode()
@@ -409,7 +426,30 @@ class Options(usage.Options):
             default_headers=self["header"],
             metrics_listen=self["metrics-listen"],
             loop=self["loop"],
+            h3=self["h3"],
+            alt_svc=not self["no-alt-svc"],
+            alt_svc_max_age=self["alt-svc-max-age"],
+            h3_max_concurrent_streams=self["h3-max-concurrent-streams"],
+            h3_idle_timeout=self["h3-idle-timeout"],
+            h3_max_datagram_size=self["h3-max-datagram-size"],
+            h3_stream_window=self["h3-stream-window"],
+            h3_stall_timeout=self["h3-stall-timeout"],
+            h3_qpack_table_capacity=self["h3-qpack-table-capacity"],
+            h3_retry=self["h3-retry"],
+            h3_early_data=self["h3-early-data"],
         )
+
+
+def _check_listeners(reactor: Any, config: Config) -> None:
+    """Every --listen parsed now, so a bad one is one line at start-up."""
+    for description in config.listen:
+        try:
+            if description.startswith("quic:"):
+                quic_address(description)
+            else:
+                server_endpoint(reactor, description)
+        except Exception as error:
+            _fail(f"--listen {description}: {error}")
 
 
 def _inherited_domain(fd: int) -> str:
@@ -487,7 +527,12 @@ def makeService(options: Options) -> Any:
                  "(SHA-256 {fingerprint})", path=str(cert), fingerprint=fingerprint)
     if not is_worker() and (options["workers"] > 1 or options["reload"] or options["config"].max_requests):
         watch = _reload_watcher(options, options["reactor"]) if options["reload"] else None
-        return Supervisor(worker_command(options.arguments), options["config"].listen, options["workers"],
+        # The supervisor holds the TCP listeners; each worker binds its own UDP socket for
+        # HTTP/3, one of an SO_REUSEPORT group (docs/http3.rst).
+        quic = [description for description in options["config"].listen if description.startswith("quic:")]
+        tcp = [description for description in options["config"].listen if not description.startswith("quic:")]
+        command = worker_command(options.arguments) + [part for d in quic for part in ("--listen", d)]
+        return Supervisor(command, tcp, options["workers"],
                           options["reactor"], watch, sources.worker_environment(os.environ),
                           metrics_listen=options["config"].metrics_listen)
     return ASGIService(options["loaded_app"], options["config"], reactor=options["reactor"],

@@ -189,6 +189,37 @@ class Config:
     #: when it is installed (Uvicorn's ``--loop``). An embedded server runs on its host's.
     loop: LoopKind = "auto"
 
+    # -- HTTP/3 (``hello-asgi[h3]``, docs/http3.rst) ------------------------------------
+    #: Serve HTTP/3 over QUIC on UDP at the port of each TLS listener, with its certificate.
+    h3: bool = False
+    #: While HTTP/3 is on, HTTP/1.1 and HTTP/2 responses over TLS carry ``Alt-Svc`` naming
+    #: it, for ``alt_svc_max_age`` seconds, so browsers move over by themselves.
+    alt_svc: bool = True
+    alt_svc_max_age: int = 86400
+    #: Requests one HTTP/3 client may have open at once (QUIC's MAX_STREAMS; Hypercorn: 100).
+    h3_max_concurrent_streams: int = 100
+    #: A QUIC connection with no packet for this long is gone (the smaller of the two ends'
+    #: wins; Chromium's: 30 s).
+    h3_idle_timeout: float = 30.0
+    #: Largest UDP payload sent (1200, QUIC's minimum, passes every path; 1350 passes nearly
+    #: every path, as Chromium assumes).
+    h3_max_datagram_size: int = 1350
+    #: Each request stream's receive window: the request body buffered for an app that is
+    #: not reading (the connection's covers every stream's).
+    h3_stream_window: int = 256 * 1024
+    #: How long an HTTP/3 response may wait on a client that takes none of it before the
+    #: stream is reset.
+    h3_stall_timeout: float = 30.0
+    #: The QPACK dynamic table a client may use for its request headers. 0 (none): a
+    #: reference into the table costs a byte and may stand for 4 KiB, so a small header
+    #: block could decode to megabytes.
+    h3_qpack_table_capacity: int = 0
+    #: Address validation by Retry before any handshake work (one more round trip).
+    h3_retry: bool = False
+    #: Accept 0-RTT early data on resumed connections. Off: early data can be replayed by
+    #: anyone who saw it, which is unsafe for any request that is not idempotent.
+    h3_early_data: bool = False
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work: the rules are the
         tables below the class, then the two settings that are checked by parsing them."""
@@ -221,7 +252,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 # Durations that must be more than zero (a timeout of 0 would close every connection at once).
 _POSITIVE = ("keep_alive_timeout", "request_head_timeout", "graceful_timeout", "close_timeout", "body_timeout",
-             "h2_stall_timeout", "ws_handshake_timeout")
+             "h2_stall_timeout", "ws_handshake_timeout", "h3_max_concurrent_streams", "h3_idle_timeout",
+             "h3_stall_timeout", "alt_svc_max_age")
 # Limits and sizes with no "off": 0 would refuse everything.
 _AT_LEAST_ONE = ("max_request_line", "max_head_size", "max_header_count", "max_connections", "body_buffer_size",
                  "max_body_drain", "backlog", "h2_max_concurrent_streams", "h2_max_resets", "h2_max_control_frames",
@@ -251,4 +283,17 @@ _RULES: tuple[tuple[Callable[[Config], bool], str], ...] = (
      "a TLS certificate and key go together: give both or neither"),
     (lambda config: config.max_request_line <= config.max_head_size,
      "max_request_line cannot exceed max_head_size"),
+    # HTTP/3 (the block of settings at the end of the class)
+    (lambda config: config.certfile is not None or not _wants_http3(config),
+     "HTTP/3 needs TLS: give --cert and --key, or --tls"),
+    (lambda config: config.ca_certs is None or not _wants_http3(config),
+     "HTTP/3 does not ask for client certificates: leave out --ca, or --h3"),
+    (lambda config: 1200 <= config.h3_max_datagram_size <= 65527,
+     "h3_max_datagram_size must be from 1200 to 65527"),
+    (lambda config: config.h3_stream_window >= 16384 and config.h3_qpack_table_capacity >= 0,
+     "h3_stream_window must be at least 16384, h3_qpack_table_capacity 0 or more"),
 )
+
+
+def _wants_http3(config: Config) -> bool:
+    return config.h3 or any(description.startswith("quic:") for description in config.listen)

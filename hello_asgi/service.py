@@ -26,6 +26,7 @@ from .recycling import RequestBudget, replace_or_stop, share
 from .transport import CLOSE_TIMEOUT, FastListeningReactor
 
 if TYPE_CHECKING:  # the TLS stack (pyOpenSSL, cryptography) is loaded only for TLS listeners
+    from .quic import QuicEndpoint
     from .tls import ReloadableTLS
 
 log = Logger(namespace="hello_asgi.service")
@@ -67,9 +68,25 @@ def listening_url(scheme: str, address: Any) -> str:
     return f"{scheme}://{host}:{address.port}"
 
 
-def _with_server_wrappers(app: Any, config: Config, reactor: Any, owns_process: bool) -> Any:
+def quic_address(description: str) -> tuple[str, int]:
+    """``quic:PORT[:interface=HOST]``: an HTTP/3 listener of its own, on UDP."""
+    kind, port, *options = description.split(":")
+    settings = dict(option.partition("=")[::2] for option in options)
+    host = settings.pop("interface", "0.0.0.0")
+    if kind != "quic" or not port.isdigit() or settings:
+        raise ValueError(f"expected quic:PORT[:interface=HOST], not {description!r}")
+    return host, int(port)
+
+
+def _with_server_wrappers(app: Any, config: Config, reactor: Any, owns_process: bool,
+                          h3_ports: set[int] | None = None) -> Any:
     """The app, behind what the settings put in front of it: each wrapper costs a call per
     request, so there is none unless asked for."""
+    if h3_ports is not None and config.alt_svc:
+        from .alt_svc import AltSvc
+        from .loading import as_asgi3
+
+        app = AltSvc(as_asgi3(app, config.interface), config.alt_svc_max_age, h3_ports)
     if config.default_headers:
         app = DefaultHeaders(app, config.default_headers)
     if owns_process and config.max_requests:
@@ -92,8 +109,12 @@ class ASGIService(Service):
             from twisted.internet import reactor
         self.config = config = config or Config()
         self._reactor = reactor
-        self.factory = ASGIServerFactory(_with_server_wrappers(app, config, reactor, owns_process), config,
-                                         reactor=reactor)
+        self.quic: list[QuicEndpoint] = []  # the HTTP/3 endpoints, on UDP
+        self._h3_ports: set[int] = set()  # the ports they serve, which Alt-Svc names
+        wants_h3 = config.h3 or any(description.startswith("quic:") for description in config.listen)
+        self.factory = ASGIServerFactory(
+            _with_server_wrappers(app, config, reactor, owns_process, self._h3_ports if wants_h3 else None),
+            config, reactor=reactor)
         self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
                                   self.factory.state)
         self._owns_process = owns_process
@@ -132,6 +153,9 @@ class ASGIService(Service):
         await self.factory.app_loop.run(self._lifespan.startup())
         descriptions = self.config.listen or [tcp_description("127.0.0.1", 8000, self.config.backlog)]
         for description in descriptions:
+            if description.startswith("quic:"):
+                await self._listen_quic(*quic_address(description))
+                continue
             endpoint = server_endpoint(self._reactor, description, self.config.close_timeout)
             if isinstance(endpoint, SSL4ServerEndpoint):  # an ssl: string: Twisted made its TLS context,
                 # whose ALPN would fail a client that offers none of ours rather than serve it HTTP/1.1
@@ -143,9 +167,29 @@ class ASGIService(Service):
             tls = self.config.certfile is not None or description.split(":", 1)[0] in ("ssl", "tls")
             log.info("Serving {url} ({description})", url=listening_url("https" if tls else self.factory.scheme,
                                                                         port.getHost()), description=description)
+            address = port.getHost()
+            if self.config.h3 and self.config.certfile is not None and hasattr(address, "port"):
+                await self._listen_quic(address.host, address.port)
         if self.metrics is not None:
             await self.metrics.start()
         return self.ports
+
+    async def _listen_quic(self, host: str, port: int) -> None:
+        """An HTTP/3 endpoint on UDP ``host``:``port``, with the TLS listeners' certificate;
+        a worker's shares the port with its siblings' (SO_REUSEPORT)."""
+        from .quic import QuicEndpoint, server_configuration, udp_socket
+
+        config = self.config
+        configuration = server_configuration(config, config.certfile, config.keyfile, config.key_password)  # type: ignore[arg-type]
+
+        async def listen() -> QuicEndpoint:  # on the app loop, where the connections live
+            return QuicEndpoint(self.factory, udp_socket(host, port, reuse_port=is_worker()), configuration,
+                                retry=config.h3_retry, early_data=config.h3_early_data)
+
+        endpoint = await self.factory.app_loop.run(listen())
+        self.quic.append(endpoint)
+        self._h3_ports.add(endpoint.address.port)
+        log.info("Serving HTTP/3 on {url} (UDP)", url=listening_url("https", endpoint.address))
 
     def _started(self, ports: list[IListeningPort]) -> None:
         if self._owns_process:
@@ -183,7 +227,14 @@ class ASGIService(Service):
 
         try:
             self.tls.reload()
-        except TLSConfigError as error:
+            if self.quic:
+                from .quic import server_configuration
+
+                config = self.config
+                configuration = server_configuration(config, config.certfile, config.keyfile, config.key_password)  # type: ignore[arg-type]
+                for endpoint in self.quic:
+                    self.factory.app_loop.to_loop(endpoint.reload, configuration)
+        except (TLSConfigError, OSError, ValueError) as error:
             log.error("TLS not reloaded, the old certificate stays in use: {error}", error=error)
         else:
             log.info("TLS certificate reloaded from {path}", path=self.config.certfile)
@@ -221,15 +272,27 @@ class ASGIService(Service):
     async def _drain(self) -> None:
         """On the app loop: let connections finish within ``graceful_timeout``, then cut them."""
         factory = self.factory
-        if not factory.connections:
+        quic, self.quic = self.quic, []
+        count = len(factory.connections) + sum(len(endpoint.connections) for endpoint in quic)
+        if not count:
+            for endpoint in quic:
+                endpoint.stop()
             return
         log.info("Waiting up to {timeout} s for {count} connection(s) to finish",
-                 timeout=self.config.graceful_timeout, count=len(factory.connections))
+                 timeout=self.config.graceful_timeout, count=count)
         factory.shutdown()
+        for endpoint in quic:
+            endpoint.shutdown()  # HTTP/3 GOAWAY
         try:
-            await asyncio.wait_for(factory.drained(), self.config.graceful_timeout)
+            await asyncio.wait_for(asyncio.gather(factory.drained(), *(endpoint.drained() for endpoint in quic)),
+                                   self.config.graceful_timeout)
         except asyncio.TimeoutError:
             log.warn("Graceful timeout: cutting {count} connection(s)", count=len(factory.connections))
             cancelled = factory.abort()
+            for endpoint in quic:
+                cancelled += endpoint.abort()
             if cancelled:
                 await asyncio.gather(*cancelled, return_exceptions=True)
+        finally:
+            for endpoint in quic:
+                endpoint.stop()  # CONNECTION_CLOSE to every connection still open
