@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .flow import Drain
-from .http1_framing import CHUNKED, LENGTH, BodyWriter, framing
+from .http1_framing import LENGTH, BodyWriter, framing
 from .known_good import KnownGood
 from .proxy import FORWARDING_FIELDS
 from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps
@@ -605,7 +605,7 @@ class HTTP11Connection(Protocol):
                 if end:
                     tail += writer.last
             self.transport.write(  # type: ignore[union-attr]
-                head(status, headers, lines, config.server_header, config.date_header, tail, writer is CHUNKED)
+                head(status, headers, lines, config.server_header, config.date_header, tail, writer.chunked_head)
             )
         except Exception:
             self._write_failed(stream, Failure(), sent=False)

@@ -17,7 +17,8 @@ writer              when                                         the body ends
 
 A HEAD response carries the framing fields a GET would have (RFC 9110 section 9.3.2),
 and no body. The app's ``Transfer-Encoding`` and ``Connection`` fields never reach the
-wire (``wire.head`` drops them): framing is the server's to write.
+wire (``wire.head`` drops them): framing is the server's to write; nor does its
+``Content-Length`` where the head says ``Transfer-Encoding: chunked`` (``chunked_head``).
 """
 
 from __future__ import annotations
@@ -37,16 +38,20 @@ class BodyWriter:
 
     ``raw``: body bytes go as they are, no ``chunk()`` needed (and a file can go by
     ``os.sendfile``); ``last``: what ends the body on the wire; ``shows_cut``: a response
-    cut short looks cut to the client without a reset. (Slots, not class attributes: the
-    hot path reads them, and Python 3.11 reads a slot faster.)
+    cut short looks cut to the client without a reset; ``chunked_head``: the head says
+    ``Transfer-Encoding: chunked``, so the app's Content-Length must not go with it.
+    (Slots, not class attributes: the hot path reads them, and Python 3.11 reads a slot
+    faster.)
     """
 
-    __slots__ = ("last", "raw", "shows_cut")
+    __slots__ = ("chunked_head", "last", "raw", "shows_cut")
 
-    def __init__(self, raw: bool = True, last: bytes = b"", shows_cut: bool = True) -> None:
+    def __init__(self, raw: bool = True, last: bytes = b"", shows_cut: bool = True,
+                 chunked_head: bool = False) -> None:
         self.raw = raw
         self.last = last
         self.shows_cut = shows_cut
+        self.chunked_head = chunked_head
 
     def chunk(self, data: bytes) -> bytes:
         """``data`` (not empty) as it goes on the wire."""
@@ -75,9 +80,11 @@ class _NoBody(BodyWriter):
 
 
 LENGTH = BodyWriter()
-CHUNKED = _Chunked(raw=False, last=b"0\r\n\r\n")
+CHUNKED = _Chunked(raw=False, last=b"0\r\n\r\n", chunked_head=True)
 CLOSE_DELIMITED = BodyWriter(shows_cut=False)  # only a reset tells a cut body from a whole one
 NO_BODY = _NoBody(raw=False)
+NO_BODY_CHUNKED = _NoBody(raw=False, chunked_head=True)  # a HEAD's, where GET's would be chunked
+_FOR_HEAD = {LENGTH: NO_BODY, CHUNKED: NO_BODY_CHUNKED, CLOSE_DELIMITED: NO_BODY}
 
 
 def framing(method: str, http_version: str, status: int, headers: Headers, keep_alive: bool,
@@ -89,8 +96,9 @@ def framing(method: str, http_version: str, status: int, headers: Headers, keep_
     ``whole`` is the body's length when the first body message ends the response;
     ``trailers`` that the app announced trailers. A ``Content-Length`` that is not a
     number raises ``ValueError``: the stream checks the app's, so it means a caller's bug,
-    and the connection answers 500 rather than frame a body by it. With ``CHUNKED`` the
-    app's ``Content-Length`` must not go out (``wire.head``'s ``drop_length``).
+    and the connection answers 500 rather than frame a body by it. Where the writer's
+    ``chunked_head`` is true the app's ``Content-Length`` must not go out
+    (``wire.head``'s ``drop_length``).
     """
     http_10 = http_version == "1.0"
     length = None
@@ -119,7 +127,7 @@ def framing(method: str, http_version: str, status: int, headers: Headers, keep_
     else:
         writer, lines = CHUNKED, _CHUNKED_LINES[keep_alive]
     if method == "HEAD":
-        writer = NO_BODY  # the fields a GET would get, and no body
+        writer = _FOR_HEAD[writer]  # the fields a GET would get, and no body
     return writer, keep_alive, lines
 
 

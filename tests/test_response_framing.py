@@ -10,10 +10,10 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from hello_asgi.http1_framing import CHUNKED, CLOSE_DELIMITED, LENGTH, NO_BODY, framing
+from hello_asgi.http1_framing import CHUNKED, CLOSE_DELIMITED, LENGTH, NO_BODY, NO_BODY_CHUNKED, framing
 from hello_asgi.testing import asyncio_test, serve
 
-from .support import TIMEOUT, H2Client, connect, until_closed
+from .support import TIMEOUT, H2Client, connect, exchange, until_closed
 
 # Each app response, as (status, headers, body chunks); all are refused before anything is written.
 REFUSED: dict[str, tuple[int, list[tuple[bytes, bytes]], list[bytes]]] = {
@@ -223,7 +223,9 @@ FRAMING_TABLE: list[tuple[str, tuple[Any, ...], tuple[Any, bool, bytes]]] = [
      (NO_BODY, True, b"content-length: 5\r\n")),
     ("HEAD answered empty: no length claimed", ("HEAD", "1.1", 200, [], True, 0, False), (NO_BODY, True, b"")),
     ("HEAD streamed: chunks named", ("HEAD", "1.1", 200, [], True, None, False),
-     (NO_BODY, True, b"transfer-encoding: chunked\r\n")),
+     (NO_BODY_CHUNKED, True, b"transfer-encoding: chunked\r\n")),
+    ("HEAD with trailers: chunks named", ("HEAD", "1.1", 200, _CL, True, None, True),
+     (NO_BODY_CHUNKED, True, b"transfer-encoding: chunked\r\n")),
     ("204", ("GET", "1.1", 204, _TE, True, 0, False), (NO_BODY, True, b"")),
     ("304 keeps the app's length", ("GET", "1.1", 304, _CL, True, 0, False), (NO_BODY, True, b"")),
     ("1xx", ("GET", "1.1", 103, [], True, None, False), (NO_BODY, True, b"")),
@@ -252,6 +254,8 @@ class FramingTableTests(unittest.TestCase):
             self.assertTrue(writer.raw)
             self.assertEqual(writer.last + writer.trailers([(b"x-sum", b"1")]), b"")
         self.assertFalse(CLOSE_DELIMITED.shows_cut)
+        self.assertEqual([writer.chunked_head for writer in (LENGTH, CHUNKED, CLOSE_DELIMITED, NO_BODY, NO_BODY_CHUNKED)],
+                         [False, True, False, False, True])  # the app's Content-Length goes where True
         self.assertTrue(LENGTH.shows_cut and CHUNKED.shows_cut and NO_BODY.shows_cut)
 
 
@@ -283,3 +287,18 @@ class InMemoryWriterFailureTests(unittest.TestCase):
         self.assertGreaterEqual(connection._state, CLOSING)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         connection.connectionLost()  # (its deadlines go)
+
+
+class HeadWithTrailersTests(unittest.TestCase):
+    @asyncio_test
+    async def test_a_head_response_never_names_both_a_length_and_chunks(self) -> None:
+        """HEAD to an app announcing trailers with a Content-Length: GET's head would be
+        chunked (trailers need chunks), so the length goes (RFC 9112 section 6.2)."""
+        from .test_extensions import extensions_app
+
+        server = await serve(self, extensions_app)
+        data = await exchange(server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+        final = data[data.index(b"HTTP/1.1 200"):]
+        self.assertIn(b"\r\ntransfer-encoding: chunked\r\n", final)
+        self.assertNotIn(b"content-length", final.lower())
+        self.assertTrue(final.endswith(b"\r\n\r\n"), final)  # the head alone
