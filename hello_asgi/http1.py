@@ -375,7 +375,7 @@ class HTTP11Connection(Protocol):
             raise _BadRequest(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._state != HEAD:
+        if self._parsing is not None:  # (in BODY, which this tells as cheaply as _state: once a field)
             return  # a trailer of a chunked body: ASGI has no place for it
         headers = self._headers
         self._head_size += len(name) + len(value) + 4

@@ -78,14 +78,13 @@ def head(status: int, fields: Iterable[tuple[bytes, bytes]], own: bytes, server:
     if status < 200 and status != 101:
         server, date = None, False  # an interim head: its final one carries them
     lines = [STATUS_LINES.get(status) or status_line(status)]
-    dropped = b"content-length" if drop_length else b""  # (comparisons: a set would hash each name)
-    for field in fields:
+    for field in fields:  # (comparisons: a set would hash each name)
         lower = field[0].lower()
         if lower == b"server":
             server = None
         elif lower == b"date":
             date = False
-        elif lower == b"connection" or lower == b"transfer-encoding" or lower == dropped:
+        elif lower == b"connection" or lower == b"transfer-encoding" or drop_length and lower == b"content-length":
             continue  # framing is the server's to write
         lines.append(b"%s: %s\r\n" % field)
     lines.append(own)
