@@ -678,26 +678,16 @@ class HTTP11Connection(Protocol):
         streams = self._streams
         if streams and streams[0] is stream:
             del streams[0]
-        state = self._state
-        if state == REJECTED and not streams:
-            self._send_rejection()
-            return
-        if not self._keep_alive or state >= CLOSING:
-            self._close()
-            for waiting in streams:
-                waiting.disconnect()
+        if (self._state > BODY or not self._keep_alive) and self._after_last(streams):
             return
         if self._parsing is stream:  # the app answered without reading the whole body
             stream.drop_body()  # what was buffered, and what comes, is dropped (on_body)
             self._dropped = 0
         if streams:
             self._start_next()
-        elif state == SWITCHING:
-            self._switch_now()
-            return
         elif self._parsing is None:
             self._deadline.set(self.config.keep_alive_timeout)
-            if state == IDLE:
+            if self._state == IDLE:
                 # Idle between requests: the parser holds nothing until the next one, and
                 # making one (0.4 µs) costs less than keeping one (0.9 KiB) on every idle
                 # connection; nor need the last request's fields stay.
@@ -705,6 +695,24 @@ class HTTP11Connection(Protocol):
                 self._headers = _NO_HEADERS
                 self._noted = _NO_FIELDS
         self._maybe_resume_reading()
+
+    def _after_last(self, streams: list[HTTPStream]) -> bool:
+        """A response is complete on a connection that reads no more requests (REJECTED,
+        SWITCHING, closing or not kept alive): send the rejection, close or switch, once
+        no response is owed before it; whether that is done (else serve on)."""
+        state = self._state
+        if state == REJECTED and not streams:
+            self._send_rejection()
+            return True
+        if not self._keep_alive or state >= CLOSING:
+            self._close()
+            for waiting in streams:
+                waiting.disconnect()
+            return True
+        if state == SWITCHING and not streams:
+            self._switch_now()
+            return True
+        return False
 
     def abort(self, stream: HTTPStream) -> None:
         """Cut the response: a clean close where its framing (a length, chunks) shows the
