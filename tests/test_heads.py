@@ -88,3 +88,19 @@ class HeadPolicyTests(unittest.TestCase):
         writer.close()
         self.assertTrue(head.startswith(b"HTTP/1.1 503 "), head)
         self.assert_policy("503", head, True, True)
+
+
+class DateTests(unittest.TestCase):
+    def test_the_date_line_is_this_seconds(self) -> None:
+        """``wire.http_date()`` is the value ``head()`` writes (the one cache of it, for any
+        module that needs the Date value), and it is now's."""
+        import email.utils
+        import time
+
+        from hello_asgi.wire import head, http_date
+
+        before = int(time.time())
+        value = http_date()
+        self.assertIn(b"\r\ndate: " + value + b"\r\n", head(200, [], b"", None, True))
+        stamped = email.utils.parsedate_to_datetime(value.decode()).timestamp()
+        self.assertTrue(before <= stamped <= time.time(), value)
