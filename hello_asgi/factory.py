@@ -29,7 +29,7 @@ from .threaded import ReactorSide
 from .timeouts import Deadline, Ticks
 from .loading import as_asgi3, asgi_version
 from .frame_budget import PREFACE
-from .wire import error_response
+from .wire import error_response, head
 
 if TYPE_CHECKING:  # HTTP/2 and WebSockets are loaded when a connection first needs them
     from autobahn.twisted.websocket import WebSocketServerFactory
@@ -45,11 +45,11 @@ FIRST_REQUEST_GRACE = 1.0  # seconds a connection with nothing read yet gets whe
 class _Overloaded(Protocol):
     """Answers 503 and closes: the connection limit is reached."""
 
-    def __init__(self, server_header: bytes | None) -> None:
-        self._server_header = server_header
+    def __init__(self, server_header: bytes | None, date: bool) -> None:
+        self._stamps = server_header, date  # (wire's Server and Date policy)
 
     def connectionMade(self) -> None:
-        self.transport.write(error_response(503, "too many connections", self._server_header))  # type: ignore[union-attr]
+        self.transport.write(error_response(503, "too many connections", *self._stamps))  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
 
@@ -101,11 +101,11 @@ class ServerConnection(Protocol):
         assert isinstance(old, HTTP11Connection)
         old.detach()
         transport = self.transport
+        config = self.factory.config
+        stamps = config.server_header, config.date_header
         inner: HTTP2Connection | WebSocketConnection
         if kind == "h2c":
-            transport.write(  # type: ignore[union-attr]
-                b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
-            )
+            transport.write(head(101, (), b"connection: upgrade\r\nupgrade: h2c\r\n", *stamps))  # type: ignore[union-attr]
             inner = _http2(self.factory, upgrade=request)
         else:
             from .websocket import HTTP11Handshake, WebSocketConnection, handshake_problem
@@ -114,7 +114,7 @@ class ServerConnection(Protocol):
             if problem is not None:
                 status, reason, headers = problem
                 log.info("Bad WebSocket handshake: {status} {reason}", status=status, reason=reason)
-                transport.write(error_response(status, reason, self.factory.config.server_header, headers))  # type: ignore[union-attr]
+                transport.write(error_response(status, reason, *stamps, headers))  # type: ignore[union-attr]
                 transport.loseConnection()  # type: ignore[union-attr]
                 return
             inner = WebSocketConnection(self.factory, request, "1.1", HTTP11Handshake(request, self.factory))
@@ -212,7 +212,7 @@ class ASGIServerFactory(ServerFactory):
         protocol: Protocol
         if len(self.connections) >= self.config.max_connections:
             log.warn("Connection limit of {limit} reached; answering 503", limit=self.config.max_connections)
-            protocol = _Overloaded(self.config.server_header)
+            protocol = _Overloaded(self.config.server_header, self.config.date_header)
         else:
             protocol = ServerConnection(self)
         return ReactorSide(protocol, self.app_loop) if self.app_loop.threaded else protocol

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import re
 from collections.abc import Awaitable
 from collections.abc import Callable
@@ -24,12 +25,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .flow import Drain
+from .http1_framing import LENGTH, BodyWriter, framing
 from .known_good import KnownGood
 from .proxy import FORWARDING_FIELDS
-from .stream import NO_BODY_STATUSES, Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps, wake_all
+from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
 from .transport import SocketTransport
-from .wire import error_response, field_lines, status_line
+from .wire import error_response, head
 
 if TYPE_CHECKING:
     from .factory import ASGIServerFactory
@@ -42,7 +45,6 @@ log = Logger(namespace="hello_asgi.http1")
 _NOTED = frozenset({b"host", b"transfer-encoding", b"content-length", b"te", b"expect", *FORWARDING_FIELDS})
 _NO_FIELDS: dict[bytes, bytes] = {}  # an idle connection's, never written: each request gets its own
 
-_LAST_CHUNK = b"0\r\n\r\n"
 _NO_HEADERS = cast("Headers", ())  # an idle connection's: shared, and a tuple so no one adds to it
 # A Host value: uri-host (a reg-name or an IP literal) and an optional port (RFC 9112 section 3.2).
 _is_host = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?").fullmatch
@@ -72,21 +74,75 @@ class _Closed(Exception):
     """Raised from a parser callback to stop parsing: the connection is closing."""
 
 
+class State(enum.IntEnum):
+    """Where an HTTP/1.1 connection is in its life; each state, and what moves it on.
+
+    The first three read requests; responses are owed meanwhile, oldest first, in
+    ``_streams`` (a pipelined request's head and body may be read while an earlier one's
+    response goes). From the fourth on, no request is read any more.
+
+    =========== =================================== ==========================================
+    state       the connection                      moves on to, when
+    =========== =================================== ==========================================
+    IDLE        waits for a request's first byte    HEAD: ``on_message_begin``
+                (keep-alive, or the first request's
+                head deadline)
+    HEAD        reads a request head (head          BODY: ``on_headers_complete``, a request
+                deadline, size limits)              served here; SWITCHING: one that upgrades;
+                                                    REJECTED: ``_reject``
+    BODY        reads that request's body (body     IDLE: ``on_message_complete``;
+                deadline; none for a request         REJECTED: ``_reject``
+                without one, which ends at once)
+    SWITCHING   has read an upgrade's head; the      SWITCHED: ``_switch_now``, once the
+                switch waits for the responses       responses before it are sent
+                owed before it; bytes that arrive
+                are kept for the next protocol
+    REJECTED    has refused a request; its error     CLOSING: ``_send_rejection``, once the
+                response waits for those owed        responses before it are sent
+                before it
+    CLOSING     closes once written (lingering      CLOSED: ``connectionLost``
+                while input may still come)
+    SWITCHED    has handed its transport to          (final)
+                another protocol (``detach``)
+    CLOSED      is gone                             (final)
+    =========== =================================== ==========================================
+
+    Any state before CLOSING moves to CLOSING on ``_close`` (a timeout, ``Connection:
+    close``, shutdown, a cut response) and to CLOSED on ``connectionLost``. States are
+    ordered so that ``state <= BODY`` reads requests and ``state >= CLOSING`` is ending.
+    """
+
+    IDLE = 1
+    HEAD = 2
+    BODY = 3
+    SWITCHING = 4
+    REJECTED = 5
+    CLOSING = 6
+    SWITCHED = 7
+    CLOSED = 8
+
+
+# The states as plain ints, as globals: CPython 3.11 specialises comparing two ints and
+# not two IntEnum members (about 80 instructions each, three a request). ``State(n)`` names one.
+IDLE, HEAD, BODY, SWITCHING, REJECTED, CLOSING, SWITCHED, CLOSED = map(int, State)
+
+
 @implementer(IPushProducer)
 class HTTP11Connection(Protocol):
     """One HTTP/1.1 connection: requests in order, one app call at a time per request.
 
     Pipelined requests are parsed as they arrive and queued; each one's app starts when
-    the response before it is complete, so responses leave in request order.
+    the response before it is complete, so responses leave in request order. ``_state``
+    (``State``) says where the connection is; each response's framing is decided once,
+    by ``http1_framing.framing``, and carried out by the writer it picks (``_body``).
     """
 
     # More than 30 attributes would turn every connection's compact attribute values into
     # a whole dict (CPython's shared-key limit): 1.7 KiB more for each idle connection.
-    __slots__ = ("_chunked", "_closing", "_completed_in_read", "_connection", "_deadline", "_drain_waiters",
-                 "_dropped", "_head_size", "_headers", "_in_head", "_keep_alive", "_keep_alive_response", "_no_body",
-                 "_noted", "_parser", "_parsing", "_read_paused", "_rejection", "_requests", "_streams",
-                 "_switch", "_switch_pending", "_unfinished_head", "_upgrade", "_upgrade_body", "_url",
-                 "_write_paused", "config", "factory")
+    __slots__ = ("_body", "_completed_in_read", "_connection", "_deadline", "_drain", "_dropped", "_head_size",
+                 "_headers", "_keep_alive", "_noted", "_parser", "_parsing", "_read_paused", "_rejection",
+                 "_requests", "_state", "_streams", "_switch", "_switch_pending", "_unfinished_head", "_upgrade",
+                 "_upgrade_body", "_url", "config", "factory")
 
     def __init__(
         self,
@@ -94,34 +150,29 @@ class HTTP11Connection(Protocol):
         switch: Callable[[str, RequestHead, bytes], None] | None = None,
     ) -> None:
         self.factory = factory
+        self._state: int = IDLE  # a State
         # Hands the connection to another protocol: "h2c" or "websocket", the request, the bytes after it.
         self._switch = switch
-        self._upgrade: tuple[str, RequestHead] | None = None  # an upgrade waiting for its request to end
-        self._switch_pending: bytes | None = None  # the upgrade waits for earlier responses to go
+        self._upgrade: tuple[str, RequestHead] | None = None  # the upgrade SWITCHING waits to make
+        self._switch_pending = b""  # in SWITCHING: the bytes after the upgrade's head, for the next protocol
         # llhttp stops parsing at an Upgrade request's head; the body of one not upgraded is
         # passed to its stream from here (its Content-Length bytes), then parsing resumes.
         self._upgrade_body = 0
         self.config = factory.config
         self._streams: list[HTTPStream] = []  # responses owed, oldest first (a deque costs 0.7 KiB even empty)
-        self._parsing: HTTPStream | None = None  # the request whose body is arriving
+        self._parsing: HTTPStream | None = None  # in BODY: the request whose body is arriving
         self._url = b""
         self._headers: Headers = _NO_HEADERS  # a list from each request's first byte
         self._noted = _NO_FIELDS  # its fields named in _NOTED, for on_headers_complete
         self._head_size = 0
         self._unfinished_head = 0
-        self._completed_in_read = False
-        self._in_head = False
+        self._completed_in_read = False  # a request ended in the read being parsed
         self._read_paused = False
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] | None = None  # made once a write waits
-        self._closing = False
-        # Framing of the response being written.
-        self._chunked = False
-        self._no_body = False
+        self._drain: Drain | None = None  # made when the client first stops reading
+        self._body: BodyWriter = LENGTH  # the framing of the response being written
         self._keep_alive = True  # False once the connection is to close after this response
-        self._keep_alive_response = True
         self._requests = 0
-        self._rejection: bytes | None = None  # the error response owed once earlier ones are sent
+        self._rejection = b""  # in REJECTED: the error response owed once earlier ones are sent
         self._dropped = 0  # body bytes read after their response was complete, to be dropped
 
     # Connection life.
@@ -135,8 +186,8 @@ class HTTP11Connection(Protocol):
         self._deadline.set(self.config.request_head_timeout)
 
     def detach(self) -> None:
-        """Hand the transport over to another protocol (an h2c upgrade)."""
-        self._closing = True
+        """Hand the transport over to another protocol (an h2c or WebSocket upgrade)."""
+        self._state = SWITCHED
         self._deadline.cancel()
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         if self._read_paused:
@@ -144,20 +195,20 @@ class HTTP11Connection(Protocol):
             self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._closing = True
+        self._state = CLOSED
         self._deadline.cancel()
         for stream in self._streams:
             stream.disconnect()
         if self._parsing is not None:
             self._parsing.disconnect()
-        wake_all(self._drain_waiters)
+        self._release_writers()
 
     def cancel_apps(self) -> list[asyncio.Task[None]]:
         return cancel_apps(self._streams)
 
     def _timed_out(self) -> None:
         """The one deadline ran out: for the request head, the request body, or keep-alive."""
-        if self._in_head:
+        if self._state == HEAD:
             log.info("Closing {client}: no complete request head within {timeout} s",
                      client=self._connection.client_text, timeout=self.config.request_head_timeout)
         elif self._parsing is not None and not self._parsing.response_done:
@@ -175,10 +226,10 @@ class HTTP11Connection(Protocol):
         and the client could lose the response it had not read yet. TLS lingers by
         itself, waiting for the client's close_notify (``tls.BoundedTLSProtocol``).
         """
-        if self._closing:
+        if self._state >= CLOSING:
             return  # closing already, or the transport handed on to another protocol
-        self._closing = True
-        wake_all(self._drain_waiters)  # an app waiting to send learns now, not at connectionLost
+        self._state = CLOSING
+        self._release_writers()  # an app waiting to send learns now, not at connectionLost
         transport = self.transport
         transport.unregisterProducer()  # type: ignore[union-attr]
         if (self._read_paused or self._parsing is not None) and not ISSLTransport.providedBy(transport) \
@@ -201,7 +252,9 @@ class HTTP11Connection(Protocol):
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing or self._rejection is not None:
+        if self._state > BODY:
+            if self._state == SWITCHING:
+                self._switch_pending += data  # the next protocol's (reading was paused; a read was on its way)
             return
         if self._upgrade_body:
             data = self._take_upgrade_body(data)
@@ -217,16 +270,12 @@ class HTTP11Connection(Protocol):
             self._upgrade_reached(data[upgrade.args[0]:])
             return
         except httptools.HttpParserCallbackError as error:
-            cause = error.__context__
-            if isinstance(cause, _BadRequest):
-                self._reject(cause.status, str(cause))
-            elif not isinstance(cause, _Closed):
-                raise
+            self._callback_failed(error)
             return
         except httptools.HttpParserError as error:
             self._unparsable(str(error), data)
             return
-        if self._in_head:
+        if self._state == HEAD:
             # An unfinished head: a read in which no request ended belongs to it whole. (In a
             # read where one did, its share is unknown; the finished lines still count.)
             if not self._completed_in_read:
@@ -234,9 +283,18 @@ class HTTP11Connection(Protocol):
             if max(self._unfinished_head, self._head_size) > self.config.max_head_size:
                 self._reject(431, "request head too large")
 
+    def _callback_failed(self, error: httptools.HttpParserCallbackError) -> None:
+        """A parser callback raised: a request to refuse, or a close under way; else a bug,
+        which the transport logs, aborting the connection."""
+        cause = error.__context__
+        if isinstance(cause, _BadRequest):
+            self._reject(cause.status, str(cause))
+        elif not isinstance(cause, _Closed):
+            raise error
+
     def _upgrade_reached(self, rest: bytes) -> None:
         """llhttp stopped at an Upgrade request's head; ``rest`` is what followed it."""
-        if self._upgrade is not None:
+        if self._state == SWITCHING:
             self._switch_pending = rest
             if self._streams:
                 self._pause_reading()  # the responses owed before the upgrade go first
@@ -268,15 +326,16 @@ class HTTP11Connection(Protocol):
 
     def _switch_now(self) -> None:
         kind, request = self._upgrade  # type: ignore[misc]
-        rest, self._switch_pending = self._switch_pending, None
-        self._switch(kind, request, rest)  # type: ignore[misc, arg-type]
+        rest, self._switch_pending = self._switch_pending, b""
+        self._switch(kind, request, rest)  # type: ignore[misc]  # (calls detach: SWITCHED)
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer an unreadable request with ``status`` once the responses owed before it are sent."""
         log.info("Bad request from {client}: {status} {reason}", client=self._connection.client_text,
                  status=status, reason=reason)
         self._pause_reading()
-        self._rejection = error_response(status, reason, self.config.server_header)
+        self._state = REJECTED
+        self._rejection = error_response(status, reason, *self._stamps())
         streams = self._streams
         broken, self._parsing = self._parsing, None
         if broken is not None:
@@ -290,15 +349,19 @@ class HTTP11Connection(Protocol):
             self._send_rejection()
 
     def _send_rejection(self) -> None:
-        self.transport.write(self._rejection)  # type: ignore[union-attr, arg-type]
+        self.transport.write(self._rejection)  # type: ignore[union-attr]
         self._close()
+
+    def _stamps(self) -> tuple[bytes | None, bool]:
+        """The Server value (``None`` if off) and whether Date is on, for ``wire.head``."""
+        return self.config.server_header, self.config.date_header
 
     # httptools callbacks.
 
     def on_message_begin(self) -> None:
-        if self._closing:
+        if self._state >= CLOSING:
             raise _Closed  # no request is started on a connection that is closing
-        self._in_head = True
+        self._state = HEAD
         self._url = b""
         self._headers = []
         self._noted = {}
@@ -312,7 +375,7 @@ class HTTP11Connection(Protocol):
             raise _BadRequest(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if self._parsing is not None:  # (in BODY, which this tells as cheaply as _state: once a field)
             return  # a trailer of a chunked body: ASGI has no place for it
         headers = self._headers
         self._head_size += len(name) + len(value) + 4
@@ -328,7 +391,6 @@ class HTTP11Connection(Protocol):
             noted[name] = noted[name] + b"\n" + value if name in noted else value  # no value has a LF
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
         parser = self._parser
         assert parser is not None  # it is calling us
         noted = self._noted
@@ -344,7 +406,9 @@ class HTTP11Connection(Protocol):
         if b"transfer-encoding" in noted:
             _check_transfer_coding(noted[b"transfer-encoding"])
         if upgrade and self._upgrade_taken(method, http_version, raw_path, query):
+            self._state = SWITCHING
             return
+        self._state = BODY
         scope = self._connection.http(method.decode("ascii"), http_version, raw_path, query, self._headers,
                                       _extensions(noted, http_version),
                                       forwarded=not FORWARDING_FIELDS.isdisjoint(noted))
@@ -437,6 +501,7 @@ class HTTP11Connection(Protocol):
         stream = self._parsing
         if stream is not None and not self._upgrade_body:
             self._parsing = None
+            self._state = IDLE
             stream.end_body()
             if not self._streams:  # its response was sent before its body ended
                 self._deadline.set(self.config.keep_alive_timeout)
@@ -459,12 +524,13 @@ class HTTP11Connection(Protocol):
         self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def _maybe_resume_reading(self) -> None:
-        if not self._read_paused or self._closing or len(self._streams) > 1:
+        if not self._read_paused or self._state >= CLOSING or len(self._streams) > 1:
             return
         parsing = self._parsing
         if parsing is not None and parsing.buffered > self.config.body_buffer_size:
             return
-        if self._write_paused:
+        drain = self._drain
+        if drain is not None and drain.paused:
             return  # the client is not reading its responses: read no more requests from it
         self._read_paused = False
         if parsing is not None:
@@ -482,18 +548,22 @@ class HTTP11Connection(Protocol):
         """Start the oldest request waiting, unless the client is not reading the responses
         before it: each would pile up in memory (``resumeProducing`` starts it then)."""
         streams = self._streams
-        if streams and streams[0].task is None and not self._write_paused:
+        if streams and streams[0].task is None and (self._drain is None or not self._drain.paused):
             self._start(streams[0])
 
-    # IPushProducer: the transport tells us when the client is not reading.
+    # IPushProducer: the transport tells us when the client is not reading (flow.Drain).
 
     def pauseProducing(self) -> None:
-        self._write_paused = True
+        drain = self._drain
+        if drain is None:
+            drain = self._drain = Drain(self.factory.loop)  # (not kept by connections never paused)
+        drain.pause()
 
     def resumeProducing(self) -> None:
-        self._write_paused = False
-        wake_all(self._drain_waiters)
-        if not self._closing:
+        drain = self._drain
+        if drain is not None:
+            drain.resume()
+        if self._state < CLOSING:
             self._start_next()
             self._maybe_resume_reading()
 
@@ -501,107 +571,100 @@ class HTTP11Connection(Protocol):
         pass  # connectionLost follows and disconnects the streams
 
     def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
-        if not self._write_paused or self._closing:
+        drain = self._drain
+        if drain is None or self._state >= CLOSING:
             return None
-        waiter = self.factory.loop.create_future()
-        if self._drain_waiters is None:
-            self._drain_waiters = []
-        self._drain_waiters.append(waiter)
-        return waiter
+        return drain.wait()
 
-    # Bytes out: stream.ResponseWriter.
+    def _release_writers(self) -> None:
+        """Wake every ``send()`` waiting for the client to read: the connection is ending."""
+        if self._drain is not None:
+            self._drain.release()
+
+    # Bytes out: stream.ResponseWriter. Every head comes from wire.head.
 
     def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
-        if self._streams and stream is self._streams[0] and not self._closing:
-            self.transport.write(status_line(status) + field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
-
-    def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
-        if self._chunked and not self._no_body:
-            self.transport.write(b"0\r\n" + field_lines(headers) + b"\r\n")  # type: ignore[union-attr]
-        self._response_complete(stream)
-
-    def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
-        pass  # HTTP/1.1 has no push; the extension is never advertised here
+        if self._streams and stream is self._streams[0] and self._state < CLOSING:
+            self.transport.write(head(status, headers, b"", *self._stamps()))  # type: ignore[union-attr]
 
     def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
+        """The head, and with it the first body chunk: one write."""
         scope = stream.scope
         config = self.config
-        http_10 = scope["http_version"] == "1.0"
-        keep_alive = stream.keep_alive and self._keep_alive
-        length: int | None = None
-        chunked = False
-        server_header = config.server_header
-        date_header = config.date_header
-        head = [status_line(status)]
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                chunked = not http_10
-                continue  # framing is ours to write
-            elif lower == b"connection":
-                if b"close" in value.lower():
-                    keep_alive = False
-                continue
-            elif lower == b"server":
-                server_header = None
-            elif lower == b"date":
-                date_header = False
-            head.append(b"%s: %s\r\n" % (name, value))
-        no_body = status in NO_BODY_STATUSES or scope["method"] == "HEAD"
-        if status in NO_BODY_STATUSES:
-            length = None
-        elif stream.trailers and not http_10:
-            length, chunked = None, True  # trailers need chunked framing
-            head = [line for line in head if not line.lower().startswith(b"content-length:")]
-        elif length is not None:
-            chunked = False
-        elif end and not chunked:
-            if body or scope["method"] != "HEAD":
-                length = len(body)
-                head.append(b"content-length: %d\r\n" % length)
-        elif http_10:
-            keep_alive = False  # an HTTP/1.0 client reads to the close
-        else:
-            chunked = True
-        if chunked:
-            head.append(b"transfer-encoding: chunked\r\n")
-        if not keep_alive:
-            head.append(b"connection: close\r\n")
-        elif http_10:
-            head.append(b"connection: keep-alive\r\n")
-        if server_header:
-            head.append(b"server: " + server_header + b"\r\n")
-        if date_header:
-            head.append(self.factory.date_header())
-        head.append(b"\r\n")
-        self._keep_alive_response = keep_alive
-        self._chunked = chunked
-        self._no_body = no_body
-        if not no_body and body:
-            head.append(self._frame(body))
-        if end and chunked and not no_body:
-            head.append(_LAST_CHUNK)
-        self.transport.write(b"".join(head))  # type: ignore[union-attr]
+        try:
+            writer, keep_alive, lines = framing(scope["method"], scope["http_version"], status, headers,
+                                                stream.keep_alive and self._keep_alive,
+                                                len(body) if end else None, stream.trailers)
+            self._body = writer
+            if not keep_alive:
+                self._keep_alive = False  # the connection closes once this response is complete
+            if writer.raw:
+                tail = body  # (which ``last`` of a raw writer never adds to)
+            else:
+                tail = writer.chunk(body) if body else b""
+                if end:
+                    tail += writer.last
+            self.transport.write(  # type: ignore[union-attr]
+                head(status, headers, lines, config.server_header, config.date_header, tail, writer.chunked_head)
+            )
+        except Exception:
+            self._write_failed(stream, Failure(), sent=False)
+            return
         if end:
             self._response_complete(stream)
 
     def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
-        transport = self.transport
-        if body and not self._no_body:
-            transport.write(self._frame(body))  # type: ignore[union-attr]
+        writer = self._body
+        try:
+            data = writer.chunk(body) if body else b""
+            if end:
+                data += writer.last
+            if data:
+                self.transport.write(data)  # type: ignore[union-attr]
+        except Exception:
+            self._write_failed(stream, Failure(), sent=True)
+            return
         if end:
-            if self._chunked and not self._no_body:
-                transport.write(_LAST_CHUNK)  # type: ignore[union-attr]
             self._response_complete(stream)
+
+    def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
+        try:
+            data = self._body.trailers(headers)
+            if data:
+                self.transport.write(data)  # type: ignore[union-attr]
+        except Exception:
+            self._write_failed(stream, Failure(), sent=True)
+            return
+        self._response_complete(stream)
+
+    def _write_failed(self, stream: HTTPStream, failure: Failure, sent: bool) -> None:
+        """Writing ``stream``'s response raised (issue 17: what the stream passed on was not
+        what the framing takes). Logged once, here; the client gets a 500 if nothing of the
+        response was ``sent``, else a cut connection; the app's next ``send()`` learns the
+        client is gone, not the reason, so the error is not logged again."""
+        log.failure("Could not write the response to {method} {path}; {outcome}", failure=failure,
+                    method=stream.scope["method"], path=stream.scope["path"],
+                    outcome="the connection is cut" if sent else "answering 500")
+        stream.disconnect()
+        if sent:
+            self.abort(stream)
+            return
+        stream.status = 500  # what the access log says was sent
+        self._keep_alive = False
+        self._body = LENGTH
+        if self._state < CLOSING:
+            self.transport.write(error_response(500, "the response could not be written", *self._stamps()))  # type: ignore[union-attr]
+        self._response_complete(stream)
+
+    def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
+        pass  # HTTP/1.1 has no push; the extension is never advertised here
 
     def send_file(self, stream: HTTPStream, file: Any, count: int) -> Awaitable[int] | None:
         """By ``os.sendfile`` on hello-asgi's own socket transport, for a body framed by its
         length; ``None`` (the stream reads the file) on TLS, on Twisted's transports (another
         reactor, the companion loop's crossing, a wrapper such as PROXY's) and for chunks."""
         transport = self.transport
-        if type(transport) is not SocketTransport or self._chunked or self._no_body or self._closing:
+        if type(transport) is not SocketTransport or not self._body.raw or self._state >= CLOSING:
             return None
         return self._send_file(stream, transport, file, count)
 
@@ -611,35 +674,20 @@ class HTTP11Connection(Protocol):
             stream.disconnect()  # before connectionLost says so: the app learns it now
         return sent
 
-    def _frame(self, body: bytes) -> bytes:
-        """A body chunk as it goes on the wire (``HTTPStream`` holds it to any Content-Length)."""
-        if self._chunked:
-            return b"%x\r\n%s\r\n" % (len(body), body)
-        return body
-
     def _response_complete(self, stream: HTTPStream) -> None:
         streams = self._streams
         if streams and streams[0] is stream:
             del streams[0]
-        if self._rejection is not None and not streams and not self._closing:
-            self._send_rejection()
-            return
-        if not (self._keep_alive_response and self._keep_alive) or self._closing:
-            self._close()
-            for waiting in streams:
-                waiting.disconnect()
+        if (self._state > BODY or not self._keep_alive) and self._after_last(streams):
             return
         if self._parsing is stream:  # the app answered without reading the whole body
             stream.drop_body()  # what was buffered, and what comes, is dropped (on_body)
             self._dropped = 0
         if streams:
             self._start_next()
-        elif self._switch_pending is not None:
-            self._switch_now()
-            return
         elif self._parsing is None:
             self._deadline.set(self.config.keep_alive_timeout)
-            if not self._in_head:
+            if self._state == IDLE:
                 # Idle between requests: the parser holds nothing until the next one, and
                 # making one (0.4 µs) costs less than keeping one (0.9 KiB) on every idle
                 # connection; nor need the last request's fields stay.
@@ -647,6 +695,24 @@ class HTTP11Connection(Protocol):
                 self._headers = _NO_HEADERS
                 self._noted = _NO_FIELDS
         self._maybe_resume_reading()
+
+    def _after_last(self, streams: list[HTTPStream]) -> bool:
+        """A response is complete on a connection that reads no more requests (REJECTED,
+        SWITCHING, closing or not kept alive): send the rejection, close or switch, once
+        no response is owed before it; whether that is done (else serve on)."""
+        state = self._state
+        if state == REJECTED and not streams:
+            self._send_rejection()
+            return True
+        if not self._keep_alive or state >= CLOSING:
+            self._close()
+            for waiting in streams:
+                waiting.disconnect()
+            return True
+        if state == SWITCHING and not streams:
+            self._switch_now()
+            return True
+        return False
 
     def abort(self, stream: HTTPStream) -> None:
         """Cut the response: a clean close where its framing (a length, chunks) shows the
@@ -656,11 +722,13 @@ class HTTP11Connection(Protocol):
             del self._streams[0]
         for waiting in self._streams:
             waiting.disconnect()
-        if not self._chunked and stream.length_left is None and not self._no_body:
-            self._closing = True
-            self.transport.abortConnection()  # type: ignore[union-attr]
-        else:
+        if self._body.shows_cut:
             self._close()
+            return
+        if self._state < CLOSING:
+            self._state = CLOSING
+            self._release_writers()
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def finished(self, stream: HTTPStream) -> None:
         request_log = self.factory.request_log

@@ -38,7 +38,7 @@ from .flow import Drain
 from .stream import ConnectionScope, RequestHead
 from .websocket_frames import simple_messages
 from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
-from .wire import Headers, field_lines, status_line
+from .wire import Headers, head
 
 if TYPE_CHECKING:
     from .factory import ASGIServerFactory
@@ -125,23 +125,16 @@ class HTTP11Handshake:
 
     def accept(self, transport: Any, headers: Headers) -> None:
         accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
-        transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-            b"sec-websocket-accept: " + accept + b"\r\n" + field_lines(headers) + self._server_fields() + b"\r\n"
-        )
+        own = b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: " + accept + b"\r\n"
+        transport.write(head(101, headers, own, *self._stamps()))
 
     def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
-        own = [(name, value) for name, value in headers
-               if name.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
-        transport.write(
-            status_line(status) + field_lines(own) + b"content-length: %d\r\nconnection: close\r\n" % len(body)
-            + self._server_fields() + b"\r\n" + body
-        )
+        own = b"content-length: %d\r\nconnection: close\r\n" % len(body)
+        transport.write(head(status, headers, own, *self._stamps(), body, drop_length=True))
 
-    def _server_fields(self) -> bytes:
-        config = self._factory.config
-        fields = b"server: " + config.server_header + b"\r\n" if config.server_header else b""
-        return fields + self._factory.date_header() if config.date_header else fields
+    def _stamps(self) -> tuple[bytes | None, bool]:
+        """The Server value (``None`` if off) and whether Date is on, for ``wire.head``."""
+        return self._factory.config.server_header, self._factory.config.date_header
 
 
 @implementer(IPushProducer)
