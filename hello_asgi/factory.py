@@ -8,9 +8,6 @@ h2c" or "this request wants a WebSocket" and the switcher swaps ``http2`` or
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -19,21 +16,18 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
-from .access_log import RequestLog, access_log
-from .bridge import app_loop
+from .bridge import AppLoop, app_loop
 from .config import Config
+from .context import ServerContext
+from .frame_budget import PREFACE
 from .http1 import HTTP11Connection
-from .proxy import TrustedProxies
+from .loading import ASGIApp
 from .stream import RequestHead, wake_all
 from .threaded import ReactorSide
-from .timeouts import Deadline, Ticks
-from .loading import as_asgi3, asgi_version
-from .frame_budget import PREFACE
+from .timeouts import Deadline
 from .wire import error_response, head
 
 if TYPE_CHECKING:  # HTTP/2 and WebSockets are loaded when a connection first needs them
-    from autobahn.twisted.websocket import WebSocketServerFactory
-
     from .http2 import HTTP2Connection
     from .websocket import WebSocketConnection
 
@@ -68,7 +62,7 @@ class ServerConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connection_opened(self)
-        self._deadline: Deadline | None = Deadline(self.factory.ticks, self.transport.loseConnection)  # type: ignore[union-attr]
+        self._deadline: Deadline | None = Deadline(self.factory.context.ticks, self.transport.loseConnection)  # type: ignore[union-attr]
         self._deadline.set(self.factory.config.request_head_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -76,14 +70,14 @@ class ServerConnection(Protocol):
         if inner is None:
             data = self._buffer + data
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
-                inner = _http2(self.factory)  # chosen by TLS ALPN
+                inner = _http2(self.factory.context)  # chosen by TLS ALPN
             elif self.factory.config.h2_prior_knowledge and PREFACE.startswith(data[: len(PREFACE)]):
                 if len(data) < 3:
                     self._buffer = data  # "P" could still be POST
                     return
-                inner = _http2(self.factory)
+                inner = _http2(self.factory.context)
             else:
-                inner = HTTP11Connection(self.factory, switch=self.switch)
+                inner = HTTP11Connection(self.factory.context, switch=self.switch)
             self._buffer = b""
             self._deadline.cancel()
             self._deadline = None  # the inner protocol keeps its own
@@ -106,7 +100,7 @@ class ServerConnection(Protocol):
         inner: HTTP2Connection | WebSocketConnection
         if kind == "h2c":
             transport.write(head(101, (), b"connection: upgrade\r\nupgrade: h2c\r\n", *stamps))  # type: ignore[union-attr]
-            inner = _http2(self.factory, upgrade=request)
+            inner = _http2(self.factory.context, upgrade=request)
         else:
             from .websocket import HTTP11Handshake, WebSocketConnection, handshake_problem
 
@@ -117,7 +111,7 @@ class ServerConnection(Protocol):
                 transport.write(error_response(status, reason, *stamps, headers))  # type: ignore[union-attr]
                 transport.loseConnection()  # type: ignore[union-attr]
                 return
-            inner = WebSocketConnection(self.factory, request, "1.1", HTTP11Handshake(request, self.factory))
+            inner = WebSocketConnection(self.factory.context, request, "1.1", HTTP11Handshake(request, self.factory.context))
         self.inner = inner
         inner.makeConnection(transport)
         if rest:
@@ -143,11 +137,11 @@ class ServerConnection(Protocol):
         return [] if self.inner is None else self.inner.cancel_apps()
 
 
-def _http2(factory: ASGIServerFactory, upgrade: RequestHead | None = None) -> HTTP2Connection:
+def _http2(context: ServerContext, upgrade: RequestHead | None = None) -> HTTP2Connection:
     """An HTTP/2 connection; h2 is loaded with the first one."""
     from .http2 import HTTP2Connection
 
-    return HTTP2Connection(factory, upgrade)
+    return HTTP2Connection(context, upgrade)
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -175,34 +169,40 @@ class ASGIServerFactory(ServerFactory):
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        self.config = config = config or Config()
+        config = config or Config()
         config.validate()
-        self.app = as_asgi3(app, config.interface)
-        self.asgi_version = asgi_version(self.app)
-        self.app_loop = app_loop(reactor)
-        self.loop = self.app_loop.loop
-        self.clock = self.app_loop.clock  # timers on the thread the protocols run on
-        self.ticks = Ticks(self.clock)  # the connections' deadlines share its timers
-        self.state: dict[str, Any] = {} if state is None else state
-        self.scheme = scheme
-        self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
-        self.access_log = access_log(config.access_log, config.access_log_format, self.loop.call_soon,
-                                     access_observer)
-        # What the protocols call once per finished exchange: the access log, or the metrics
-        # counter that hands on to it (metrics.meter puts it there).
-        self.request_log: RequestLog | None = self.access_log
+        self.context = ServerContext(app, config, app_loop(reactor), state=state, scheme=scheme,
+                                     access_observer=access_observer)
         self.connections: set[ServerConnection] = set()
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._date_second = 0
-        self._date = b""
-        self._date_line = b""
 
-    @functools.cached_property
-    def websocket_options(self) -> WebSocketServerFactory:
-        """autobahn's options for this server's WebSockets, made with the first one."""
-        from .websocket import autobahn_options
+    # What embedding code reads of a factory; the protocols read the context.
 
-        return autobahn_options(self.config, self.clock)
+    @property
+    def config(self) -> Config:
+        return self.context.config
+
+    @property
+    def app(self) -> ASGIApp:
+        """The app as ASGI 3 (an ASGI 2 or WSGI app wrapped)."""
+        return self.context.app
+
+    @property
+    def app_loop(self) -> AppLoop:
+        return self.context.app_loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.context.loop
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The lifespan state copied into every request scope."""
+        return self.context.state
+
+    @property
+    def scheme(self) -> str:
+        return self.context.scheme
 
     def acceptableProtocols(self) -> list[bytes]:
         """What TLS ALPN offers when a TLS endpoint (``ssl:``) wraps this factory."""
@@ -235,20 +235,6 @@ class ASGIServerFactory(ServerFactory):
     def whenDrained(self) -> Deferred[None]:
         """A Deferred that fires, on the reactor's thread, once no connection is open."""
         return self.app_loop.run(self.drained())
-
-    def http_date(self) -> bytes:
-        """The ``Date`` header's value, formatted once a second rather than once a response."""
-        now = int(time.time())
-        if now != self._date_second:
-            self._date_second = now
-            self._date = formatdate(now, usegmt=True).encode("ascii")
-            self._date_line = b"date: " + self._date + b"\r\n"
-        return self._date
-
-    def date_header(self) -> bytes:
-        """The whole HTTP/1.1 ``Date`` header line."""
-        self.http_date()
-        return self._date_line
 
     def shutdown(self) -> None:
         """Ask every connection to close once its in-flight response is done."""

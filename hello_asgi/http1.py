@@ -16,7 +16,7 @@ import enum
 import re
 from collections.abc import Awaitable
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import httptools
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
@@ -27,15 +27,13 @@ from zope.interface import implementer
 
 from .flow import Drain
 from .http1_framing import LENGTH, BodyWriter, framing
+from .context import ServerContext
 from .known_good import KnownGood
 from .proxy import FORWARDING_FIELDS
-from .stream import Headers, ConnectionScope, HTTPStream, RequestHead, cancel_apps
+from .stream import Headers, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
 from .transport import SocketTransport
 from .wire import error_response, head
-
-if TYPE_CHECKING:
-    from .factory import ASGIServerFactory
 
 log = Logger(namespace="hello_asgi.http1")
 
@@ -142,14 +140,14 @@ class HTTP11Connection(Protocol):
     __slots__ = ("_body", "_completed_in_read", "_connection", "_deadline", "_drain", "_dropped", "_head_size",
                  "_headers", "_keep_alive", "_noted", "_parser", "_parsing", "_read_paused", "_rejection",
                  "_requests", "_state", "_streams", "_switch", "_switch_pending", "_unfinished_head", "_upgrade",
-                 "_upgrade_body", "_url", "config", "factory")
+                 "_upgrade_body", "_url", "config", "context")
 
     def __init__(
         self,
-        factory: ASGIServerFactory,
+        context: ServerContext,
         switch: Callable[[str, RequestHead, bytes], None] | None = None,
     ) -> None:
-        self.factory = factory
+        self.context = context
         self._state: int = IDLE  # a State
         # Hands the connection to another protocol: "h2c" or "websocket", the request, the bytes after it.
         self._switch = switch
@@ -158,7 +156,7 @@ class HTTP11Connection(Protocol):
         # llhttp stops parsing at an Upgrade request's head; the body of one not upgraded is
         # passed to its stream from here (its Content-Length bytes), then parsing resumes.
         self._upgrade_body = 0
-        self.config = factory.config
+        self.config = context.config
         self._streams: list[HTTPStream] = []  # responses owed, oldest first (a deque costs 0.7 KiB even empty)
         self._parsing: HTTPStream | None = None  # in BODY: the request whose body is arriving
         self._url = b""
@@ -181,8 +179,8 @@ class HTTP11Connection(Protocol):
         transport = self.transport
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._parser: httptools.HttpRequestParser | None = _new_parser(self)
-        self._connection = ConnectionScope.of(transport, self.factory)
-        self._deadline = Deadline(self.factory.ticks, self._timed_out)
+        self._connection = self.context.scope_of(transport)
+        self._deadline = Deadline(self.context.ticks, self._timed_out)
         self._deadline.set(self.config.request_head_timeout)
 
     def detach(self) -> None:
@@ -235,7 +233,7 @@ class HTTP11Connection(Protocol):
         if (self._read_paused or self._parsing is not None) and not ISSLTransport.providedBy(transport) \
                 and ITCPTransport.providedBy(transport):
             self._deadline.cancel()
-            self._deadline = Deadline(self.factory.ticks, transport.abortConnection)  # type: ignore[union-attr]
+            self._deadline = Deadline(self.context.ticks, transport.abortConnection)  # type: ignore[union-attr]
             self._deadline.set(self.config.close_timeout)
             self._read_paused = False
             transport.resumeProducing()  # type: ignore[union-attr]
@@ -541,8 +539,8 @@ class HTTP11Connection(Protocol):
         self._maybe_resume_reading()
 
     def _start(self, stream: HTTPStream) -> None:
-        factory = self.factory
-        stream.task = factory.loop.create_task(stream.run(factory.app, factory.config.request_timeout))
+        context = self.context
+        stream.task = context.loop.create_task(stream.run(context.app, context.config.request_timeout))
 
     def _start_next(self) -> None:
         """Start the oldest request waiting, unless the client is not reading the responses
@@ -556,7 +554,7 @@ class HTTP11Connection(Protocol):
     def pauseProducing(self) -> None:
         drain = self._drain
         if drain is None:
-            drain = self._drain = Drain(self.factory.loop)  # (not kept by connections never paused)
+            drain = self._drain = Drain(self.context.loop)  # (not kept by connections never paused)
         drain.pause()
 
     def resumeProducing(self) -> None:
@@ -731,7 +729,7 @@ class HTTP11Connection(Protocol):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def finished(self, stream: HTTPStream) -> None:
-        request_log = self.factory.request_log
+        request_log = self.context.request_log
         if request_log is not None:
             request_log.http(stream)
 

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .context import ServerContext
 from .frame_budget import FrameBudget
 from .flow import Drain
 from .h2_engine import server_engine
@@ -39,13 +40,13 @@ from .h2_headers import request_problem, response_block, split_request, trailers
 from .h2_stream import CLOSED, ENDING, OPEN, H2Stream
 from .h2_websocket import H2WebSocket
 from .h2_windows import ReceiveWindows
-from .stream import ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps
+from .stream import Headers, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
+from .wire import http_date
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .factory import ASGIServerFactory
 
 log = Logger(namespace="hello_asgi.http2")
 
@@ -79,9 +80,9 @@ class HTTP2Connection(Protocol):
     @ivar _queued: the streams of ``_streams`` whose data waits for the peer's window.
     """
 
-    def __init__(self, factory: ASGIServerFactory, upgrade: RequestHead | None = None) -> None:
-        self.factory = factory
-        self.config = factory.config
+    def __init__(self, context: ServerContext, upgrade: RequestHead | None = None) -> None:
+        self.context = context
+        self.config = context.config
         self._upgrade = upgrade
         self._streams: dict[int, H2Stream] = {}
         self._queued: dict[int, H2Stream] = {}
@@ -106,16 +107,16 @@ class HTTP2Connection(Protocol):
 
     def connectionMade(self) -> None:
         config = self.config
-        factory = self.factory
+        context = self.context
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self._scope = ConnectionScope.of(self.transport, factory)
+        self._scope = context.scope_of(self.transport)
         self._server = config.server_header or None
-        self._date = factory.http_date if config.date_header else None
+        self._date = http_date if config.date_header else None
         self._h2 = server_engine(config)
-        self._deadline = Deadline(factory.ticks, self._idle_timeout)
-        self._stall = Deadline(factory.ticks, self._stalled)
-        self._windows = ReceiveWindows(config.h2_initial_window_size, config.h2_max_window_size, factory.clock.seconds)
-        self._budget = FrameBudget(factory.clock.seconds, config.h2_max_control_frames, config.h2_max_empty_frames)
+        self._deadline = Deadline(context.ticks, self._idle_timeout)
+        self._stall = Deadline(context.ticks, self._stalled)
+        self._windows = ReceiveWindows(config.h2_initial_window_size, config.h2_max_window_size, context.clock.seconds)
+        self._budget = FrameBudget(context.clock.seconds, config.h2_max_control_frames, config.h2_max_empty_frames)
         upgrade = self._upgrade
         if upgrade is None:
             self._h2.initiate_connection()
@@ -216,7 +217,7 @@ class HTTP2Connection(Protocol):
             return
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.factory.loop.call_soon(self._flush)
+            self.context.loop.call_soon(self._flush)
 
     # Frames in.
 
@@ -269,7 +270,7 @@ class HTTP2Connection(Protocol):
         if not (_is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
             self._refuse(stream_id, 400, "malformed :path")
             return
-        factory = self.factory
+        context = self.context
         extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
         if trailers:
             extensions["http.response.trailers"] = {}
@@ -279,7 +280,7 @@ class HTTP2Connection(Protocol):
         stream = self._new_stream(stream_id)
         stream.window = self._windows.open()
         exchange = stream.exchange = HTTPStream(scope, stream, body_complete=ended)
-        exchange.task = factory.loop.create_task(exchange.run(factory.app, factory.config.request_timeout))
+        exchange.task = context.loop.create_task(exchange.run(context.app, context.config.request_timeout))
         limit = self.config.max_requests_per_connection
         if limit and stream_id % 2 == 1 and (stream_id + 1) // 2 >= limit:
             self.shutdown()  # the last stream this connection serves
@@ -307,8 +308,8 @@ class HTTP2Connection(Protocol):
             self._refuse(stream_id, status, reason, extra)
             return
         stream = self._new_stream(stream_id)
-        websocket = stream.websocket = H2WebSocket(self, stream, self.factory.clock)
-        websocket.protocol = WebSocketConnection(self.factory, request, "2", websocket, self._scope)
+        websocket = stream.websocket = H2WebSocket(self, stream, self.context.clock)
+        websocket.protocol = WebSocketConnection(self.context, request, "2", websocket, self._scope)
         websocket.protocol.makeConnection(websocket)
 
     def _refuse(self, stream_id: int, status: int, reason: str, extra: Headers | None = None) -> None:
@@ -370,7 +371,7 @@ class HTTP2Connection(Protocol):
 
     def _count_abuse(self, kind: str, limit: int) -> None:
         """Count what costs the server more than the client; past ``limit`` in 10 s, GOAWAY."""
-        now = self.factory.clock.seconds()
+        now = self.context.clock.seconds()
         if now - self._abuse_window_start > 10:
             self._abuse_window_start = now
             self._abuse.clear()
@@ -408,7 +409,7 @@ class HTTP2Connection(Protocol):
         """``stream`` may not write more for now: its ``send()`` waits."""
         drain = stream.drain
         if drain is None:
-            drain = stream.drain = Drain(self.factory.loop)
+            drain = stream.drain = Drain(self.context.loop)
         drain.pause()
 
     def _writable(self, stream: H2Stream) -> None:
@@ -425,7 +426,7 @@ class HTTP2Connection(Protocol):
             self._h2.send_headers(stream.id, response_block(status, headers, self._server, self._date),
                                   end_stream=end and not body)
         except h2.exceptions.StreamClosedError:  # h2 closed it: end it here too, after the caller's turn
-            self.factory.loop.call_soon(self.close_stream, stream, Failure(ConnectionLost("the stream was closed")))
+            self.context.loop.call_soon(self.close_stream, stream, Failure(ConnectionLost("the stream was closed")))
             return False
         if body:
             self.send_data(stream, body, end)
@@ -523,7 +524,7 @@ class HTTP2Connection(Protocol):
         self._open_stream(promised, request, ended=True)
 
     def finished(self, exchange: HTTPStream) -> None:
-        request_log = self.factory.request_log
+        request_log = self.context.request_log
         if request_log is not None:
             request_log.http(exchange)
 

@@ -33,15 +33,15 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .context import ServerContext
 from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps, wants_trailers
+from .wire import http_date
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from aioquic.quic.packet_builder import QuicPacketBuilder
     from aioquic.quic.stream import QuicStream
-
-    from .factory import ASGIServerFactory
     from .http3_websocket import WebSocketStream
 
 log = Logger(namespace="hello_asgi.http3")
@@ -129,13 +129,13 @@ class HTTP3Connection:
     ``timer``, and calls ``transmit`` once per loop turn after ``endpoint.wants_transmit``.
     """
 
-    def __init__(self, endpoint: Any, quic: FlowControlledQuic, factory: ASGIServerFactory, peer: Any,
+    def __init__(self, endpoint: Any, quic: FlowControlledQuic, context: ServerContext, peer: Any,
                  host: Any) -> None:
         self.endpoint = endpoint
         self.quic = quic
-        self.factory = factory
-        self.config = config = factory.config
-        self._loop = factory.loop
+        self.context = context
+        self.config = config = context.config
+        self._loop = context.loop
         self.peer = self._peer = peer
         self.host = self._host = host
         self._h3: _H3 | None = None
@@ -201,8 +201,8 @@ class HTTP3Connection:
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        self._connection = ConnectionScope.between(self._peer, self._host, "https", self.factory,
-                                                   tls=self.endpoint.tls_extension(self.quic))
+        self._connection = self.context.scope_between(self._peer, self._host, "https",
+                                                      tls=self.endpoint.tls_extension(self.quic))
 
     def _handshake_too_slow(self) -> None:
         """A handshake not done within ``request_head_timeout`` is dropped without a word:
@@ -346,8 +346,7 @@ class HTTP3Connection:
         stream = HTTPStream(scope, self, body_complete=ended)
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id
-        factory = self.factory
-        stream.task = self._loop.create_task(stream.run(factory.app, self.config.request_timeout))
+        stream.task = self._loop.create_task(stream.run(self.context.app, self.config.request_timeout))
         self._requests += 1
         limit = self.config.max_requests_per_connection
         if limit and self._requests >= limit:
@@ -371,7 +370,7 @@ class HTTP3Connection:
             self._refuse(stream_id, status, reason.encode())
             return
         websocket = self.websockets[stream_id] = WebSocketStream(self, stream_id)
-        websocket.protocol = WebSocketConnection(self.factory, request, "3", websocket, self._connection)
+        websocket.protocol = WebSocketConnection(self.context, request, "3", websocket, self._connection)
         websocket.protocol.makeConnection(websocket)
 
     def _body(self, event: DataReceived) -> None:
@@ -589,7 +588,7 @@ class HTTP3Connection:
         if server_header:
             block.append((b"server", server_header))
         if date_header:
-            block.append((b"date", self.factory.http_date()))
+            block.append((b"date", http_date()))
         return block
 
     def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
@@ -698,7 +697,7 @@ class HTTP3Connection:
         self._forget(stream)
 
     def finished(self, stream: HTTPStream) -> None:
-        request_log = self.factory.request_log
+        request_log = self.context.request_log
         if request_log is not None:
             request_log.http(stream)
 

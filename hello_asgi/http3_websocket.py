@@ -102,7 +102,7 @@ class WebSocketStream:
         if not self._ended:
             self.write(b"", end=True)
             self._ended = True
-        self._connection.factory.loop.call_soon(self.lost, Failure(connectionDone.value))
+        self._connection.context.loop.call_soon(self.lost, Failure(connectionDone.value))
 
     def abortConnection(self) -> None:
         if self.stream_id in self._connection.websockets:

@@ -1,7 +1,7 @@
 """``--metrics-listen``: Prometheus figures, counted in plain integers, exposed by prometheus_client.
 
 The hot path is one call per request, the one the protocols make for the access log:
-while metrics are on, a ``MeteredLog`` stands in the factory's ``request_log``, counts
+while metrics are on, a ``MeteredLog`` stands in the server context's ``request_log``, counts
 the finished stream's own attributes (status, HTTP version, duration, body bytes out and
 in) and hands the stream on to the access log, if there is one. Counting is into plain
 dicts and lists:
@@ -107,7 +107,7 @@ def count_request(figures: Figures, version: str, status: int, duration: float, 
 
 
 class MeteredLog:
-    """The factory's ``request_log`` while metrics are on: counts each exchange from the
+    """The server context's ``request_log`` while metrics are on: counts each exchange from the
     stream's own attributes, then hands it to the access log, if there is one."""
 
     def __init__(self, figures: Figures, following: RequestLog | None) -> None:
@@ -130,7 +130,8 @@ class MeteredLog:
 
 def meter(factory: Any, figures: Figures) -> None:
     """Count every exchange ``factory`` serves: one call per request, with or without an access log."""
-    factory.request_log = MeteredLog(figures, factory.request_log)
+    context = factory.context
+    context.request_log = MeteredLog(figures, context.request_log)
 
 
 @implementer(IProtocolFactory, IProtocolNegotiationFactory)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from aioquic.tls import SessionTicket
 
     from .config import Config
-    from .factory import ASGIServerFactory
+    from .context import ServerContext
 
 log = Logger(namespace="hello_asgi.quic")
 
@@ -106,14 +106,14 @@ class _Tickets:
 
 
 class QuicEndpoint:
-    """One UDP socket serving HTTP/3 for ``factory``'s app."""
+    """One UDP socket serving HTTP/3 for ``context``'s app."""
 
-    def __init__(self, factory: ASGIServerFactory, sock: socket.socket, configuration: QuicConfiguration,
+    def __init__(self, context: ServerContext, sock: socket.socket, configuration: QuicConfiguration,
                  retry: bool = False, early_data: bool = False) -> None:
-        self.factory = factory
-        self.config = factory.config
+        self.context = context
+        self.config = context.config
         self.configuration = configuration
-        self._loop = factory.loop
+        self._loop = context.loop
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.address = (IPv6Address if sock.family == socket.AF_INET6 else IPv4Address)("UDP", host, port)
@@ -196,7 +196,7 @@ class QuicEndpoint:
                             (quic._local_max_streams_uni, 16)):  # noqa: SLF001 (control, QPACK's two, and room)
             limit.value = limit.sent = most
         peer = (IPv6Address if ":" in addr[0] else IPv4Address)("UDP", addr[0], addr[1])
-        connection = HTTP3Connection(self, quic, self.factory, peer, self.address)
+        connection = HTTP3Connection(self, quic, self.context, peer, self.address)
         self.connections.add(connection)
         self._serving.add(connection)
         self._routes[header.destination_cid] = connection

@@ -23,7 +23,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from .config import Config
-from .factory import ASGIServerFactory
+from .bridge import app_loop
+from .context import ServerContext
 from .lifespan import Lifespan
 from .flow import Drain
 from .stream import ConnectionScope, Headers, HTTPStream, RequestHead
@@ -50,10 +51,14 @@ class ASGIResource(Resource):
     def __init__(self, app: Any, config: Config | None = None, *, reactor: Any = None,
                  state: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.factory = ASGIServerFactory(app, config, reactor=reactor, state=state)
+        if reactor is None:
+            from twisted.internet import reactor
+        config = config or Config()
+        config.validate()
+        self.context = ServerContext(app, config, app_loop(reactor), state=state)
 
     def render(self, request: Request) -> Any:
-        factory = self.factory
+        context = self.context
         mount = b"/" + b"/".join(request.prepath) if request.prepath else b""
         path = request.path[len(mount):]
         head = RequestHead(
@@ -64,27 +69,26 @@ class ASGIResource(Resource):
             headers=[(name.lower(), value) for name, values in request.requestHeaders.getAllRawHeaders()
                      for value in values],
         )
-        connection = ConnectionScope.between(request.getClientAddress(), request.getHost(),
-                                             "https" if request.isSecure() else "http", factory,
-                                             mount.decode("utf-8", "replace"))
+        connection = context.scope_between(request.getClientAddress(), request.getHost(),
+                                           "https" if request.isSecure() else "http", mount.decode("utf-8", "replace"))
         if self._wants_websocket(request):
             return self._take_over(request, head, connection)
         http_version = request.clientproto.decode("latin-1").partition("/")[2]
         scope = connection.http(request.method.decode("latin-1"), http_version, head.raw_path,
                                 head.query_string, head.headers, {})
-        response = _WebResponse(request, factory)
+        response = _WebResponse(request, context)
         stream = HTTPStream(scope, response, body_complete=False)
-        factory.app_loop.to_loop(response.start, stream)
+        context.app_loop.to_loop(response.start, stream)
         return NOT_DONE_YET
 
     def lifespan_service(self) -> Service:
         """A service to add to the application beside the site: it runs lifespan startup
         when the application starts and lifespan shutdown when it stops."""
-        return _LifespanService(self.factory)
+        return _LifespanService(self.context)
 
     def _wants_websocket(self, request: Request) -> bool:
         upgrade = b",".join(request.requestHeaders.getRawHeaders(b"upgrade", []))
-        return (self.factory.config.websocket and request.clientproto == b"HTTP/1.1"
+        return (self.context.config.websocket and request.clientproto == b"HTTP/1.1"
                 and b"websocket" in (token.strip().lower() for token in upgrade.split(b",")))
 
     def _take_over(self, request: Request, head: RequestHead, connection: ConnectionScope) -> Any:
@@ -96,15 +100,15 @@ class ASGIResource(Resource):
             for name, value in [(b"content-type", b"text/plain; charset=utf-8"), *headers]:
                 request.setHeader(name, value)
             return reason.encode() + b"\n"
-        factory = self.factory
+        context = self.context
         channel = request.channel
         channel.setTimeout(None)  # the channel's idle timer would cut the WebSocket
         transport: Any = channel.transport
         transport.unregisterProducer()  # the channel, registered as the transport's producer
         channel.transport = None
-        protocol: Any = WebSocketConnection(factory, head, "1.1", HTTP11Handshake(head, factory), connection)
-        if factory.app_loop.threaded:
-            protocol = ReactorSide(protocol, factory.app_loop)
+        protocol: Any = WebSocketConnection(context, head, "1.1", HTTP11Handshake(head, context), connection)
+        if context.app_loop.threaded:
+            protocol = ReactorSide(protocol, context.app_loop)
         if isinstance(transport, ProtocolWrapper):  # TLS: the wrapper passes bytes up to it
             transport.wrappedProtocol = protocol
         else:
@@ -117,9 +121,9 @@ class ASGIResource(Resource):
 class _LifespanService(Service):
     """The app's lifespan, tied to a ``twisted.application`` service's start and stop."""
 
-    def __init__(self, factory: ASGIServerFactory) -> None:
-        self._app_loop = factory.app_loop
-        self._lifespan = Lifespan(factory.app, factory.config.lifespan, factory.asgi_version, factory.state)
+    def __init__(self, context: ServerContext) -> None:
+        self._app_loop = context.app_loop
+        self._lifespan = Lifespan(context.app, context.config.lifespan, context.asgi_version, context.state)
         self._started: Deferred[None] | None = None
 
     def startService(self) -> None:
@@ -142,11 +146,11 @@ class _WebResponse:
     request crosses to the reactor's (with the asyncio reactor, both are the same thread).
     """
 
-    def __init__(self, request: Request, factory: ASGIServerFactory) -> None:
+    def __init__(self, request: Request, context: ServerContext) -> None:
         self._request = request
-        self._app_loop = factory.app_loop
-        self._app = factory.app
-        self._timeout = factory.config.request_timeout
+        self._app_loop = context.app_loop
+        self._app = context.app
+        self._timeout = context.config.request_timeout
         assert request.content is not None  # twisted.web made it while reading the request
         self._body = request.content
         self._gone = False  # reactor side: the connection was lost before the response ended

@@ -115,8 +115,8 @@ class ASGIService(Service):
         self.factory = ASGIServerFactory(
             _with_server_wrappers(app, config, reactor, owns_process, self._h3_ports if wants_h3 else None),
             config, reactor=reactor)
-        self._lifespan = Lifespan(self.factory.app, config.lifespan, self.factory.asgi_version,
-                                  self.factory.state)
+        context = self.factory.context
+        self._lifespan = Lifespan(context.app, config.lifespan, context.asgi_version, context.state)
         self._owns_process = owns_process
         self.metrics: ServerMetrics | None = None
         reporting = owns_process and is_worker() and REPORT_VARIABLE in os.environ
@@ -183,7 +183,7 @@ class ASGIService(Service):
         configuration = server_configuration(config, config.certfile, config.keyfile, config.key_password)  # type: ignore[arg-type]
 
         async def listen() -> QuicEndpoint:  # on the app loop, where the connections live
-            return QuicEndpoint(self.factory, udp_socket(host, port, reuse_port=is_worker()), configuration,
+            return QuicEndpoint(self.factory.context, udp_socket(host, port, reuse_port=is_worker()), configuration,
                                 retry=config.h3_retry, early_data=config.h3_early_data)
 
         endpoint = await self.factory.app_loop.run(listen())
@@ -264,8 +264,9 @@ class ASGIService(Service):
             log.error("{error}", error=error)
         if self.metrics is not None:
             await self.metrics.stop()
-        if self.factory.access_log is not None:  # the lines of the last requests, written now
-            self.factory.access_log.close()
+        access_log = self.factory.context.access_log
+        if access_log is not None:  # the lines of the last requests, written now
+            access_log.close()
         if self._owns_process:  # run by twist: this process is ours to end
             exit_after_shutdown(self._reactor, 0)  # last of the "after" triggers: added during shutdown
 

@@ -10,7 +10,6 @@ when the app raises.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import re
 import time
@@ -19,7 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.interfaces import INegotiated
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -153,7 +151,8 @@ class ResponseWriter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ConnectionScope:
-    """What every request scope of one connection shares, worked out once per connection."""
+    """What every request scope of one connection shares, worked out once per connection
+    at its edge (``context.ServerContext.scope_of``), so nothing here reads a transport."""
 
     scheme: str
     client: tuple[str, int] | None
@@ -163,33 +162,6 @@ class ConnectionScope:
     asgi_version: str
     proxy: TrustedProxies | None = None  # the trust its requests' forwarding headers get, if any
     tls: dict[str, Any] | None = None  # the ASGI tls extension, on TLS connections
-
-    @classmethod
-    def of(cls, transport: Any, factory: Any) -> ConnectionScope:
-        """Read the addresses and TLS off ``transport``; the rest comes from ``factory``."""
-        if INegotiated.providedBy(transport):
-            from .tls import tls_extension  # loaded only once TLS is in use
-
-            return cls.between(transport.getPeer(), transport.getHost(), "https", factory,
-                               tls=tls_extension(transport))
-        return cls.between(transport.getPeer(), transport.getHost(), factory.scheme, factory)
-
-    @classmethod
-    def between(cls, peer: Any, host: Any, scheme: str, factory: Any, mount: str = "",
-                tls: dict[str, Any] | None = None) -> ConnectionScope:
-        """From a connection's two addresses; ``mount`` is where a resource sits in a site."""
-        client = (peer.host, peer.port) if hasattr(peer, "port") else None
-        proxies = factory.trusted_proxies
-        return cls(
-            scheme=scheme,
-            client=client,
-            server=_server(host.host, host.port) if hasattr(host, "port") else (_socket_path(host), None),
-            root_path=factory.config.root_path + mount,
-            state=factory.state,
-            asgi_version=factory.asgi_version,
-            proxy=proxies if proxies is not None and proxies.trusts(client[0] if client else None) else None,
-            tls=tls,
-        )
 
     @property
     def client_text(self) -> str:
@@ -241,18 +213,6 @@ class ConnectionScope:
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         scope["subprotocols"] = subprotocols
         return scope
-
-
-@functools.lru_cache(maxsize=64)
-def _server(host: str, port: int) -> tuple[str, int]:
-    """The scope's ``server``: one tuple for every connection to the same listening address."""
-    return host, port
-
-
-def _socket_path(address: Any) -> str | None:
-    """A UNIX socket's path as text (Twisted keeps it as bytes), for the scope's ``server``."""
-    name = getattr(address, "name", None)
-    return os.fsdecode(name) if name is not None else None
 
 
 def client_text(client: tuple[str, int] | None) -> str:

@@ -27,7 +27,6 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError, ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
-    IAddress,
     IConsumer,
     IListeningPort,
     IProducer,

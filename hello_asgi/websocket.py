@@ -21,7 +21,7 @@ import functools
 import hashlib
 import struct
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -34,14 +34,12 @@ from zope.interface import implementer
 
 from .bridge import start_task
 from .config import Config
+from .context import ServerContext
 from .flow import Drain
 from .stream import ConnectionScope, RequestHead
 from .websocket_frames import simple_messages
 from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
 from .wire import Headers, head
-
-if TYPE_CHECKING:
-    from .factory import ASGIServerFactory
 
 log = Logger(namespace="hello_asgi.websocket")
 
@@ -119,9 +117,9 @@ class HandshakeWriter(Protocol):
 class HTTP11Handshake:
     """The HTTP/1.1 answers: ``101 Switching Protocols``, or a ``Connection: close`` response."""
 
-    def __init__(self, request: RequestHead, factory: ASGIServerFactory) -> None:
+    def __init__(self, request: RequestHead, context: ServerContext) -> None:
         self._key = next(value.strip() for name, value in request.headers if name == b"sec-websocket-key")
-        self._factory = factory
+        self._context = context
 
     def accept(self, transport: Any, headers: Headers) -> None:
         accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
@@ -134,7 +132,7 @@ class HTTP11Handshake:
 
     def _stamps(self) -> tuple[bytes | None, bool]:
         """The Server value (``None`` if off) and whether Date is on, for ``wire.head``."""
-        return self._factory.config.server_header, self._factory.config.date_header
+        return self._context.config.server_header, self._context.config.date_header
 
 
 @implementer(IPushProducer)
@@ -156,13 +154,13 @@ class WebSocketConnection(WebSocketServerProtocol):
     websocket_version = 13
     session: WebSocketSession
 
-    def __init__(self, factory: ASGIServerFactory, request: RequestHead, http_version: str,
+    def __init__(self, context: ServerContext, request: RequestHead, http_version: str,
                  handshake: HandshakeWriter, connection: ConnectionScope | None = None) -> None:
         super().__init__()
         # autobahn's code reads its options (limits, timeouts, its timers) off ``self.factory``,
-        # so that name stays autobahn's: the ASGI server this connection serves is ``_asgi_server``.
-        self.factory = factory.websocket_options
-        self._asgi_server = factory
+        # so that name stays autobahn's: the ASGI server this connection serves is ``context``.
+        self.factory = context.websocket_options
+        self.context = context
         self._request = request
         self._http_version = http_version
         self._handshake = handshake
@@ -173,7 +171,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._failure_waited = False  # one did: the next is not held
         self._failure_first: Callable[[], object] | None = None
         self._failure_timeout: Any = None
-        self._drain = Drain(self._asgi_server.loop)
+        self._drain = Drain(self.context.loop)
         self._shutting_down = False
 
     def connectionMade(self) -> None:
@@ -200,12 +198,12 @@ class WebSocketConnection(WebSocketServerProtocol):
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._stop_reading("handshake")  # read no frames before the accept
         if self._connection is None:
-            self._connection = ConnectionScope.of(self.transport, self._asgi_server)
+            self._connection = self.context.scope_of(self.transport)
         request = self._request
         scope = self._connection.websocket(self._http_version, request.raw_path, request.query_string,
                                            request.headers, subprotocols(request.headers))
         session = self.session = WebSocketSession(scope, self)
-        session.task = start_task(self._asgi_server.loop, session.run(self._asgi_server.app))
+        session.task = start_task(self.context.loop, session.run(self.context.app))
 
     def processHandshake(self) -> None:
         """autobahn's hook for bytes that arrive before the handshake is answered: they wait
@@ -228,7 +226,7 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     def _negotiate_compression(self) -> str | None:
         """Accept the client's first permessage-deflate offer we can honour (RFC 7692)."""
-        if not self._asgi_server.config.ws_per_message_deflate:
+        if not self.context.config.ws_per_message_deflate:
             return None
         for name, value in self._request.headers:
             if name != b"sec-websocket-extensions":
@@ -304,7 +302,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         return self._drain.wait() if self.state == _OPEN else None
 
     def message_taken(self) -> None:
-        if "queue" in self._reading_stopped and self.session.queued < self._asgi_server.config.ws_max_queue:
+        if "queue" in self._reading_stopped and self.session.queued < self.context.config.ws_max_queue:
             self._read_again("queue")
 
     def waiting(self) -> None:
@@ -312,7 +310,7 @@ class WebSocketConnection(WebSocketServerProtocol):
             self._fail_now()
 
     def finished(self, session: WebSocketSession) -> None:
-        request_log = self._asgi_server.request_log
+        request_log = self.context.request_log
         if request_log is not None:
             request_log.websocket(session)
 
@@ -420,7 +418,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         """Hand a message to the app; stop reading while it leaves too many untaken."""
         session = self.session
         session.message(message)
-        if session.queued >= self._asgi_server.config.ws_max_queue:
+        if session.queued >= self.context.config.ws_max_queue:
             self._stop_reading("queue")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

@@ -21,7 +21,7 @@ from . import __version__
 from .config import Config
 from .loading import Message, Receive, Scope, Send
 from .stream import ClientDisconnected
-from .wsgi_call import ACK, DONE, MARK, READ, SEND, Channel, FileWrapper, WSGICall, may_have_body
+from .wsgi_call import ACK, DONE, MARK, SEND, Channel, FileWrapper, WSGICall, may_have_body
 from .wsgi_io import ErrorStream
 from .wsgi_pool import ThreadPool
 

@@ -14,7 +14,7 @@ import queue
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from .loading import Scope

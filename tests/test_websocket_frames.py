@@ -82,7 +82,7 @@ def accepted_connection(**settings: Any) -> Iterator[tuple[WebSocketConnection, 
                     **settings)
     factory = ASGIServerFactory(fuzz.websocket_echo, config)
     request = RequestHead(b"GET", b"/", b"/", b"", [(b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")])
-    connection = WebSocketConnection(factory, request, "1.1", HTTP11Handshake(request, factory))
+    connection = WebSocketConnection(factory.context, request, "1.1", HTTP11Handshake(request, factory.context))
     transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
                                 peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
     connection.makeConnection(transport)
