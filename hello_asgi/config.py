@@ -24,9 +24,9 @@ class Config:
     root_path: str = ""
     #: How the app is called; ``auto`` tells ASGI 3, ASGI 2 and WSGI apart by the signature.
     interface: Interface = "auto"
-    #: Threads a WSGI app runs on (at most this many calls at once; more wait for one). The
-    #: command (``--wsgi-threads``) applies it; ``ASGIServerFactory`` and ``run()`` wrap a
-    #: WSGI app on the default ten: for another count, pass ``WSGIApp(app, threads=N)``.
+    #: Threads a WSGI app runs on (at most this many calls at once; more wait for one):
+    #: the command's ``--wsgi-threads``, and what ``ASGIServerFactory``, ``ASGIService`` and
+    #: ``run()`` give a WSGI app they wrap.
     wsgi_threads: int = 10
     #: ``auto`` runs lifespan but carries on quietly if the app does not support it.
     lifespan: LifespanMode = "auto"

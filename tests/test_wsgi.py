@@ -808,6 +808,11 @@ class ShutdownAndEmbeddingTests(unittest.TestCase):
         for connection in list(factory.connections):
             connection.transport.loseConnection()
 
+    def test_an_embedded_wsgi_app_gets_the_configured_threads(self) -> None:
+        """``Config.wsgi_threads`` reaches a WSGI app given to the factory, as to the command's."""
+        factory = ASGIServerFactory(demo.wsgi, Config(wsgi_threads=3))
+        self.assertEqual(factory.app.pool.size, 3)  # type: ignore[attr-defined]  # (an ASGIApp: WSGIApp's pool)
+
 
 ISSUE_APP = '''import json
 
