@@ -67,8 +67,9 @@ def as_asgi3(app: Any, interface: str = "auto", name: str = "the app", wsgi_thre
     WSGI app in ``wsgi.WSGIApp`` (on ``wsgi_threads`` threads; its default when ``None``)."""
     if not callable(app):
         raise AppLoadError(f"--app {name}: {type(app).__name__} object is not an ASGI app (not callable)")
-    if isinstance(app, ASGI2Adapter) or _is_wsgi_adapter(app):
-        return app  # type: ignore[no-any-return]  (wrapped already: the command loads, then the factory)
+    adapted = inspect.unwrap(app)  # (the server's wrappers name the app made ASGI 3 ``__wrapped__``)
+    if isinstance(adapted, ASGI2Adapter) or _is_wsgi_adapter(adapted):
+        return app  # type: ignore[no-any-return]  (made ASGI 3 already: the command loads, then the factory)
     if interface == "auto":
         interface = _detect_interface(app, name)
     if interface == "asgi3":
@@ -99,8 +100,8 @@ class ASGI2Adapter:
 
 def asgi_version(app: ASGIApp) -> str:
     """The ``scope["asgi"]["version"]`` to announce to ``app``, as returned by ``as_asgi3``
-    (and seen through a server-side wrapper that names it as ``__wrapped__``)."""
-    return "2.0" if isinstance(getattr(app, "__wrapped__", app), ASGI2Adapter) else "3.0"
+    (and seen through the server-side wrappers, which name what they wrap ``__wrapped__``)."""
+    return "2.0" if isinstance(inspect.unwrap(app), ASGI2Adapter) else "3.0"
 
 
 def _detect_interface(app: Any, name: str) -> str:

@@ -19,6 +19,7 @@ from .config import Config
 from .factory import ASGIServerFactory
 from .headers import DefaultHeaders
 from .lifespan import Lifespan
+from .loading import as_asgi3
 from .metrics import REPORT_VARIABLE, ServerMetrics
 from .process import ProcessSignals, exit_after_shutdown, is_worker, stop_and_exit, worker_ready
 from .proxy_protocol import PROXYProtocolFactory
@@ -81,12 +82,16 @@ def quic_address(description: str) -> tuple[str, int]:
 def _with_server_wrappers(app: Any, config: Config, reactor: Any, owns_process: bool,
                           h3_ports: set[int] | None = None) -> Any:
     """The app, behind what the settings put in front of it: each wrapper costs a call per
-    request, so there is none unless asked for."""
+    request, so there is none unless asked for. A wrapper calls an ASGI 3 app, so an ASGI 2
+    or WSGI app is made one first (the factory would see only the wrapper)."""
+    wrapped = (h3_ports is not None and config.alt_svc) or config.default_headers \
+        or (owns_process and config.max_requests)
+    if wrapped:
+        app = as_asgi3(app, config.interface, wsgi_threads=config.wsgi_threads)
     if h3_ports is not None and config.alt_svc:
         from .alt_svc import AltSvc
-        from .loading import as_asgi3
 
-        app = AltSvc(as_asgi3(app, config.interface), config.alt_svc_max_age, h3_ports)
+        app = AltSvc(app, config.alt_svc_max_age, h3_ports)
     if config.default_headers:
         app = DefaultHeaders(app, config.default_headers)
     if owns_process and config.max_requests:

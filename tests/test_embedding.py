@@ -257,6 +257,24 @@ class ServiceTests(unittest.TestCase):
         response = await deferToThread(get, server.url + "/from-a-test")
         self.assertEqual(response.json()["path"], "/from-a-test")
 
+    async def test_default_headers_in_front_of_an_asgi2_and_a_wsgi_app(self) -> None:
+        """The service's wrappers (``default_headers`` here) sit in front of the app made ASGI 3:
+        an ASGI 2 app keeps its ``asgi.version`` and a WSGI app runs on its threads."""
+        from hello_asgi import demo
+
+        for app, interface, read in ((demo.asgi, "auto", lambda body: body["asgi"]["version"]),
+                                     (demo.asgi, "asgi2", lambda body: body["asgi"]["version"]),
+                                     (demo.wsgi, "auto", lambda body: body["SERVER_PROTOCOL"]),
+                                     (demo.wsgi, "wsgi", lambda body: body["SERVER_PROTOCOL"])):
+            server = await serve(self, app, lifespan="off", access_log=None, wsgi_threads=2, interface=interface,
+                                 default_headers=[(b"x-added", b"yes")]).started
+            response = await deferToThread(get, server.url + "/")
+            self.assertEqual(response.status_code, 200)
+            self.assertEqual(response.headers["x-added"], "yes")
+            self.assertIn(read(response.json()), ("2.0", "HTTP/1.1"))
+            if app is demo.wsgi:
+                self.assertEqual(server.service.factory.app.__wrapped__.pool.size, 2)  # type: ignore[attr-defined]
+
 
 class _Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:
