@@ -107,10 +107,10 @@ class H2WebSocket:
         self._owner.reset(self._stream, ErrorCodes.CANCEL, Failure(ConnectionAborted()))
 
     def getPeer(self) -> IAddress:
-        return self._owner.transport.getPeer()  # type: ignore[no-any-return]
+        return self._owner.transport.getPeer()
 
     def getHost(self) -> IAddress:
-        return self._owner.transport.getHost()  # type: ignore[no-any-return]
+        return self._owner.transport.getHost()
 
     def pauseProducing(self) -> None:
         self._read_paused = True

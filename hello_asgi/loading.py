@@ -68,11 +68,11 @@ def as_asgi3(app: Any, interface: str = "auto", name: str = "the app", wsgi_thre
     if not callable(app):
         raise AppLoadError(f"--app {name}: {type(app).__name__} object is not an ASGI app (not callable)")
     if isinstance(app, ASGI2Adapter) or _is_wsgi_adapter(app):
-        return app  # type: ignore[no-any-return]  (wrapped already: the command loads, then the factory)
+        return app  # wrapped already: the command loads, then the factory
     if interface == "auto":
         interface = _detect_interface(app, name)
     if interface == "asgi3":
-        return app  # type: ignore[no-any-return]
+        return app
     if interface == "wsgi":
         from .wsgi import DEFAULT_THREADS, WSGIApp  # loaded for WSGI apps only
 
