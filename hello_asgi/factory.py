@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .bridge import AppLoop, app_loop
@@ -124,7 +125,7 @@ class ServerConnection(Protocol):
         if rest:
             inner.dataReceived(rest)
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         if self.inner is not None:
