@@ -65,7 +65,7 @@ def install_asyncio_reactor(loop: str = "auto") -> IReactorCore:
             asyncioreactor.install(event_loop)
     from twisted.internet import reactor
 
-    return reactor  # type: ignore[return-value]
+    return reactor
 
 
 def _uvloop_reactor(event_loop: asyncio.AbstractEventLoop) -> Any:

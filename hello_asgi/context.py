@@ -12,6 +12,7 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, INegotiated, ITransport
 from twisted.logger import ILogObserver
 
@@ -25,6 +26,10 @@ from .timeouts import Ticks
 
 if TYPE_CHECKING:  # autobahn is loaded with the first WebSocket
     from autobahn.twisted.websocket import WebSocketServerFactory
+
+# The addresses with a host and a port (TCP's, UDP's, a PROXY header's); any other is a
+# UNIX socket's, or unnamed.
+_IP_ADDRESS = (IPv4Address, IPv6Address)
 
 
 class ServerContext:
@@ -73,12 +78,12 @@ class ServerContext:
     def scope_between(self, peer: IAddress, host: IAddress, scheme: str, mount: str = "",
                       tls: dict[str, Any] | None = None) -> ConnectionScope:
         """From a connection's two addresses; ``mount`` is where a resource sits in a site."""
-        client = (peer.host, peer.port) if hasattr(peer, "port") else None
+        client = (peer.host, peer.port) if isinstance(peer, _IP_ADDRESS) else None
         proxies = self.trusted_proxies
         return ConnectionScope(
             scheme=scheme,
             client=client,
-            server=_server(host.host, host.port) if hasattr(host, "port") else (_socket_path(host), None),
+            server=_server(host.host, host.port) if isinstance(host, _IP_ADDRESS) else (_socket_path(host), None),
             root_path=self.config.root_path + mount,
             state=self.state,
             asgi_version=self.asgi_version,

@@ -3,12 +3,12 @@
 ``asgi`` is an ASGI 2 double callable that answers its scope. It sends a stray
 ``http.disconnect`` after its body, as the project's brief wrote it; the server must take
 that in its stride. ``wsgi`` is the WSGI app the project's first document opens with,
-exactly as written there: it answers its ``environ`` (``twist hello-asgi --app
+as written there (with type hints): it answers its ``environ`` (``twist hello-asgi --app
 hello_asgi.demo:wsgi``).
 """
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -26,7 +26,7 @@ def asgi(scope: dict[str, Any]) -> Callable[[Receive, Send], Awaitable[None]]:
     return chat
 
 
-def wsgi(environ, start_response):
+def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
     start_response('200 OK', [
         ('Content-Type', 'application/json'),
     ])

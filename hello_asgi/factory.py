@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .bridge import AppLoop, app_loop
@@ -25,6 +26,7 @@ from .loading import ASGIApp
 from .stream import RequestHead, wake_all
 from .threaded import ReactorSide
 from .timeouts import Deadline
+from .transport import IConnectionTransport
 from .wire import error_response, head
 
 if TYPE_CHECKING:  # HTTP/2 and WebSockets are loaded when a connection first needs them
@@ -39,12 +41,14 @@ FIRST_REQUEST_GRACE = 1.0  # seconds a connection with nothing read yet gets whe
 class _Overloaded(Protocol):
     """Answers 503 and closes: the connection limit is reached."""
 
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+
     def __init__(self, server_header: bytes | None, date: bool) -> None:
         self._stamps = server_header, date  # (wire's Server and Date policy)
 
     def connectionMade(self) -> None:
-        self.transport.write(error_response(503, "too many connections", *self._stamps))  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.write(error_response(503, "too many connections", *self._stamps))
+        self.transport.loseConnection()
 
 
 class ServerConnection(Protocol):
@@ -53,6 +57,8 @@ class ServerConnection(Protocol):
     HTTP/1.1 connection to HTTP/2 once, on ``Upgrade: h2c``."""
 
     __slots__ = ("_buffer", "_deadline", "_shutting_down", "factory", "inner")  # one per connection
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+    _deadline: Deadline | None  # the first request's, until the inner protocol takes over
 
     def __init__(self, factory: ASGIServerFactory) -> None:
         self.factory = factory
@@ -62,7 +68,7 @@ class ServerConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connection_opened(self)
-        self._deadline: Deadline | None = Deadline(self.factory.context.ticks, self.transport.loseConnection)  # type: ignore[union-attr]
+        self._deadline = Deadline(self.factory.context.ticks, self.transport.loseConnection)
         self._deadline.set(self.factory.config.request_head_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -79,7 +85,9 @@ class ServerConnection(Protocol):
             else:
                 inner = HTTP11Connection(self.factory.context, switch=self.switch)
             self._buffer = b""
-            self._deadline.cancel()
+            deadline = self._deadline
+            assert deadline is not None  # set by connectionMade, dropped only here
+            deadline.cancel()
             self._deadline = None  # the inner protocol keeps its own
             self.inner = inner
             inner.makeConnection(self.transport)
@@ -99,7 +107,7 @@ class ServerConnection(Protocol):
         stamps = config.server_header, config.date_header
         inner: HTTP2Connection | WebSocketConnection
         if kind == "h2c":
-            transport.write(head(101, (), b"connection: upgrade\r\nupgrade: h2c\r\n", *stamps))  # type: ignore[union-attr]
+            transport.write(head(101, (), b"connection: upgrade\r\nupgrade: h2c\r\n", *stamps))
             inner = _http2(self.factory.context, upgrade=request)
         else:
             from .websocket import HTTP11Handshake, WebSocketConnection, handshake_problem
@@ -108,8 +116,8 @@ class ServerConnection(Protocol):
             if problem is not None:
                 status, reason, headers = problem
                 log.info("Bad WebSocket handshake: {status} {reason}", status=status, reason=reason)
-                transport.write(error_response(status, reason, *stamps, headers))  # type: ignore[union-attr]
-                transport.loseConnection()  # type: ignore[union-attr]
+                transport.write(error_response(status, reason, *stamps, headers))
+                transport.loseConnection()
                 return
             inner = WebSocketConnection(self.factory.context, request, "1.1", HTTP11Handshake(request, self.factory.context))
         self.inner = inner
@@ -117,7 +125,7 @@ class ServerConnection(Protocol):
         if rest:
             inner.dataReceived(rest)
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         if self.inner is not None:
@@ -208,7 +216,7 @@ class ASGIServerFactory(ServerFactory):
         """What TLS ALPN offers when a TLS endpoint (``ssl:``) wraps this factory."""
         return [b"h2", b"http/1.1"] if self.config.h2_alpn else [b"http/1.1"]
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         protocol: Protocol
         if len(self.connections) >= self.config.max_connections:
             log.warn("Connection limit of {limit} reached; answering 503", limit=self.config.max_connections)
@@ -246,5 +254,5 @@ class ASGIServerFactory(ServerFactory):
         tasks = []
         for connection in list(self.connections):
             tasks += connection.cancel_apps()
-            connection.transport.abortConnection()  # type: ignore[union-attr]
+            connection.transport.abortConnection()
         return tasks

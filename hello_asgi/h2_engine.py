@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h2.config
 import h2.connection
@@ -72,6 +72,7 @@ class _CountedTable(HeaderTable):
     @maxsize.setter
     def maxsize(self, newmax: int) -> None:
         self.changes += 1
+        # mypy reads a property on its class as the getter, without the property's fset
         HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
 
 
@@ -110,7 +111,7 @@ class CachingEncoder(hpack.Encoder):
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         table = self.header_table
         if table.resized:  # a table size update is due: not a block to repeat
-            return super().encode(headers, huffman)  # type: ignore[no-any-return]
+            return super().encode(headers, huffman)
         key = (tuple(headers), huffman)
         before = table.changes
         encoded = self._cache.get(key, before)
@@ -118,7 +119,7 @@ class CachingEncoder(hpack.Encoder):
             encoded = super().encode(key[0], huffman)
             if len(encoded) <= CACHED_BLOCK_SIZE:  # kept only while the table stays as it is
                 self._cache.put(key, before, encoded)
-        return encoded  # type: ignore[no-any-return]
+        return encoded
 
 
 class CachingDecoder(hpack.Decoder):
@@ -136,7 +137,7 @@ class CachingDecoder(hpack.Decoder):
             headers = self._decode(data, raw)
             if len(data) <= CACHED_BLOCK_SIZE:  # kept only while the table stays as it is
                 self._cache.put(key, valid_for, headers)
-        return headers  # type: ignore[no-any-return]
+        return headers
 
     def _decode(self, data: bytes, raw: bool) -> Iterable[HeaderTuple]:
         try:
@@ -147,11 +148,11 @@ class CachingDecoder(hpack.Decoder):
             raise CompressionError(f"a header block HPACK cannot decode: {error}") from error
 
 
-def _with_cache(coder: hpack.Encoder | hpack.Decoder, cls: type) -> None:
+def _with_cache(coder: hpack.Encoder | hpack.Decoder, cls: type[CachingEncoder | CachingDecoder]) -> None:
     """Make an h2 coder a caching one, its table, state and limits kept."""
     coder.header_table.__class__ = _CountedTable
     coder.__class__ = cls
-    coder._cache = _BlockCache()  # type: ignore[union-attr]
+    cast("CachingEncoder | CachingDecoder", coder)._cache = _BlockCache()  # a caching one now
 
 
 class H2Engine(h2.connection.H2Connection):
@@ -200,7 +201,7 @@ class H2Engine(h2.connection.H2Connection):
     def data_to_send(self, amount: int | None = None) -> bytes:
         pieces = self._pieces
         if not pieces:
-            return super().data_to_send(amount)  # type: ignore[no-any-return]
+            return super().data_to_send(amount)
         if self._data_to_send:
             pieces.append(self._data_to_send)
         data = b"".join(pieces)
@@ -226,7 +227,7 @@ class H2Engine(h2.connection.H2Connection):
         data = held + data if held else bytes(data)  # payloads are bytes, as h2 gives them
         first = self._owed_to_h2(data)
         if first == len(data):
-            return super().receive_data(data)  # type: ignore[no-any-return]
+            return super().receive_data(data)
         events: list[Any] = super().receive_data(data[:first]) if first else []
         if first:
             data = data[first:]
@@ -317,11 +318,11 @@ class H2Engine(h2.connection.H2Connection):
             reset = RstStreamFrame(error.stream_id)
             reset.error_code = error.error_code
             self._prepare_for_sending([reset])
-            return error._events  # type: ignore[no-any-return]
+            return error._events
         except StreamIDTooLowError as error:
             return self._stream_id_too_low(error)
         self._prepare_for_sending(frames)
-        return events  # type: ignore[no-any-return]
+        return events
 
     def _stream_id_too_low(self, error: StreamIDTooLowError) -> list[Any]:
         """A frame for a stream already gone: a stream error if it was reset, else a

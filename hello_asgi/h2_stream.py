@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
     from .flow import Drain
+    from .transport import IConnectionTransport
     from .h2_websocket import H2WebSocket
     from .h2_windows import StreamWindow
     from .stream import HTTPStream
@@ -46,7 +47,7 @@ OPEN, ENDING, CLOSED = State.OPEN, State.ENDING, State.CLOSED
 class StreamOwner(Protocol):
     """What a stream may ask of its connection (``http2.HTTP2Connection``), and all it may."""
 
-    transport: Any  # the connection's own: its addresses are the stream's
+    transport: IConnectionTransport  # the connection's own: its addresses are the stream's
 
     def send_response(self, stream: H2Stream, status: int, headers: Headers, body: bytes, end: bool) -> bool:
         """Send a response head (the server's Server and Date policy applied) and the first

@@ -9,7 +9,7 @@ stream's does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 from twisted.internet.error import ConnectionAborted
@@ -55,10 +55,10 @@ class H2WebSocket:
 
     # HandshakeWriter.
 
-    def accept(self, transport: Any, headers: Headers) -> None:  # transport: this stream
+    def accept(self, transport: ITransport, headers: Headers) -> None:  # transport: this stream
         self._owner.send_response(self._stream, 200, headers, b"", False)
 
-    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
+    def deny(self, transport: ITransport, status: int, headers: Headers, body: bytes) -> None:
         self._owner.send_response(self._stream, status, headers, body, True)
         self._ended = True
 
@@ -107,10 +107,10 @@ class H2WebSocket:
         self._owner.reset(self._stream, ErrorCodes.CANCEL, Failure(ConnectionAborted()))
 
     def getPeer(self) -> IAddress:
-        return self._owner.transport.getPeer()  # type: ignore[no-any-return]
+        return self._owner.transport.getPeer()
 
     def getHost(self) -> IAddress:
-        return self._owner.transport.getHost()  # type: ignore[no-any-return]
+        return self._owner.transport.getHost()
 
     def pauseProducing(self) -> None:
         self._read_paused = True

@@ -42,6 +42,7 @@ from .h2_websocket import H2WebSocket
 from .h2_windows import ReceiveWindows
 from .stream import Headers, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
+from .transport import IConnectionTransport
 from .wire import http_date
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class HTTP2Connection(Protocol):
     @ivar _queued: the streams of ``_streams`` whose data waits for the peer's window.
     """
 
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+
     def __init__(self, context: ServerContext, upgrade: RequestHead | None = None) -> None:
         self.context = context
         self.config = context.config
@@ -108,7 +111,7 @@ class HTTP2Connection(Protocol):
     def connectionMade(self) -> None:
         config = self.config
         context = self.context
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self, True)
         self._scope = context.scope_of(self.transport)
         self._server = config.server_header or None
         self._date = http_date if config.date_header else None
@@ -175,7 +178,7 @@ class HTTP2Connection(Protocol):
         self._goaway_sent = self._h2.highest_inbound_stream_id
         self._flush()
         goaway = GoAwayFrame(0, last_stream_id=self._goaway_sent, error_code=ErrorCodes.NO_ERROR)
-        self.transport.write(goaway.serialize())  # type: ignore[union-attr]
+        self.transport.write(goaway.serialize())
         for stream in list(self._streams.values()):
             if stream.websocket is not None:
                 stream.websocket.protocol.shutdown()
@@ -199,14 +202,14 @@ class HTTP2Connection(Protocol):
         self._life = _CLOSING
         self._close_streams(reason)
         self._flush()
-        self.transport.unregisterProducer()  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         data = self._h2.data_to_send()
         if data:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.write(data)
 
     def _flush_soon(self) -> None:
         """Write what the apps produced in this turn of the loop as one write, not one each;
@@ -390,14 +393,14 @@ class HTTP2Connection(Protocol):
         # The client is not reading: read nothing more from it either, so that frames the
         # server must answer (PING, SETTINGS) cannot pile replies up in memory.
         self._write_paused = True
-        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.transport.pauseProducing()
         for stream in self._streams.values():
             self._hold(stream)
 
     def resumeProducing(self) -> None:
         self._write_paused = False
         if self._life is _OPEN or self._life is _DRAINING:
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()
         for stream in list(self._streams.values()):
             if stream.pending is None:
                 self._writable(stream)

@@ -73,7 +73,7 @@ def as_asgi3(app: Any, interface: str = "auto", name: str = "the app", wsgi_thre
     if interface == "auto":
         interface = _detect_interface(app, name)
     if interface == "asgi3":
-        return app  # type: ignore[no-any-return]
+        return app
     if interface == "wsgi":
         from .wsgi import DEFAULT_THREADS, WSGIApp  # loaded for WSGI apps only
 

@@ -18,16 +18,21 @@ import ipaddress
 import os
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+
+from .transport import Address, IConnectionTransport
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_MAX = 107  # the longest v1 line the spec allows, CRLF included
 V2_MAX = 16 + 1024  # the fixed part, the addresses and room for a load balancer's TLVs
 
-Addresses = tuple[Any, Any] | None  # (source, destination), or None: keep the connection's own
+Addresses = tuple[Address, Address] | None  # (source, destination), or None: keep the connection's own
 
 
 class InvalidHeader(ValueError):
@@ -130,20 +135,22 @@ class PROXYProtocolWrapper(ProtocolWrapper):
     """Reads the header, then passes the connection on with the addresses it named."""
 
     factory: PROXYProtocolFactory
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+    _timer: IDelayedCall  # the header's deadline, set by makeConnection
 
     def __init__(self, factory: PROXYProtocolFactory, wrappedProtocol: Any) -> None:
         super().__init__(factory, wrappedProtocol)
         self._buffer: bytes | None = b""  # None once the header is read
         self._addresses: Addresses = None
-        self._timer: Any = None
 
-    def makeConnection(self, transport: Any) -> None:
+    def makeConnection(self, transport: ITransport) -> None:
         # The wrapped protocol is connected once the header is read (``ProtocolWrapper``
         # connects it at once), so that it sees the addresses from the start.
         self.connected = 1
-        self.transport = transport
+        # A listener's: TCP's, UNIX's or transport.SocketTransport, each IConnectionTransport.
+        self.transport = connection = cast(IConnectionTransport, transport)
         self.factory.registerProtocol(self)
-        self._timer = self.factory.reactor.callLater(self.factory.timeout, transport.abortConnection)
+        self._timer = self.factory.reactor.callLater(self.factory.timeout, connection.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:
         if self._buffer is None:
@@ -154,7 +161,7 @@ class PROXYProtocolWrapper(ProtocolWrapper):
             parsed = parse(data)
         except InvalidHeader:
             self._buffer = b""
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
             return
         if parsed is None:
             self._buffer = data
@@ -166,7 +173,7 @@ class PROXYProtocolWrapper(ProtocolWrapper):
         if len(data) > length:
             self.wrappedProtocol.dataReceived(data[length:])
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._buffer is None:
             super().connectionLost(reason)
         else:
@@ -177,14 +184,20 @@ class PROXYProtocolWrapper(ProtocolWrapper):
         if self._timer.active():
             self._timer.cancel()
 
-    def getPeer(self) -> Any:
-        return self._addresses[0] if self._addresses else self.transport.getPeer()  # type: ignore[union-attr]
+    def getPeer(self) -> IAddress:
+        return self._addresses[0] if self._addresses else self.transport.getPeer()
 
-    def getHost(self) -> Any:
-        return self._addresses[1] if self._addresses else self.transport.getHost()  # type: ignore[union-attr]
+    def getHost(self) -> IAddress:
+        return self._addresses[1] if self._addresses else self.transport.getHost()
 
 
-class PROXYProtocolFactory(WrappingFactory):
+if TYPE_CHECKING:  # generic to mypy; at run time the plain class, whichever Twisted release is installed
+    _WrappingFactory = WrappingFactory[PROXYProtocolWrapper]
+else:
+    _WrappingFactory = WrappingFactory
+
+
+class PROXYProtocolFactory(_WrappingFactory):
     """Wraps a listener's factory so that its connections start with a PROXY header, which
     must arrive within ``timeout`` seconds."""
 

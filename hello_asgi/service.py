@@ -9,6 +9,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
@@ -27,6 +28,8 @@ from .recycling import RequestBudget, replace_or_stop, share
 from .transport import CLOSE_TIMEOUT, FastListeningReactor
 
 if TYPE_CHECKING:  # the TLS stack (pyOpenSSL, cryptography) is loaded only for TLS listeners
+    from aioquic.quic.configuration import QuicConfiguration
+
     from .quic import QuicEndpoint
     from .tls import ReloadableTLS
 
@@ -53,6 +56,16 @@ def _adopted_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     if not number.isdigit() or family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX) or settings:
         raise ValueError(f"expected fd:NUMBER[:domain=INET|INET6|UNIX], not {description!r}")
     return AdoptedStreamServerEndpoint(reactor, int(number), family)
+
+
+def _quic_configuration(config: Config) -> QuicConfiguration:
+    """aioquic's settings with the TLS listeners' certificate and key, which HTTP/3 needs
+    (``Config.validate`` refuses ``--h3`` or a ``quic:`` listener without them)."""
+    from .quic import server_configuration
+
+    certfile, keyfile = config.certfile, config.keyfile
+    assert certfile is not None and keyfile is not None, "HTTP/3 without --certfile and --keyfile"
+    return server_configuration(config, certfile, keyfile, config.key_password)
 
 
 def tcp_description(host: str, port: int, backlog: int) -> str:
@@ -173,7 +186,7 @@ class ASGIService(Service):
             log.info("Serving {url} ({description})", url=listening_url("https" if tls else self.factory.scheme,
                                                                         port.getHost()), description=description)
             address = port.getHost()
-            if self.config.h3 and self.config.certfile is not None and hasattr(address, "port"):
+            if self.config.h3 and self.config.certfile is not None and isinstance(address, (IPv4Address, IPv6Address)):
                 await self._listen_quic(address.host, address.port)
         if self.metrics is not None:
             await self.metrics.start()
@@ -182,10 +195,10 @@ class ASGIService(Service):
     async def _listen_quic(self, host: str, port: int) -> None:
         """An HTTP/3 endpoint on UDP ``host``:``port``, with the TLS listeners' certificate;
         a worker's shares the port with its siblings' (SO_REUSEPORT)."""
-        from .quic import QuicEndpoint, server_configuration, udp_socket
+        from .quic import QuicEndpoint, udp_socket
 
         config = self.config
-        configuration = server_configuration(config, config.certfile, config.keyfile, config.key_password)  # type: ignore[arg-type]
+        configuration = _quic_configuration(config)
 
         async def listen() -> QuicEndpoint:  # on the app loop, where the connections live
             return QuicEndpoint(self.factory.context, udp_socket(host, port, reuse_port=is_worker()), configuration,
@@ -233,10 +246,7 @@ class ASGIService(Service):
         try:
             self.tls.reload()
             if self.quic:
-                from .quic import server_configuration
-
-                config = self.config
-                configuration = server_configuration(config, config.certfile, config.keyfile, config.key_password)  # type: ignore[arg-type]
+                configuration = _quic_configuration(self.config)
                 for endpoint in self.quic:
                     self.factory.app_loop.to_loop(endpoint.reload, configuration)
         except (TLSConfigError, OSError, ValueError) as error:

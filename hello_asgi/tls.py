@@ -14,19 +14,32 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IProtocolFactory
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IOpenSSLServerConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    ITransport,
+)
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .transport import CLOSE_TIMEOUT
+from .config import Config
+from .transport import CLOSE_TIMEOUT, IConnectionTransport
 
 ALPN_PROTOCOLS = [b"h2", b"http/1.1"]  # h2 preferred
+# The private keys pyOpenSSL serves TLS with: the ones that sign.
+_SigningKey = (dsa.DSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+               | rsa.RSAPrivateKey)
+_SIGNING_KEYS = (dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey,
+                 rsa.RSAPrivateKey)
 MINIMUM_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
 
@@ -34,8 +47,10 @@ class TLSConfigError(Exception):
     """The certificate or key cannot be used; the message says which file and why."""
 
 
-def options_for(config: Any) -> CertificateOptions:
+def options_for(config: Config) -> CertificateOptions:
     """The TLS options a ``Config`` asks for."""
+    if config.certfile is None or config.keyfile is None:
+        raise TLSConfigError("TLS needs a certificate and its key: give --cert and --key, or --tls")
     return server_options(config.certfile, config.keyfile, config.h2_alpn, password=config.key_password,
                           min_version=config.tls_min_version, ciphers=config.tls_ciphers,
                           ca_path=config.ca_certs, require_client_cert=config.require_client_cert)
@@ -50,7 +65,7 @@ class ReloadableTLS:
     from the next connection on, with no restart and nothing dropped.
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         self._config = config
         self._context = options_for(config).getContext()
 
@@ -58,7 +73,7 @@ class ReloadableTLS:
         """Read the certificate and key again; ``TLSConfigError`` leaves the old ones in use."""
         self._context = options_for(self._config).getContext()
 
-    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         return SSL.Connection(self._context, None)
 
 
@@ -83,7 +98,7 @@ def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: 
     key = _private_key(_read("--key", key_path), key_path, password)
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if (chain[0].to_cryptography().public_key().public_bytes(serialization.Encoding.DER, public)
-            != key.to_cryptography_key().public_key().public_bytes(serialization.Encoding.DER, public)):
+            != key.public_key().public_bytes(serialization.Encoding.DER, public)):
         raise TLSConfigError(f"--key {key_path} does not match the certificate in --cert {cert_path}")
     if min_version not in MINIMUM_VERSIONS:
         raise TLSConfigError(f"--tls-min-version must be one of {', '.join(MINIMUM_VERSIONS)}, not {min_version!r}")
@@ -94,8 +109,8 @@ def server_options(cert_path: str, key_path: str, h2: bool = True, *, password: 
         extra.update(verify=True, caCerts=_authorities(ca_path), requireCertificate=require_client_cert)
     protocols = ALPN_PROTOCOLS if h2 else ALPN_PROTOCOLS[1:]
     try:
-        options = CertificateOptions(privateKey=key, certificate=chain[0], extraCertChain=chain[1:],
-                                     raiseMinimumTo=MINIMUM_VERSIONS[min_version], acceptableProtocols=protocols,
+        options = CertificateOptions(privateKey=crypto.PKey.from_cryptography_key(key), certificate=chain[0],
+                                     extraCertChain=chain[1:], raiseMinimumTo=MINIMUM_VERSIONS[min_version], acceptableProtocols=protocols,
                                      **extra)
     except ValueError as error:  # Twisted's word for a cipher string with nothing usable in it
         raise TLSConfigError(f"--tls-ciphers {ciphers!r}: {error}") from error
@@ -123,16 +138,22 @@ def _certificates(pem: bytes, cert_path: str) -> list[crypto.X509]:
         raise TLSConfigError(f"--cert {cert_path}: not a PEM certificate ({error})") from error
 
 
-def _private_key(pem: bytes, key_path: str, password: str | None) -> crypto.PKey:
-    """The key in ``--key``, decrypted with ``password``."""
+def _private_key(pem: bytes, key_path: str, password: str | None) -> _SigningKey:
+    """The key in ``--key``, decrypted with ``password``: one that signs TLS handshakes
+    (cryptography reads key-exchange keys too, which pyOpenSSL cannot serve with)."""
     try:
         secret = password.encode() if password is not None else None
-        return crypto.PKey.from_cryptography_key(serialization.load_pem_private_key(pem, secret))
+        key = serialization.load_pem_private_key(pem, secret)
     except TypeError as error:  # a password for a plain key, or none for an encrypted one
         raise TLSConfigError(f"--key {key_path}: {error}") from error
     except ValueError as error:
         what = "a wrong password, or not a PEM private key" if password else "not a PEM private key"
         raise TLSConfigError(f"--key {key_path}: {what} ({error})") from error
+    if not isinstance(key, _SIGNING_KEYS):
+        kind = type(key).__name__.removesuffix("PrivateKey")
+        raise TLSConfigError(f"--key {key_path}: key type {kind} cannot sign TLS handshakes here; "
+                             "use RSA, ECDSA or EdDSA")
+    return key
 
 
 def _authorities(ca_path: str) -> list[crypto.X509]:
@@ -159,7 +180,7 @@ def choose_alpn(context: SSL.Context, ours: list[bytes]) -> None:
     context.set_alpn_select_callback(select)
 
 
-def tls_extension(transport: Any) -> dict[str, Any] | None:
+def tls_extension(transport: ITransport) -> dict[str, Any] | None:
     """The ASGI ``tls`` scope extension for a connection whose TLS handshake is done, or
     ``None`` if its transport has no TLS connection to read."""
     get_handle = getattr(transport, "getHandle", None)
@@ -255,10 +276,12 @@ class BoundedTLSProtocol(BufferingTLSTransport):
     not ask the closing side to wait at all).
     """
 
-    _close_timer: Any = None
+    factory: BoundedTLSFactory
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+    _close_timer: IDelayedCall | None = None
     _holding_records = False  # inside _write: the records go out together at its end
 
-    def __init__(self, factory: Any, wrappedProtocol: Any, _connectWrapped: bool = True) -> None:
+    def __init__(self, factory: BoundedTLSFactory, wrappedProtocol: IProtocol, _connectWrapped: bool = True) -> None:
         super().__init__(factory, wrappedProtocol, _connectWrapped)
         aggregate = self.write  # Twisted's: small writes gathered until the loop's next turn
         direct = TLSMemoryBIOProtocol.write.__get__(self)
@@ -272,6 +295,7 @@ class BoundedTLSProtocol(BufferingTLSTransport):
                 self._aggregator.flush()
                 direct(data)
 
+        # Over the instance's write, as Twisted's __init__ sets its own: no method lookup per write.
         self.write = write  # type: ignore[method-assign]
 
     def _write(self, bytes: bytes) -> None:  # noqa: A002 (Twisted's name)
@@ -335,7 +359,7 @@ class BoundedTLSFactory(TLSMemoryBIOFactory):
 
     protocol = BoundedTLSProtocol
 
-    def __init__(self, contextFactory: Any, wrappedFactory: IProtocolFactory, close_timeout: float = CLOSE_TIMEOUT,
-                 clock: Any = None) -> None:
+    def __init__(self, contextFactory: IOpenSSLServerConnectionCreator, wrappedFactory: IProtocolFactory,
+                 close_timeout: float = CLOSE_TIMEOUT, clock: IReactorTime | None = None) -> None:
         super().__init__(contextFactory, False, wrappedFactory, clock)
         self.close_timeout = close_timeout

@@ -21,13 +21,14 @@ import functools
 import hashlib
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.wamp.types import TransportDetails
 from autobahn.websocket.compress import PerMessageDeflate, PerMessageDeflateOffer, PerMessageDeflateOfferAccept
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -37,6 +38,7 @@ from .config import Config
 from .context import ServerContext
 from .flow import Drain
 from .stream import ConnectionScope, RequestHead
+from .transport import IConnectionTransport
 from .websocket_frames import simple_messages
 from .websocket_session import SENDABLE_CLOSE_CODES, WebSocketDisconnected, WebSocketSession, subprotocols
 from .wire import Headers, head
@@ -54,11 +56,11 @@ class _Timers:
     """Plain reactor timers for autobahn, in place of its batched ones: a connection's
     timers then go when it does, instead of lingering in a shared bucket until it fires."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorTime) -> None:
         self.call_later = reactor.callLater
 
 
-def autobahn_options(config: Config, reactor: Any) -> WebSocketServerFactory:
+def autobahn_options(config: Config, reactor: IReactorTime) -> WebSocketServerFactory:
     """The autobahn factory that carries the limits into every connection's framing."""
     options = WebSocketServerFactory(server=None)
     options._batched_timer = _Timers(reactor)
@@ -107,10 +109,10 @@ def handshake_problem(request: RequestHead, http2: bool) -> tuple[int, str, Head
 class HandshakeWriter(Protocol):
     """Writes the answer to a WebSocket handshake, the HTTP/1.1 way or the HTTP/2 way."""
 
-    def accept(self, transport: Any, headers: Headers) -> None:
+    def accept(self, transport: ITransport, headers: Headers) -> None:
         """Answer on ``transport`` (the connection's) that the WebSocket is open; frames follow."""
 
-    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
+    def deny(self, transport: ITransport, status: int, headers: Headers, body: bytes) -> None:
         """Answer with a complete HTTP response instead."""
 
 
@@ -121,12 +123,12 @@ class HTTP11Handshake:
         self._key = next(value.strip() for name, value in request.headers if name == b"sec-websocket-key")
         self._context = context
 
-    def accept(self, transport: Any, headers: Headers) -> None:
+    def accept(self, transport: ITransport, headers: Headers) -> None:
         accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
         own = b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: " + accept + b"\r\n"
         transport.write(head(101, headers, own, *self._stamps()))
 
-    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
+    def deny(self, transport: ITransport, status: int, headers: Headers, body: bytes) -> None:
         own = b"content-length: %d\r\nconnection: close\r\n" % len(body)
         transport.write(head(status, headers, own, *self._stamps(), body, drop_length=True))
 
@@ -153,6 +155,15 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     websocket_version = 13
     session: WebSocketSession
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+    # autobahn copies these from its options (``self.factory``) onto each connection, in
+    # _connectionMade, by name; they are read here too.
+    maxFramePayloadSize: int
+    maxMessagePayloadSize: int
+    closeHandshakeTimeout: float
+    autoPingInterval: float
+    tcpNoDelay: bool
+    logOctets: bool
 
     def __init__(self, context: ServerContext, request: RequestHead, http_version: str,
                  handshake: HandshakeWriter, connection: ConnectionScope | None = None) -> None:
@@ -170,7 +181,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         self._failure_waits = False  # a protocol failure waits for the app's answers
         self._failure_waited = False  # one did: the next is not held
         self._failure_first: Callable[[], object] | None = None
-        self._failure_timeout: Any = None
+        self._failure_timeout: IDelayedCall | None = None
         self._drain = Drain(self.context.loop)
         self._shutting_down = False
 
@@ -187,7 +198,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         self.peer = self._transport_details.peer
         self._connectionMade()  # copies the options, tcpNoDelay among them, from the factory
         # The largest frame simple_messages may read: autobahn's own limits (0 for none).
-        limits = [size for size in (self.maxFramePayloadSize, self.maxMessagePayloadSize) if size]  # type: ignore[attr-defined]
+        limits = [size for size in (self.maxFramePayloadSize, self.maxMessagePayloadSize) if size]
         self._simple_limit = min(limits, default=1 << 64)
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -195,7 +206,7 @@ class WebSocketConnection(WebSocketServerProtocol):
                 set_no_delay(self.tcpNoDelay)
             except OSError:
                 pass  # not TCP: a UNIX socket
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self, True)
         self._stop_reading("handshake")  # read no frames before the accept
         if self._connection is None:
             self._connection = self.context.scope_of(self.transport)
@@ -252,7 +263,7 @@ class WebSocketConnection(WebSocketServerProtocol):
             self.openHandshakeTimeoutCall.cancel()
             self.openHandshakeTimeoutCall = None
         self.inside_message = False
-        self.current_frame = None
+        self.current_frame = None  # type: ignore[assignment]  # as autobahn sets it: its annotation omits None
         if self.autoPingInterval:
             self.autoPingPendingCall = self.factory._batched_timer.call_later(self.autoPingInterval,
                                                                                self._sendAutoPing)
@@ -288,10 +299,10 @@ class WebSocketConnection(WebSocketServerProtocol):
         else:
             header = struct.pack("!BBQ", opcode, 127, size)
         if size < 4096:
-            self.transport.write(header + payload)  # type: ignore[union-attr]
+            self.transport.write(header + payload)
         else:  # two writes rather than a copy of a large payload
-            self.transport.write(header)  # type: ignore[union-attr]
-            self.transport.write(payload)  # type: ignore[union-attr]
+            self.transport.write(header)
+            self.transport.write(payload)
 
     def close(self, code: int, reason: str) -> None:
         if self.state == _OPEN:
@@ -342,13 +353,13 @@ class WebSocketConnection(WebSocketServerProtocol):
         if sync or chopsize or self.send_queue or self.logOctets:
             super().sendData(data, sync, chopsize)
         else:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.write(data)
 
     def onMessageEnd(self) -> None:
         if not self.failedByMe:
             data = self.message_data
             self.onMessage(data[0] if len(data) == 1 else b"".join(data), self.message_is_binary)
-        self.message_data = None
+        self.message_data = None  # type: ignore[assignment]  # as autobahn sets it: its annotation omits None
 
     # autobahn's events.
 
@@ -393,8 +404,9 @@ class WebSocketConnection(WebSocketServerProtocol):
         if not self._failure_waits:
             return
         self._failure_waits = False
-        if self._failure_timeout.active():
-            self._failure_timeout.cancel()
+        timeout = self._failure_timeout  # set with _failure_waits
+        if timeout is not None and timeout.active():
+            timeout.cancel()
         first, self._failure_first = self._failure_first, None
         if first is not None:
             first()
@@ -405,11 +417,13 @@ class WebSocketConnection(WebSocketServerProtocol):
         """autobahn's answer to a close frame, for the codes registered since its list was
         written too (it refuses 1014 with 1002): they are valid to receive, and the app is
         told the peer's code."""
+        # autobahn calls this with None for a close frame without a code or a reason, and
+        # handles None in its own: its annotations omit it.
         if code not in _REGISTERED_SINCE_AUTOBAHN:
-            return super().onCloseFrame(code, reasonRaw)  # type: ignore[no-any-return]
-        result = super().onCloseFrame(1000, reasonRaw)  # validated and answered as a normal close
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[arg-type]
+        result = super().onCloseFrame(1000, reasonRaw)  # type: ignore[arg-type]  # answered as a normal close
         self.remoteCloseCode = code  # onClose, later, reports it
-        return result  # type: ignore[no-any-return]
+        return result
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._deliver(payload if isBinary else payload.decode("utf-8"))  # autobahn checked the UTF-8
@@ -427,11 +441,11 @@ class WebSocketConnection(WebSocketServerProtocol):
         self.session.closed(1005 if code is None else code, reason or "")
         self._drain.release()
 
-    def connectionLost(self, reason: Failure | None = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._failure_waits = False
         if self._failure_timeout is not None and self._failure_timeout.active():
             self._failure_timeout.cancel()
-        super().connectionLost(reason)  # type: ignore[arg-type]
+        super().connectionLost(reason)
         if self.closeHandshakeTimeoutCall is not None:  # autobahn leaves this one behind
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
@@ -451,7 +465,7 @@ class WebSocketConnection(WebSocketServerProtocol):
 
     def _stop_reading(self, why: str) -> None:
         if not self._reading_stopped:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.transport.pauseProducing()
         self._reading_stopped.add(why)
 
     def _read_again(self, why: str) -> None:
@@ -460,7 +474,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         if why in stopped:
             stopped.discard(why)
             if not stopped:
-                self.transport.resumeProducing()  # type: ignore[union-attr]
+                self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows

@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -233,6 +233,16 @@ class CertificateTests(unittest.TestCase):
             with self.assertRaises(TLSConfigError) as caught:
                 server_options(cert_path, key_path)
             self.assertIn(expected, str(caught.exception))
+
+    def test_a_key_that_cannot_sign_is_one_clear_error(self) -> None:
+        cert, _, _ = development_certificate(Path(self.mktemp()))
+        key = Path(self.mktemp())
+        key.write_bytes(x25519.X25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        with self.assertRaises(TLSConfigError) as caught:
+            server_options(str(cert), str(key))
+        self.assertEqual(str(caught.exception),
+                         f"--key {key}: key type X25519 cannot sign TLS handshakes here; use RSA, ECDSA or EdDSA")
 
     def test_bad_client_certificate_authorities_and_versions_are_one_clear_error(self) -> None:
         cert, key, _ = development_certificate(Path(self.mktemp()))

@@ -8,11 +8,18 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
+from hello_asgi.config import Config
+from hello_asgi.factory import ASGIServerFactory
+from hello_asgi.stream import RequestHead
 from hello_asgi.testing import asyncio_test, serve
+from hello_asgi.websocket import HTTP11Handshake, WebSocketConnection
 from hello_asgi.websocket_session import WebSocketDisconnected, WebSocketSession
 
+from . import fuzz
 from .support import cut_off, exchange, until_closed
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
@@ -510,3 +517,20 @@ class SessionSendInMemoryTests(unittest.TestCase):
         self.assertEqual(channel.calls, [])
         await session.send({"type": "websocket.http.response.body", "body": b"pe"})
         self.assertEqual((channel.calls, session.status), ([("deny", 404, [(b"x-a", b"1")], b"nope")], 404))
+
+
+class ConnectionLostInMemoryTests(unittest.TestCase):
+    """``WebSocketConnection`` over a ``StringTransport``, no sockets."""
+
+    def test_connection_lost_without_a_reason_tells_the_app(self) -> None:
+        # IProtocol.connectionLost's reason defaults to connectionDone, as Twisted's and
+        # autobahn's do; a None default reached autobahn, which reads reason.value.
+        factory = ASGIServerFactory(fuzz.websocket_echo, Config(access_log=None, ws_ping_interval=0))
+        request = RequestHead(b"GET", b"/", b"/", b"", [(b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")])
+        connection = WebSocketConnection(factory.context, request, "1.1", HTTP11Handshake(request, factory.context))
+        connection.makeConnection(StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80),
+                                                  peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)))
+        connection.accept(None, [])
+        connection.connectionLost()
+        connection.session.task.cancel()  # type: ignore[union-attr]
+        self.assertEqual(connection.session._disconnect, {"type": "websocket.disconnect", "code": 1006, "reason": ""})
