@@ -40,7 +40,7 @@ from .h2_headers import request_problem, response_block, split_request, trailers
 from .h2_stream import CLOSED, ENDING, OPEN, H2Stream
 from .h2_websocket import H2WebSocket
 from .h2_windows import ReceiveWindows
-from .stream import Headers, HTTPStream, RequestHead, cancel_apps
+from .stream import Headers, HTTPStream, RequestHead, cancel_apps, extensions, wants_continue
 from .timeouts import Deadline
 from .transport import IConnectionTransport
 from .wire import http_date
@@ -274,15 +274,14 @@ class HTTP2Connection(Protocol):
             self._refuse(stream_id, 400, "malformed :path")
             return
         context = self.context
-        extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
-        if trailers:
-            extensions["http.response.trailers"] = {}
-        if self._h2.remote_settings.enable_push and stream_id % 2 == 1:
-            extensions["http.response.push"] = {}
-        scope = self._scope.http(method.decode("ascii"), "2", raw_path, query, headers, extensions)
+        offered = extensions(early_hints=True, trailers=trailers,
+                             push=self._h2.remote_settings.enable_push and stream_id % 2 == 1)
+        scope = self._scope.http(method.decode("ascii"), "2", raw_path, query, headers, offered)
         stream = self._new_stream(stream_id)
         stream.window = self._windows.open()
         exchange = stream.exchange = HTTPStream(scope, stream, body_complete=ended)
+        if not ended:
+            exchange.expect_continue = wants_continue(headers)  # (RFC 9110 section 10.1.1, over HTTP/2 too)
         exchange.task = context.loop.create_task(exchange.run(context.app, context.config.request_timeout))
         limit = self.config.max_requests_per_connection
         if limit and stream_id % 2 == 1 and (stream_id + 1) // 2 >= limit:

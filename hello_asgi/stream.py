@@ -230,6 +230,23 @@ def wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
     waiters.clear()
 
 
+def extensions(*, early_hints: bool, trailers: bool, push: bool = False) -> dict[str, dict[str, object]]:
+    """The ASGI extensions a request's scope offers, from what its protocol can do for it
+    (the keys are this module's to write; ``pathsend`` and ``tls`` are added here too):
+    103 Early Hints, response trailers (for a client that takes them), server push."""
+    offered: dict[str, dict[str, object]] = {"http.response.early_hint": {}} if early_hints else {}
+    if trailers:
+        offered["http.response.trailers"] = {}
+    if push:
+        offered["http.response.push"] = {}
+    return offered
+
+
+def wants_continue(headers: Headers) -> bool:
+    """Whether the client waits for ``100 Continue`` before it sends the body."""
+    return any(name == b"expect" and value.lower() == b"100-continue" for name, value in headers)
+
+
 def wants_trailers(headers: Headers) -> bool:
     """Whether the client said it takes trailers (``TE: trailers``), as the trailers extension asks."""
     return any(name == b"te" and b"trailers" in value.lower() for name, value in headers)

@@ -83,6 +83,30 @@ class WaysInTests(unittest.TestCase):
 
 class StreamTests(unittest.TestCase):
     @asyncio_test
+    async def test_expect_100_continue_is_answered_when_the_app_reads(self) -> None:
+        """A client that sends ``Expect: 100-continue`` waits for a 100 before its body, over
+        HTTP/2 as over HTTP/1.1 (RFC 9110 section 10.1.1); the 100 goes when the app reads."""
+
+        async def echo(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            message = await receive()
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": message["body"]})
+
+        server = await serve(self, echo)
+        client = await H2Client.open(server.port)
+        stream_id = client.request("/upload", method="POST", headers=[(b"expect", b"100-continue")], end=False)
+        while stream_id not in client.informational:
+            await client.pump()
+        self.assertEqual(client.informational[stream_id], [[(b":status", b"100")]])
+        client.conn.send_data(stream_id, b"the body", end_stream=True)
+        client.flush()
+        headers, body = await client.response(stream_id)
+        self.assertEqual((headers[b":status"], body), (b"200", b"the body"))
+        client.close()
+
+    @asyncio_test
     async def test_post_body_and_concurrent_streams_do_not_wait_for_each_other(self) -> None:
         release = asyncio.Event()
 
