@@ -123,14 +123,6 @@ def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
     return type(loop).__module__.split(".")[0] == "uvloop"
 
 
-def start_task(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Run ``coroutine`` as a task on ``loop``: where app tasks start, so that anything every
-    app task needs (a name, a context, an eager first step) is added here once. A
-    WebSocket's app and ``AppLoop.run`` start here; HTTP/1.1's, HTTP/2's, ``ASGIResource``'s
-    and lifespan's do not yet (docs/design.rst keeps the list)."""
-    return loop.create_task(coroutine)
-
-
 def as_deferred(awaitable: Awaitable[T]) -> Deferred[T]:
     """Wrap a coroutine or future as a Deferred, for Twisted callers at the public edges."""
     return Deferred.fromFuture(asyncio.ensure_future(awaitable))
@@ -210,7 +202,7 @@ class AppLoop:
     def run(self, coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
         """Run ``coroutine`` as a task on the loop; the Deferred fires on the reactor's thread."""
         if not self.threaded:
-            return Deferred.fromFuture(start_task(self.loop, coroutine))
+            return Deferred.fromFuture(self.loop.create_task(coroutine))
         result: Deferred[T] = Deferred()
 
         def settle(future: Any) -> None:

@@ -8,6 +8,7 @@ here is shared and read-mostly: per-connection state lives in the protocols.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,9 @@ from .bridge import AppLoop
 from .config import Config
 from .loading import as_asgi3, asgi_version
 from .proxy import TrustedProxies
-from .stream import ConnectionScope
+from .stream import ConnectionScope, HTTPStream
 from .timeouts import Ticks
+from .websocket_session import WebSocketSession
 
 if TYPE_CHECKING:  # autobahn is loaded with the first WebSocket
     from autobahn.twisted.websocket import WebSocketServerFactory
@@ -64,6 +66,13 @@ class ServerContext:
         self.access_log = access_log(config.access_log, config.access_log_format, self.loop.call_soon,
                                      access_observer)
         self.request_log: RequestLog | None = self.access_log
+
+    def start(self, exchange: HTTPStream | WebSocketSession) -> asyncio.Task[None]:
+        """Run the app for one request or WebSocket as a task on the app loop: where every
+        protocol starts its app calls, so what each call needs is added here once."""
+        if type(exchange) is HTTPStream:  # (the hot path: checked first, by type alone)
+            return self.loop.create_task(exchange.run(self.app, self.config.request_timeout))
+        return self.loop.create_task(exchange.run(self.app))
 
     def scope_of(self, transport: ITransport) -> ConnectionScope:
         """What a connection's requests share, read off its transport once, at the edge:

@@ -282,7 +282,7 @@ class HTTP2Connection(Protocol):
         exchange = stream.exchange = HTTPStream(scope, stream, body_complete=ended)
         if not ended:
             exchange.expect_continue = wants_continue(headers)  # (RFC 9110 section 10.1.1, over HTTP/2 too)
-        exchange.task = context.loop.create_task(exchange.run(context.app, context.config.request_timeout))
+        exchange.task = context.start(exchange)
         limit = self.config.max_requests_per_connection
         if limit and stream_id % 2 == 1 and (stream_id + 1) // 2 >= limit:
             self.shutdown()  # the last stream this connection serves

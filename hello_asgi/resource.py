@@ -148,9 +148,8 @@ class _WebResponse:
 
     def __init__(self, request: Request, context: ServerContext) -> None:
         self._request = request
+        self._context = context
         self._app_loop = context.app_loop
-        self._app = context.app
-        self._timeout = context.config.request_timeout
         assert request.content is not None  # twisted.web made it while reading the request
         self._body = request.content
         self._gone = False  # reactor side: the connection was lost before the response ended
@@ -163,7 +162,7 @@ class _WebResponse:
         self._app_loop.to_reactor(self._watch)
         self._body.seek(0)
         self.body_consumed(stream)
-        stream.task = self._app_loop.loop.create_task(stream.run(self._app, self._timeout))
+        stream.task = self._context.start(stream)
 
     def _watch(self) -> None:
         request = self._request

@@ -33,7 +33,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .bridge import start_task
 from .config import Config
 from .context import ServerContext
 from .flow import Drain
@@ -214,7 +213,7 @@ class WebSocketConnection(WebSocketServerProtocol):
         scope = self._connection.websocket(self._http_version, request.raw_path, request.query_string,
                                            request.headers, subprotocols(request.headers))
         session = self.session = WebSocketSession(scope, self)
-        session.task = start_task(self.context.loop, session.run(self.context.app))
+        session.task = self.context.start(session)
 
     def processHandshake(self) -> None:
         """autobahn's hook for bytes that arrive before the handshake is answered: they wait
