@@ -18,7 +18,7 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
 
 class StateTests(unittest.TestCase):
     def connection(self) -> tuple[HTTP11Connection, StringTransport]:
-        connection = HTTP11Connection(ASGIServerFactory(_app))
+        connection = HTTP11Connection(ASGIServerFactory(_app).context)
         transport = StringTransport()
         connection.makeConnection(transport)
         connection._start = lambda stream: None  # type: ignore[method-assign]  # the test answers
@@ -65,7 +65,7 @@ class StateTests(unittest.TestCase):
 
     def test_an_upgrade_waits_switching_then_is_switched(self) -> None:
         switched: list[tuple[str, bytes]] = []
-        connection = HTTP11Connection(ASGIServerFactory(_app),
+        connection = HTTP11Connection(ASGIServerFactory(_app).context,
                                       switch=lambda kind, request, rest: (switched.append((kind, rest)),
                                                                           connection.detach()))
         connection.makeConnection(StringTransport())

@@ -272,7 +272,7 @@ class InMemoryWriterFailureTests(unittest.TestCase):
         async def app(scope: Any, receive: Any, send: Any) -> None:  # never started: no loop runs here
             pass
 
-        connection = HTTP11Connection(ASGIServerFactory(app))
+        connection = HTTP11Connection(ASGIServerFactory(app).context)
         transport = StringTransport()
         connection.makeConnection(transport)
         connection._start = lambda stream: None  # type: ignore[method-assign]  # no app task: we write
