@@ -16,7 +16,7 @@ import enum
 import re
 from collections.abc import Awaitable
 from collections.abc import Callable
-from typing import Any, cast
+from typing import BinaryIO, cast
 
 import httptools
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
@@ -661,7 +661,7 @@ class HTTP11Connection(Protocol):
     def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
         pass  # HTTP/1.1 has no push; the extension is never advertised here
 
-    def send_file(self, stream: HTTPStream, file: Any, count: int) -> Awaitable[int] | None:
+    def send_file(self, stream: HTTPStream, file: BinaryIO, count: int) -> Awaitable[int] | None:
         """By ``os.sendfile`` on hello-asgi's own socket transport, for a body framed by its
         length; ``None`` (the stream reads the file) on TLS, on Twisted's transports (another
         reactor, the companion loop's crossing, a wrapper such as PROXY's) and for chunks."""
@@ -670,7 +670,7 @@ class HTTP11Connection(Protocol):
             return None
         return self._send_file(stream, transport, file, count)
 
-    async def _send_file(self, stream: HTTPStream, transport: SocketTransport, file: Any, count: int) -> int:
+    async def _send_file(self, stream: HTTPStream, transport: SocketTransport, file: BinaryIO, count: int) -> int:
         sent = await transport.send_file(file, 0, count)
         if transport.lost:
             stream.disconnect()  # before connectionLost says so: the app learns it now

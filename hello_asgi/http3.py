@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, Setting, encode_frame
@@ -644,7 +644,7 @@ class HTTP3Connection:
     def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
         pass  # server push is not offered (no http.response.push extension): browsers dropped it
 
-    def send_file(self, stream: HTTPStream, file: Any, count: int) -> None:
+    def send_file(self, stream: HTTPStream, file: BinaryIO, count: int) -> None:
         """``None``: the stream reads the file and writes it as body chunks (QUIC's packets
         are built and encrypted here, so there is no socket for ``os.sendfile``)."""
         return None

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote_to_bytes
 
 from twisted.logger import Logger, LogLevel
@@ -136,7 +136,7 @@ class ResponseWriter(Protocol):
     def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
         """A waitable while the peer is not reading fast enough, else ``None``."""
 
-    def send_file(self, stream: HTTPStream, file: Any, count: int) -> Awaitable[int] | None:
+    def send_file(self, stream: HTTPStream, file: BinaryIO, count: int) -> Awaitable[int] | None:
         """Send ``count`` bytes of ``file`` (an open file, at its start) as the body after the
         head, without reading it into memory (``os.sendfile``): a waitable of the bytes sent,
         or ``None`` where this connection cannot, and the stream reads and writes the file.
@@ -436,8 +436,9 @@ class HTTPStream:
             )
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        if self.length_left is not None:
-            self._count_body(len(body), more)
+        left = self.length_left
+        if left is not None:
+            self._count_body(left, len(body), more)
         self._state = _STREAMING if more else _TRAILERS if self.trailers else _DONE
         self.bytes_sent += len(body)
         if state == _STARTED:
@@ -521,8 +522,9 @@ class HTTPStream:
     def _file_length(self, size: int) -> int:
         """Hold a file of ``size`` bytes to the response's Content-Length, or make it the
         Content-Length (a HEAD's too); the bytes of it to send."""
-        if self.length_left is not None:
-            self._count_body(size, False)
+        left = self.length_left
+        if left is not None:
+            self._count_body(left, size, False)
         elif not self.trailers and self.status not in NO_BODY_STATUSES \
                 and not any(name.lower() == b"content-length" for name, _ in self._headers):
             self._headers.append((b"content-length", b"%d" % size))
@@ -530,7 +532,7 @@ class HTTPStream:
             return 0  # the head alone
         return size
 
-    async def _read_out(self, file: Any, size: int) -> int:
+    async def _read_out(self, file: BinaryIO, size: int) -> int:
         """Write ``size`` bytes of ``file`` as body chunks, each once the client took the last;
         the bytes written (fewer: the file ended early, or the client left)."""
         sent = 0
@@ -546,11 +548,12 @@ class HTTPStream:
                 await waiting
         return sent
 
-    def _count_body(self, size: int, more: bool) -> None:
-        """Hold the body to its Content-Length: an app that sends more, or ends with less,
-        raises here before anything of this message is written (its error then becomes a
-        500, or a cut response once the head is out: never a clean end on a wrong length)."""
-        left = self.length_left - size  # type: ignore[operator]
+    def _count_body(self, left: int, size: int, more: bool) -> None:
+        """Hold the body to its Content-Length (``left`` of it still promised): an app that
+        sends more, or ends with less, raises here before anything of this message is
+        written (its error then becomes a 500, or a cut response once the head is out:
+        never a clean end on a wrong length)."""
+        left -= size
         if left < 0 or (left and not more):
             raise RuntimeError(
                 f"the ASGI app sent {'more' if left < 0 else 'less'} body than its Content-Length "
