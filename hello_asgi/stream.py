@@ -47,7 +47,7 @@ _MAX_LENGTH_DIGITS = 18  # a Content-Length beyond 10**18 bytes is no real lengt
 _good_fields: KnownGood[tuple[bytes, bytes]] = KnownGood(most=512, longest=100)
 
 
-def checked_headers(headers: Any) -> Headers:
+def checked_headers(headers: Iterable[tuple[object, object]]) -> Headers:
     """The app's response headers as a list, refusing what would corrupt the framing."""
     checked = []
     for name, value in headers:
@@ -69,7 +69,7 @@ def _check_field(field: tuple[bytes, bytes]) -> None:
     _good_fields.remember(field, len(value))
 
 
-def checked_response(status: Any, headers: Any) -> tuple[Headers, int | None]:
+def checked_response(status: object, headers: Iterable[tuple[object, object]]) -> tuple[Headers, int | None]:
     """An ``http.response.start``'s headers as they may go on the wire, and its declared
     Content-Length; ``ValueError`` for a response no client could read right.
 
