@@ -487,7 +487,7 @@ class HTTPStream:
     def _send_unexpected(self, message: Message) -> None:
         raise RuntimeError(f"unexpected ASGI message {message['type']!r} in an HTTP exchange")
 
-    async def _send_path(self, state: int, path: Any) -> None:
+    async def _send_path(self, state: int, path: str) -> None:
         """The ``http.response.pathsend`` extension: the file at ``path`` is the whole body.
 
         The file is opened here, so a missing one is the app's error (a 500); its size is

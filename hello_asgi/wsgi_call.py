@@ -169,7 +169,7 @@ class FileWrapper:
     """``wsgi.file_wrapper``: a file the server may send by its path (``http.response.pathsend``,
     so ``os.sendfile`` over cleartext HTTP/1.1) or else reads ``blksize`` bytes at a time."""
 
-    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:  # any object with read()
         self.filelike = filelike
         self.blksize = blksize
         if hasattr(filelike, "close"):
@@ -207,7 +207,7 @@ _good_fields: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}  # None: ho
 _MOST_KNOWN = 512
 
 
-def checked_start(status: Any, headers: Any) -> tuple[int, list[tuple[bytes, bytes]], int | None]:
+def checked_start(status: object, headers: Any) -> tuple[int, list[tuple[bytes, bytes]], int | None]:
     """``start_response``'s arguments as an ASGI status and headers, and the Content-Length;
     ``ValueError`` naming what is wrong, before anything reaches the wire.
 
@@ -230,7 +230,7 @@ def checked_start(status: Any, headers: Any) -> tuple[int, list[tuple[bytes, byt
     return code, checked, length
 
 
-def _check_status(status: Any) -> int:
+def _check_status(status: object) -> int:
     if type(status) is not str or not (match := _status(status)):
         raise ValueError(f"WSGI start_response: the status must be a str of three digits and a reason, "
                          f"e.g. '200 OK', not {status!r}")
@@ -240,7 +240,7 @@ def _check_status(status: Any) -> int:
     return code
 
 
-def _check_field(field: Any) -> tuple[bytes, bytes] | None:
+def _check_field(field: object) -> tuple[bytes, bytes] | None:
     if type(field) is not tuple or len(field) != 2 or type(field[0]) is not str or type(field[1]) is not str:
         raise ValueError(f"WSGI start_response: each header must be a (str, str) tuple, not {field!r}")
     name, value = field
