@@ -10,9 +10,7 @@ front of the app only when ``--h3`` is on.
 
 from __future__ import annotations
 
-from typing import Any
-
-from .loading import ASGIApp
+from .loading import ASGIApp, Message, Receive, Scope, Send
 
 
 class AltSvc:
@@ -33,7 +31,7 @@ class AltSvc:
             value = self._values[port] = b'h3=":%d"; ma=%d' % (port, self._max_age)
         return value
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("server")
         if (scope["type"] != "http" or scope.get("scheme") != "https" or scope.get("http_version") == "3"
                 or not server or server[1] not in self._ports):
@@ -41,7 +39,7 @@ class AltSvc:
             return
         header = (b"alt-svc", self.value(server[1]))
 
-        async def send_with_alt_svc(message: Any) -> None:
+        async def send_with_alt_svc(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", ())
                 if not any(bytes(name).lower() == b"alt-svc" for name, _ in headers):

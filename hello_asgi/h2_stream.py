@@ -15,7 +15,7 @@ for which this record is the ``ResponseWriter``) or a WebSocket (RFC 8441; its
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from h2.errors import ErrorCodes
 
@@ -153,7 +153,7 @@ class H2Stream:
         drain = self.drain
         return None if drain is None else drain.wait()
 
-    def send_file(self, stream: HTTPStream, file: Any, count: int) -> None:
+    def send_file(self, stream: HTTPStream, file: BinaryIO, count: int) -> None:
         """Never ``os.sendfile`` here: DATA frames are framed in Python, so the file is read."""
         return None
 

@@ -16,7 +16,7 @@ import enum
 import re
 from collections.abc import Awaitable
 from collections.abc import Callable
-from typing import Any, cast
+from typing import BinaryIO, cast
 
 import httptools
 from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
@@ -32,7 +32,7 @@ from .known_good import KnownGood
 from .proxy import FORWARDING_FIELDS
 from .stream import Headers, HTTPStream, RequestHead, cancel_apps
 from .timeouts import Deadline
-from .transport import SocketTransport
+from .transport import IConnectionTransport, SocketTransport
 from .wire import error_response, head
 
 log = Logger(namespace="hello_asgi.http1")
@@ -142,6 +142,8 @@ class HTTP11Connection(Protocol):
                  "_requests", "_state", "_streams", "_switch", "_switch_pending", "_unfinished_head", "_upgrade",
                  "_upgrade_body", "_url", "config", "context")
 
+    transport: IConnectionTransport  # set by makeConnection, before any other call
+
     def __init__(
         self,
         context: ServerContext,
@@ -177,7 +179,7 @@ class HTTP11Connection(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
-        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        transport.registerProducer(self, True)
         self._parser: httptools.HttpRequestParser | None = _new_parser(self)
         self._connection = self.context.scope_of(transport)
         self._deadline = Deadline(self.context.ticks, self._timed_out)
@@ -187,10 +189,10 @@ class HTTP11Connection(Protocol):
         """Hand the transport over to another protocol (an h2c or WebSocket upgrade)."""
         self._state = SWITCHED
         self._deadline.cancel()
-        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        self.transport.unregisterProducer()
         if self._read_paused:
             self._read_paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._state = CLOSED
@@ -229,17 +231,17 @@ class HTTP11Connection(Protocol):
         self._state = CLOSING
         self._release_writers()  # an app waiting to send learns now, not at connectionLost
         transport = self.transport
-        transport.unregisterProducer()  # type: ignore[union-attr]
+        transport.unregisterProducer()
         if (self._read_paused or self._parsing is not None) and not ISSLTransport.providedBy(transport) \
                 and ITCPTransport.providedBy(transport):
             self._deadline.cancel()
-            self._deadline = Deadline(self.context.ticks, transport.abortConnection)  # type: ignore[union-attr]
+            self._deadline = Deadline(self.context.ticks, transport.abortConnection)
             self._deadline.set(self.config.close_timeout)
             self._read_paused = False
-            transport.resumeProducing()  # type: ignore[union-attr]
-            transport.loseWriteConnection()  # type: ignore[union-attr]
+            transport.resumeProducing()
+            transport.loseWriteConnection()
         else:
-            transport.loseConnection()  # type: ignore[union-attr]
+            transport.loseConnection()
 
     def shutdown(self) -> None:
         """Finish the response in progress, if any, then close: for graceful shutdown."""
@@ -323,9 +325,11 @@ class HTTP11Connection(Protocol):
         return not self._completed_in_read and method != data and _is_token(method) is not None
 
     def _switch_now(self) -> None:
-        kind, request = self._upgrade  # type: ignore[misc]
+        upgrade, switch = self._upgrade, self._switch
+        # SWITCHING: _upgrade_taken set the upgrade, which _wanted_upgrade takes only with a switch.
+        assert upgrade is not None and switch is not None
         rest, self._switch_pending = self._switch_pending, b""
-        self._switch(kind, request, rest)  # type: ignore[misc]  # (calls detach: SWITCHED)
+        switch(*upgrade, rest)  # (calls detach: SWITCHED)
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer an unreadable request with ``status`` once the responses owed before it are sent."""
@@ -347,7 +351,7 @@ class HTTP11Connection(Protocol):
             self._send_rejection()
 
     def _send_rejection(self) -> None:
-        self.transport.write(self._rejection)  # type: ignore[union-attr]
+        self.transport.write(self._rejection)
         self._close()
 
     def _stamps(self) -> tuple[bytes | None, bool]:
@@ -519,7 +523,7 @@ class HTTP11Connection(Protocol):
 
     def _pause_reading(self) -> None:
         self._read_paused = True
-        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.transport.pauseProducing()
 
     def _maybe_resume_reading(self) -> None:
         if not self._read_paused or self._state >= CLOSING or len(self._streams) > 1:
@@ -533,7 +537,7 @@ class HTTP11Connection(Protocol):
         self._read_paused = False
         if parsing is not None:
             self._deadline.set(self.config.body_timeout)
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        self.transport.resumeProducing()
 
     def body_consumed(self, stream: HTTPStream) -> None:
         self._maybe_resume_reading()
@@ -583,7 +587,7 @@ class HTTP11Connection(Protocol):
 
     def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
         if self._streams and stream is self._streams[0] and self._state < CLOSING:
-            self.transport.write(head(status, headers, b"", *self._stamps()))  # type: ignore[union-attr]
+            self.transport.write(head(status, headers, b"", *self._stamps()))
 
     def write_response(self, stream: HTTPStream, status: int, headers: Headers, body: bytes, end: bool) -> None:
         """The head, and with it the first body chunk: one write."""
@@ -602,7 +606,7 @@ class HTTP11Connection(Protocol):
                 tail = writer.chunk(body) if body else b""
                 if end:
                     tail += writer.last
-            self.transport.write(  # type: ignore[union-attr]
+            self.transport.write(
                 head(status, headers, lines, config.server_header, config.date_header, tail, writer.chunked_head)
             )
         except Exception:
@@ -618,7 +622,7 @@ class HTTP11Connection(Protocol):
             if end:
                 data += writer.last
             if data:
-                self.transport.write(data)  # type: ignore[union-attr]
+                self.transport.write(data)
         except Exception:
             self._write_failed(stream, Failure(), sent=True)
             return
@@ -629,7 +633,7 @@ class HTTP11Connection(Protocol):
         try:
             data = self._body.trailers(headers)
             if data:
-                self.transport.write(data)  # type: ignore[union-attr]
+                self.transport.write(data)
         except Exception:
             self._write_failed(stream, Failure(), sent=True)
             return
@@ -651,13 +655,13 @@ class HTTP11Connection(Protocol):
         self._keep_alive = False
         self._body = LENGTH
         if self._state < CLOSING:
-            self.transport.write(error_response(500, "the response could not be written", *self._stamps()))  # type: ignore[union-attr]
+            self.transport.write(error_response(500, "the response could not be written", *self._stamps()))
         self._response_complete(stream)
 
     def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
         pass  # HTTP/1.1 has no push; the extension is never advertised here
 
-    def send_file(self, stream: HTTPStream, file: Any, count: int) -> Awaitable[int] | None:
+    def send_file(self, stream: HTTPStream, file: BinaryIO, count: int) -> Awaitable[int] | None:
         """By ``os.sendfile`` on hello-asgi's own socket transport, for a body framed by its
         length; ``None`` (the stream reads the file) on TLS, on Twisted's transports (another
         reactor, the companion loop's crossing, a wrapper such as PROXY's) and for chunks."""
@@ -666,7 +670,7 @@ class HTTP11Connection(Protocol):
             return None
         return self._send_file(stream, transport, file, count)
 
-    async def _send_file(self, stream: HTTPStream, transport: SocketTransport, file: Any, count: int) -> int:
+    async def _send_file(self, stream: HTTPStream, transport: SocketTransport, file: BinaryIO, count: int) -> int:
         sent = await transport.send_file(file, 0, count)
         if transport.lost:
             stream.disconnect()  # before connectionLost says so: the app learns it now
@@ -726,7 +730,7 @@ class HTTP11Connection(Protocol):
         if self._state < CLOSING:
             self._state = CLOSING
             self._release_writers()
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()
 
     def finished(self, stream: HTTPStream) -> None:
         request_log = self.context.request_log

@@ -114,6 +114,8 @@ def framing(method: str, http_version: str, status: int, headers: Headers, keep_
     connection = _CONNECTION_LINES[keep_alive][http_10]
     if status in _NO_BODY_STATUSES:
         return NO_BODY, keep_alive, connection
+    writer: BodyWriter  # (annotations alone: no code runs for them)
+    lines: bytes
     if trailers and not http_10:
         writer, lines = CHUNKED, _CHUNKED_LINES[keep_alive]  # trailers need chunks
     elif length is not None:

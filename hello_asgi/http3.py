@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, Setting, encode_frame
@@ -29,6 +29,7 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as quic_events
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,11 +39,13 @@ from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, Requ
 from .wire import http_date
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from aioquic.quic.packet_builder import QuicPacketBuilder
+    from aioquic.quic.recovery import QuicPacketSpace
     from aioquic.quic.stream import QuicStream
     from .http3_websocket import WebSocketStream
+    from .quic import QuicEndpoint
 
 log = Logger(namespace="hello_asgi.http3")
 
@@ -59,6 +62,10 @@ _WHITESPACE = (b" ", b"\t")
 # An origin-form :path, as HTTP/1.1 and HTTP/2 take it.
 _is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
 
+# A UDP peer as ``recvfrom`` gives it and ``sendto`` takes it: (host, port), or IPv6's
+# (host, port, flowinfo, scope_id).
+UDPAddress = tuple[str, int] | tuple[str, int, int, int]
+
 
 class FlowControlledQuic(QuicConnection):
     """aioquic's QUIC connection, with client streams' receive windows set by ``credit``
@@ -68,9 +75,9 @@ class FlowControlledQuic(QuicConnection):
         super().__init__(*args, **kwargs)
         self.credit: dict[int, int] = {}
 
-    def _write_stream_limits(self, builder: QuicPacketBuilder, space: Any, stream: QuicStream) -> None:
-        credit = self.credit.get(stream.stream_id)
-        if credit is None:
+    def _write_stream_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream) -> None:
+        stream_id = stream.stream_id  # (None only on a crypto stream, which never comes here)
+        if stream_id is None or (credit := self.credit.get(stream_id)) is None:
             super()._write_stream_limits(builder, space, stream)  # our own uni streams
             return
         if credit > stream.max_stream_data_local:
@@ -78,7 +85,7 @@ class FlowControlledQuic(QuicConnection):
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA, capacity=_MAX_STREAM_DATA_CAPACITY,
                                       handler=self._on_max_stream_data_delivery, handler_args=(stream,))
-            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(stream_id)
             buf.push_uint_var(stream.max_stream_data_local)
             stream.max_stream_data_local_sent = stream.max_stream_data_local
 
@@ -129,8 +136,8 @@ class HTTP3Connection:
     ``timer``, and calls ``transmit`` once per loop turn after ``endpoint.wants_transmit``.
     """
 
-    def __init__(self, endpoint: Any, quic: FlowControlledQuic, context: ServerContext, peer: Any,
-                 host: Any) -> None:
+    def __init__(self, endpoint: QuicEndpoint, quic: FlowControlledQuic, context: ServerContext,
+                 peer: IPv4Address | IPv6Address, host: IPv4Address | IPv6Address) -> None:
         self.endpoint = endpoint
         self.quic = quic
         self.context = context
@@ -153,7 +160,8 @@ class HTTP3Connection:
         self._goaway_id: int | None = None
         self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(
             config.request_head_timeout, self._handshake_too_slow)
-        self._handlers = {
+        # Each handler takes the one event type it is filed under (so Any: no single type fits).
+        self._handlers: dict[type[quic_events.QuicEvent], Callable[[Any], None]] = {
             quic_events.ProtocolNegotiated: self._negotiated,
             quic_events.HandshakeCompleted: self._handshake_completed,
             quic_events.StreamDataReceived: self._stream_data,
@@ -166,7 +174,7 @@ class HTTP3Connection:
 
     # Datagrams and timers in, from the endpoint.
 
-    def receive(self, data: bytes, addr: Any, now: float) -> None:
+    def receive(self, data: bytes, addr: UDPAddress, now: float) -> None:
         self.quic.receive_datagram(data, addr, now)
         self._process()
 
@@ -198,11 +206,16 @@ class HTTP3Connection:
         self._h3 = _H3(self.quic, config.h3_qpack_table_capacity, config.max_head_size, config.websocket)
 
     def _handshake_completed(self, event: quic_events.HandshakeCompleted) -> None:
+        self._handshake_done()
+
+    def _handshake_done(self) -> ConnectionScope:
+        """What the connection's requests share, now that TLS's facts are known."""
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        self._connection = self.context.scope_between(self._peer, self._host, "https",
-                                                      tls=self.endpoint.tls_extension(self.quic))
+        connection = self._connection = self.context.scope_between(self._peer, self._host, "https",
+                                                                   tls=self.endpoint.tls_extension(self.quic))
+        return connection
 
     def _handshake_too_slow(self) -> None:
         """A handshake not done within ``request_head_timeout`` is dropped without a word:
@@ -329,10 +342,11 @@ class HTTP3Connection:
             return
         pseudo, headers = _split_fields(fields)
         method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
-        if self._connection is None:  # 0-RTT data before the handshake: no TLS facts yet
-            self._handshake_completed(quic_events.HandshakeCompleted(None, False, False))
+        connection = self._connection
+        if connection is None:  # 0-RTT data before the handshake: no TLS facts yet
+            connection = self._handshake_done()
         if method == b"CONNECT":
-            self._connect(stream_id, pseudo, headers)
+            self._connect(stream_id, pseudo, headers, connection)
             return
         if not (_is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
             self._refuse(stream_id, 400, b"malformed :path")
@@ -341,8 +355,7 @@ class HTTP3Connection:
         extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
         if wants_trailers(headers):
             extensions["http.response.trailers"] = {}
-        scope = self._connection.http(method.decode("ascii"), "3", raw_path, query, headers,  # type: ignore[union-attr]
-                                      extensions)
+        scope = connection.http(method.decode("ascii"), "3", raw_path, query, headers, extensions)
         stream = HTTPStream(scope, self, body_complete=ended)
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id
@@ -352,7 +365,8 @@ class HTTP3Connection:
         if limit and self._requests >= limit:
             self.shutdown()
 
-    def _connect(self, stream_id: int, pseudo: dict[bytes, bytes], headers: Headers) -> None:
+    def _connect(self, stream_id: int, pseudo: dict[bytes, bytes], headers: Headers,
+                 connection: ConnectionScope) -> None:
         """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 9220); this
         server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
         from .http3_websocket import WebSocketStream  # loaded with the first WebSocket
@@ -361,6 +375,7 @@ class HTTP3Connection:
         protocol, path = pseudo.get(b":protocol", b""), pseudo.get(b":path", b"/")
         raw_path, _, query = path.partition(b"?")
         request = RequestHead(b"CONNECT", path, raw_path, query, headers)
+        problem: tuple[int, str, Headers] | None
         if protocol != b"websocket" or not self.config.websocket:
             problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
         else:
@@ -370,7 +385,7 @@ class HTTP3Connection:
             self._refuse(stream_id, status, reason.encode())
             return
         websocket = self.websockets[stream_id] = WebSocketStream(self, stream_id)
-        websocket.protocol = WebSocketConnection(self.context, request, "3", websocket, self._connection)
+        websocket.protocol = WebSocketConnection(self.context, request, "3", websocket, connection)
         websocket.protocol.makeConnection(websocket)
 
     def _body(self, event: DataReceived) -> None:
@@ -420,11 +435,14 @@ class HTTP3Connection:
     def _h3_sending_ended(self, stream_id: int) -> None:
         """Tell aioquic's HTTP/3 layer that nothing more goes out on a reset stream, so it
         forgets the stream once the peer's side ends too."""
-        held = self._h3._stream.get(stream_id) if self._h3 is not None else None  # noqa: SLF001
+        h3 = self._h3
+        if h3 is None:
+            return
+        held = h3._stream.get(stream_id)  # noqa: SLF001
         if held is not None:
             held.sending_ended = True
             if held.is_ended():
-                self._h3._stream.pop(stream_id, None)  # type: ignore[union-attr]  # noqa: SLF001
+                h3._stream.pop(stream_id, None)  # noqa: SLF001
 
     # Ending the connection.
 
@@ -625,6 +643,11 @@ class HTTP3Connection:
 
     def push(self, stream: HTTPStream, path: str, headers: Headers) -> None:
         pass  # server push is not offered (no http.response.push extension): browsers dropped it
+
+    def send_file(self, stream: HTTPStream, file: BinaryIO, count: int) -> None:
+        """``None``: the stream reads the file and writes it as body chunks (QUIC's packets
+        are built and encrypted here, so there is no socket for ``os.sendfile``)."""
+        return None
 
     def body_consumed(self, stream: HTTPStream) -> None:
         stream_id = self._ids.get(stream)

@@ -10,7 +10,7 @@ not taken what was written.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aioquic.h3.connection import ErrorCode
 from twisted.internet.error import ConnectionAborted
@@ -22,6 +22,10 @@ from zope.interface import implementer
 from .stream import Headers
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from twisted.internet.address import IPv4Address, IPv6Address
+
     from .http3 import HTTP3Connection
     from .websocket import WebSocketConnection
 
@@ -47,10 +51,10 @@ class WebSocketStream:
 
     # HandshakeWriter.
 
-    def accept(self, transport: Any, headers: Headers) -> None:  # transport: this stream
+    def accept(self, transport: ITransport, headers: Headers) -> None:  # transport: this stream
         self._send_headers(200, headers, end=False)
 
-    def deny(self, transport: Any, status: int, headers: Headers, body: bytes) -> None:
+    def deny(self, transport: ITransport, status: int, headers: Headers, body: bytes) -> None:
         self._send_headers(status, headers, end=not body)
         if body:
             self.write(body, end=True)
@@ -95,7 +99,7 @@ class WebSocketStream:
             self._producer_paused = True
             self._producer.pauseProducing()
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -109,10 +113,10 @@ class WebSocketStream:
             self._connection.reset(self.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
             self.lost(Failure(ConnectionAborted()))
 
-    def getPeer(self) -> object:
+    def getPeer(self) -> IPv4Address | IPv6Address:
         return self._connection.peer
 
-    def getHost(self) -> object:
+    def getHost(self) -> IPv4Address | IPv6Address:
         return self._connection.host
 
     def pauseProducing(self) -> None:

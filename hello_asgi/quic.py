@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.packet import QuicPacketType, encode_quic_retry, encode_quic_version_negotiation, pull_quic_header
+from aioquic.quic.packet import QuicHeader, QuicPacketType, encode_quic_retry, encode_quic_version_negotiation, pull_quic_header
 from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
-from .http3 import FlowControlledQuic, HTTP3Connection
+from .http3 import FlowControlledQuic, HTTP3Connection, UDPAddress
 
 if TYPE_CHECKING:
+    from aioquic.quic.connection import QuicConnection
     from aioquic.tls import SessionTicket
 
     from .config import Config
@@ -145,7 +146,7 @@ class QuicEndpoint:
             self._datagram(data, addr, now)
         self._flush()
 
-    def _datagram(self, data: bytes, addr: Any, now: float) -> None:
+    def _datagram(self, data: bytes, addr: UDPAddress, now: float) -> None:
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
         except ValueError:
@@ -166,10 +167,11 @@ class QuicEndpoint:
             return  # the client will retry, and find another worker or this one less busy
         self._accept(header, data, addr, now)
 
-    def _accept(self, header: Any, data: bytes, addr: Any, now: float) -> None:
+    def _accept(self, header: QuicHeader, data: bytes, addr: UDPAddress, now: float) -> None:
         original_cid, retry_cid = header.destination_cid, None
         if self._retry is not None:
             if not header.token:
+                assert header.version is not None  # an Initial's long header names one (_datagram checked it)
                 source_cid = os.urandom(CID_LENGTH)
                 token = self._retry.create_token(address=addr, original_destination_connection_id=header.destination_cid,
                                                  retry_source_connection_id=source_cid, now=now)
@@ -238,7 +240,7 @@ class QuicEndpoint:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def tls_extension(self, quic: Any) -> dict[str, Any]:
+    def tls_extension(self, quic: QuicConnection) -> dict[str, Any]:
         """The ASGI ``tls`` extension of a QUIC connection: always TLS 1.3, no client certificate."""
         if self._server_pem is None:
             from cryptography.hazmat.primitives.serialization import Encoding
@@ -286,7 +288,7 @@ class QuicEndpoint:
             self._transmit(connection)
             self._dirty.pop(connection, None)
 
-    def _send(self, data: bytes, addr: Any) -> None:
+    def _send(self, data: bytes, addr: UDPAddress) -> None:
         try:
             self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote_to_bytes
 
 from twisted.logger import Logger, LogLevel
@@ -47,7 +47,7 @@ _MAX_LENGTH_DIGITS = 18  # a Content-Length beyond 10**18 bytes is no real lengt
 _good_fields: KnownGood[tuple[bytes, bytes]] = KnownGood(most=512, longest=100)
 
 
-def checked_headers(headers: Any) -> Headers:
+def checked_headers(headers: Iterable[tuple[object, object]]) -> Headers:
     """The app's response headers as a list, refusing what would corrupt the framing."""
     checked = []
     for name, value in headers:
@@ -69,7 +69,7 @@ def _check_field(field: tuple[bytes, bytes]) -> None:
     _good_fields.remember(field, len(value))
 
 
-def checked_response(status: Any, headers: Any) -> tuple[Headers, int | None]:
+def checked_response(status: object, headers: Iterable[tuple[object, object]]) -> tuple[Headers, int | None]:
     """An ``http.response.start``'s headers as they may go on the wire, and its declared
     Content-Length; ``ValueError`` for a response no client could read right.
 
@@ -136,7 +136,7 @@ class ResponseWriter(Protocol):
     def drained(self, stream: HTTPStream) -> Awaitable[None] | None:
         """A waitable while the peer is not reading fast enough, else ``None``."""
 
-    def send_file(self, stream: HTTPStream, file: Any, count: int) -> Awaitable[int] | None:
+    def send_file(self, stream: HTTPStream, file: BinaryIO, count: int) -> Awaitable[int] | None:
         """Send ``count`` bytes of ``file`` (an open file, at its start) as the body after the
         head, without reading it into memory (``os.sendfile``): a waitable of the bytes sent,
         or ``None`` where this connection cannot, and the stream reads and writes the file.
@@ -453,8 +453,9 @@ class HTTPStream:
             )
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        if self.length_left is not None:
-            self._count_body(len(body), more)
+        left = self.length_left
+        if left is not None:
+            self._count_body(left, len(body), more)
         self._state = _STREAMING if more else _TRAILERS if self.trailers else _DONE
         self.bytes_sent += len(body)
         if state == _STARTED:
@@ -503,7 +504,7 @@ class HTTPStream:
     def _send_unexpected(self, message: Message) -> None:
         raise RuntimeError(f"unexpected ASGI message {message['type']!r} in an HTTP exchange")
 
-    async def _send_path(self, state: int, path: Any) -> None:
+    async def _send_path(self, state: int, path: str) -> None:
         """The ``http.response.pathsend`` extension: the file at ``path`` is the whole body.
 
         The file is opened here, so a missing one is the app's error (a 500); its size is
@@ -538,8 +539,9 @@ class HTTPStream:
     def _file_length(self, size: int) -> int:
         """Hold a file of ``size`` bytes to the response's Content-Length, or make it the
         Content-Length (a HEAD's too); the bytes of it to send."""
-        if self.length_left is not None:
-            self._count_body(size, False)
+        left = self.length_left
+        if left is not None:
+            self._count_body(left, size, False)
         elif not self.trailers and self.status not in NO_BODY_STATUSES \
                 and not any(name.lower() == b"content-length" for name, _ in self._headers):
             self._headers.append((b"content-length", b"%d" % size))
@@ -547,7 +549,7 @@ class HTTPStream:
             return 0  # the head alone
         return size
 
-    async def _read_out(self, file: Any, size: int) -> int:
+    async def _read_out(self, file: BinaryIO, size: int) -> int:
         """Write ``size`` bytes of ``file`` as body chunks, each once the client took the last;
         the bytes written (fewer: the file ended early, or the client left)."""
         sent = 0
@@ -563,11 +565,12 @@ class HTTPStream:
                 await waiting
         return sent
 
-    def _count_body(self, size: int, more: bool) -> None:
-        """Hold the body to its Content-Length: an app that sends more, or ends with less,
-        raises here before anything of this message is written (its error then becomes a
-        500, or a cut response once the head is out: never a clean end on a wrong length)."""
-        left = self.length_left - size  # type: ignore[operator]
+    def _count_body(self, left: int, size: int, more: bool) -> None:
+        """Hold the body to its Content-Length (``left`` of it still promised): an app that
+        sends more, or ends with less, raises here before anything of this message is
+        written (its error then becomes a 500, or a cut response once the head is out:
+        never a clean end on a wrong length)."""
+        left -= size
         if left < 0 or (left and not more):
             raise RuntimeError(
                 f"the ASGI app sent {'more' if left < 0 else 'less'} body than its Content-Length "

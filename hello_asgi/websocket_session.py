@@ -240,7 +240,9 @@ class WebSocketSession:
         """Within a denial response: its body, until the last piece sends it all."""
         if message_type != "websocket.http.response.body":
             raise RuntimeError(f"{message_type!r} sent during a 'websocket.http.response'")
-        status, headers, body = self._denial  # type: ignore[misc]
+        denial = self._denial
+        assert denial is not None  # set by the 'websocket.http.response.start' that entered this state
+        status, headers, body = denial
         body.append(bytes(message.get("body", b"")))
         if not message.get("more_body", False):
             self._state = _CLOSED

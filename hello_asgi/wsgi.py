@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeGuard
 
 from twisted.logger import Logger
 
@@ -148,7 +148,7 @@ async def _send(channel: Channel, send: Send, message: Message) -> BaseException
     return None
 
 
-def _is_coroutine_function(receive: Receive) -> bool:
+def _is_coroutine_function(receive: Receive) -> TypeGuard[Callable[[], Coroutine[Any, Any, Message]]]:
     """Whether ``receive`` makes a coroutine, which can be asked without waiting (the
     server's own ``receive`` is a method of its ``HTTPStream``: the answer is kept per class)."""
     function = getattr(receive, "__func__", None)
@@ -160,7 +160,7 @@ def _is_coroutine_function(receive: Receive) -> bool:
     return known
 
 
-_COROUTINE_FUNCTIONS: dict[Any, bool] = {}
+_COROUTINE_FUNCTIONS: dict[Callable[..., Any], bool] = {}  # by a bound method's function
 
 
 def _first_message(receive: Receive, scope: Scope) -> Message | None:
@@ -178,7 +178,7 @@ def _first_message(receive: Receive, scope: Scope) -> Message | None:
     try:
         asking.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     asking.close()  # it waits for the body: the thread asks when it reads (receive() keeps no state of it)
     return None
 

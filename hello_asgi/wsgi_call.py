@@ -9,23 +9,39 @@ and whether what was posted so far has gone out (so a slow client slows the app)
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import queue
 import re
 import stat
 import threading
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from .loading import Scope
+from .loading import Message, Scope
 from .stream import ClientDisconnected
 from .wsgi_environ import build_environ
 from .wsgi_io import InputStream
 from .wsgi_pool import Waker
 
+if TYPE_CHECKING:
+    from .wsgi import WSGIApp
+
 # What the thread posts to the loop.
 SEND, MARK, READ, DONE = range(4)
-ACK = object()  # the loop's answer to MARK: everything posted before it went out
+
+
+class _Signal(enum.Enum):
+    """The loop's answers that are not a request message (members, so that ``is`` tells
+    the type checker which kind of answer it has)."""
+
+    ACK = enum.auto()  # to MARK: everything posted before it went out
+    GONE = enum.auto()  # to anything: the loop gave up on the call
+
+
+ACK: Final = _Signal.ACK
+_GONE: Final = _Signal.GONE
 
 #: Response bytes a thread may post ahead of what the loop has sent: past it the thread
 #: waits for the loop to send the previous window's worth, which waits while the client
@@ -60,7 +76,7 @@ class Channel:
         self._outbox: list[tuple[int, Any]] = []
         self._waiter: asyncio.Future[None] | None = None
         # Made by the thread before it first asks (most calls never do); the loop answers on it.
-        self.replies: queue.SimpleQueue[Any] | None = None
+        self.replies: queue.SimpleQueue[Message | _Signal] | None = None
         self.gone: BaseException | None = None
         self._abandoned = False
         self._finished = False
@@ -80,7 +96,7 @@ class Channel:
         if waiter is not None:
             self._waker.call(_wake, waiter)
 
-    def reply(self) -> Any:
+    def reply(self) -> Message | Literal[_Signal.ACK]:
         """Wait for the loop's next answer; ``ClientDisconnected`` once the loop gave up."""
         if self.gone is not None:
             raise ClientDisconnected("the client went away, or the server gave up on the request")
@@ -117,7 +133,7 @@ class Channel:
             waiter = self._waiter = self.loop.create_future()
         return waiter
 
-    def answer(self, answer: Any) -> None:
+    def answer(self, answer: Message | _Signal) -> None:
         assert self.replies is not None
         self.replies.put(answer)
 
@@ -140,9 +156,6 @@ class Channel:
             return self._finished
 
 
-_GONE = object()
-
-
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -156,7 +169,7 @@ class FileWrapper:
     """``wsgi.file_wrapper``: a file the server may send by its path (``http.response.pathsend``,
     so ``os.sendfile`` over cleartext HTTP/1.1) or else reads ``blksize`` bytes at a time."""
 
-    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:  # any object with read()
         self.filelike = filelike
         self.blksize = blksize
         if hasattr(filelike, "close"):
@@ -168,7 +181,7 @@ class FileWrapper:
     def __next__(self) -> bytes:
         data = self.filelike.read(self.blksize)
         if data:
-            return data  # type: ignore[no-any-return]
+            return data
         raise StopIteration
 
     def path(self) -> tuple[str, int] | None:
@@ -194,7 +207,7 @@ _good_fields: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}  # None: ho
 _MOST_KNOWN = 512
 
 
-def checked_start(status: Any, headers: Any) -> tuple[int, list[tuple[bytes, bytes]], int | None]:
+def checked_start(status: object, headers: Any) -> tuple[int, list[tuple[bytes, bytes]], int | None]:
     """``start_response``'s arguments as an ASGI status and headers, and the Content-Length;
     ``ValueError`` naming what is wrong, before anything reaches the wire.
 
@@ -217,7 +230,7 @@ def checked_start(status: Any, headers: Any) -> tuple[int, list[tuple[bytes, byt
     return code, checked, length
 
 
-def _check_status(status: Any) -> int:
+def _check_status(status: object) -> int:
     if type(status) is not str or not (match := _status(status)):
         raise ValueError(f"WSGI start_response: the status must be a str of three digits and a reason, "
                          f"e.g. '200 OK', not {status!r}")
@@ -227,7 +240,7 @@ def _check_status(status: Any) -> int:
     return code
 
 
-def _check_field(field: Any) -> tuple[bytes, bytes] | None:
+def _check_field(field: object) -> tuple[bytes, bytes] | None:
     if type(field) is not tuple or len(field) != 2 or type(field[0]) is not str or type(field[1]) is not str:
         raise ValueError(f"WSGI start_response: each header must be a (str, str) tuple, not {field!r}")
     name, value = field
@@ -260,8 +273,8 @@ class WSGICall:
     _start: tuple[int, list[tuple[bytes, bytes]], int | None] | None
     _left: int | None  # body bytes the Content-Length still allows
 
-    def __init__(self, wsgi: Any, scope: Scope, channel: Channel, loop: asyncio.AbstractEventLoop,
-                 first: dict[str, Any] | None = None) -> None:
+    def __init__(self, wsgi: WSGIApp, scope: Scope, channel: Channel, loop: asyncio.AbstractEventLoop,
+                 first: Message | None = None) -> None:
         self.wsgi = wsgi  # the WSGIApp: the app, the environ's constants, wsgi.errors
         self.scope = scope
         self.first = first  # the request's first message, if the loop had it at once
@@ -295,7 +308,7 @@ class WSGICall:
         try:
             if isinstance(result, FileWrapper) and self._by_path(result):
                 return
-            if type(result) in (list, tuple) and len(result) > 1:  # already in memory: one write
+            if (type(result) is list or type(result) is tuple) and len(result) > 1:  # already in memory: one write
                 result = [b"".join(result)]
             for item in result:
                 self._write(item)
@@ -310,7 +323,8 @@ class WSGICall:
     # What PEP 3333 gives the app.
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
+                       exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None,
+                       ) -> Callable[[bytes], None]:
         if exc_info is not None:
             try:
                 if self._head_sent:
@@ -386,7 +400,7 @@ class WSGICall:
         while self._unacked > 1:
             self._answer()
 
-    def _answer(self) -> Any:
+    def _answer(self) -> Message | Literal[_Signal.ACK]:
         """The loop's next answer that is not an ACK (those are counted), or ACK itself."""
         answer = self.channel.reply()
         if answer is ACK:
@@ -402,8 +416,9 @@ class WSGICall:
             self.first = None
         else:
             self.channel.ask(READ)
-            while (message := self._answer()) is ACK:
+            while (answer := self._answer()) is ACK:
                 pass
+            message = answer
         if message["type"] == "http.disconnect":
             raise ClientDisconnected("the client went away before the request body ended")
         if not message.get("more_body", False):

@@ -16,7 +16,9 @@ import asyncio
 import collections
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class Waker:
@@ -27,9 +29,10 @@ class Waker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._lock = threading.Lock()
+        # Each callback with the argument call() checked it takes (so Any here: they differ).
         self._due: list[tuple[Callable[[Any], None], Any]] = []
 
-    def call(self, callback: Callable[[Any], None], argument: Any) -> None:
+    def call(self, callback: Callable[[_T], None], argument: _T) -> None:
         with self._lock:
             self._due.append((callback, argument))
             first = len(self._due) == 1
