@@ -15,7 +15,7 @@ for which this record is the ``ResponseWriter``) or a WebSocket (RFC 8441; its
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from h2.errors import ErrorCodes
 

@@ -275,7 +275,7 @@ class HTTP2Connection(Protocol):
             return
         context = self.context
         offered = extensions(early_hints=True, trailers=trailers,
-                             push=self._h2.remote_settings.enable_push and stream_id % 2 == 1)
+                             push=bool(self._h2.remote_settings.enable_push) and stream_id % 2 == 1)
         scope = self._scope.http(method.decode("ascii"), "2", raw_path, query, headers, offered)
         stream = self._new_stream(stream_id)
         stream.window = self._windows.open()

@@ -35,7 +35,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .context import ServerContext
-from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps, wants_trailers
+from .h2_headers import response_block, split_request
+from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps, extensions
 from .wire import http_date
 
 if TYPE_CHECKING:
@@ -55,10 +56,8 @@ _MAX_STREAM_DATA_CAPACITY = 1 + 8 + 8  # frame type, stream id, limit
 _ANSWERED = 0  # the credit of a stream answered before its body ended: its window is not raised again
 
 # Fields that mean something only to one HTTP/1.1 hop (RFC 9114 section 4.2).
-_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                                  b"upgrade"})
-_NOT_IN_RESPONSES = _CONNECTION_SPECIFIC | {b"te"}
-_WHITESPACE = (b" ", b"\t")
+_NOT_IN_RESPONSES = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+                               b"te"})  # (as HTTP/2's: RFC 9114 section 4.2)
 # An origin-form :path, as HTTP/1.1 and HTTP/2 take it.
 _is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
 
@@ -340,7 +339,7 @@ class HTTP3Connection:
             # QPACK's references expand: a block within max_head_size can decode to far more.
             self._refuse(stream_id, 431, b"Request Header Fields Too Large")
             return
-        pseudo, headers = _split_fields(fields)
+        pseudo, headers, trailers = split_request(fields)
         method, path = pseudo.get(b":method", b""), pseudo.get(b":path", b"")
         connection = self._connection
         if connection is None:  # 0-RTT data before the handshake: no TLS facts yet
@@ -352,14 +351,12 @@ class HTTP3Connection:
             self._refuse(stream_id, 400, b"malformed :path")
             return
         raw_path, _, query = path.partition(b"?")
-        extensions: dict[str, dict[str, object]] = {"http.response.early_hint": {}}
-        if wants_trailers(headers):
-            extensions["http.response.trailers"] = {}
-        scope = connection.http(method.decode("ascii"), "3", raw_path, query, headers, extensions)
+        scope = connection.http(method.decode("ascii"), "3", raw_path, query, headers,
+                                extensions(early_hints=True, trailers=trailers))
         stream = HTTPStream(scope, self, body_complete=ended)
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id
-        stream.task = self._loop.create_task(stream.run(self.context.app, self.config.request_timeout))
+        stream.task = self.context.start(stream)
         self._requests += 1
         limit = self.config.max_requests_per_connection
         if limit and self._requests >= limit:
@@ -416,8 +413,8 @@ class HTTP3Connection:
         """Answer a request the app cannot be given, and read no more of it."""
         h3 = self._h3
         assert h3 is not None
-        block = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
-                 (b"content-length", b"%d" % len(reason))]
+        block = self.response_fields(status, [(b"content-type", b"text/plain; charset=utf-8"),
+                                              (b"content-length", b"%d" % len(reason))])
         h3.send_headers(stream_id, block)
         h3.send_data(stream_id, reason, end_stream=True)
         self._stop_reading(stream_id)
@@ -571,7 +568,7 @@ class HTTP3Connection:
         stream_id = self._ids.get(stream)
         if stream_id is None or self._h3 is None or self.closed:
             return
-        block = self._response_fields(status, headers)
+        block = self.response_fields(status, headers)
         if status in NO_BODY_STATUSES or stream.scope["method"] == "HEAD":
             body = b""
         try:
@@ -584,30 +581,6 @@ class HTTP3Connection:
         if end:
             self._response_complete(stream)
 
-    def _response_fields(self, status: int, headers: Headers) -> Headers:
-        """The HEADERS frame's fields: lower-case names, no connection-specific fields,
-        values trimmed (RFC 9114 section 4.2), and the server's Server and Date unless the
-        app sent its own."""
-        config = self.config
-        block = [(b":status", b"%d" % status)]
-        server_header = config.server_header
-        date_header = config.date_header
-        for name, value in headers:
-            name = name.lower()
-            if name in _NOT_IN_RESPONSES:
-                continue
-            if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
-                value = value.strip(b" \t")
-            if name == b"server":
-                server_header = None
-            elif name == b"date":
-                date_header = False
-            block.append((name, value))
-        if server_header:
-            block.append((b"server", server_header))
-        if date_header:
-            block.append((b"date", http_date()))
-        return block
 
     def write_body(self, stream: HTTPStream, body: bytes, end: bool) -> None:
         stream_id = self._ids.get(stream)
@@ -623,10 +596,16 @@ class HTTP3Connection:
         if end:
             self._response_complete(stream)
 
+    def response_fields(self, status: int, headers: Headers) -> Headers:
+        """A HEADERS frame's fields: HTTP/3 keeps HTTP/2's rules for them (RFC 9114 section
+        4.2), so HTTP/2's builder makes them, with its one Server and Date policy."""
+        config = self.config
+        return response_block(status, headers, config.server_header, http_date if config.date_header else None)
+
     def write_informational(self, stream: HTTPStream, status: int, headers: Headers) -> None:
         stream_id = self._ids.get(stream)
         if stream_id is not None and self._h3 is not None and not self.closed:
-            self._h3.send_headers(stream_id, [(b":status", b"%d" % status), *headers])
+            self._h3.send_headers(stream_id, self.response_fields(status, headers))
             self.endpoint.wants_transmit(self)
 
     def write_trailers(self, stream: HTTPStream, headers: Headers) -> None:
@@ -757,24 +736,4 @@ def _release(outbound: _Outbound) -> None:
     outbound.waiters.clear()
 
 
-def _split_fields(fields: Headers) -> tuple[dict[bytes, bytes], Headers]:
-    """A request's pseudo-header fields, and its other fields as the scope has them:
-    ``:authority`` as the host (RFC 9114 section 4.3.1), cookie fields joined into one
-    (section 4.2.1), no HTTP/1.1 connection-specific fields."""
-    pseudo = {}
-    headers: Headers = []
-    cookies = []
-    for name, value in fields:
-        if name[:1] == b":":
-            pseudo[name] = value
-        elif name == b"cookie":
-            cookies.append(value)
-        elif name not in _CONNECTION_SPECIFIC:
-            headers.append((name, value))
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    authority = pseudo.get(b":authority")
-    if authority is not None:
-        headers = [(b"host", authority), *(field for field in headers if field[0] != b"host")]
-    return pseudo, headers
 

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from .http3 import HTTP3Connection
     from .websocket import WebSocketConnection
 
-_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                                  b"upgrade"})
-
 
 @implementer(ITransport)
 class WebSocketStream:
@@ -62,11 +59,7 @@ class WebSocketStream:
 
     def _send_headers(self, status: int, headers: Headers, end: bool) -> None:
         connection = self._connection
-        block = [(b":status", b"%d" % status)]
-        block += [(name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
-        if connection.config.server_header:
-            block.append((b"server", connection.config.server_header))
-        if connection.send_headers(self.stream_id, block, end):
+        if connection.send_headers(self.stream_id, connection.response_fields(status, headers), end):
             self._ended = self._ended or end
 
     # Events from the connection.

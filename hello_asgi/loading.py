@@ -69,7 +69,7 @@ def as_asgi3(app: Any, interface: str = "auto", name: str = "the app", wsgi_thre
         raise AppLoadError(f"--app {name}: {type(app).__name__} object is not an ASGI app (not callable)")
     adapted = inspect.unwrap(app)  # (the server's wrappers name the app made ASGI 3 ``__wrapped__``)
     if isinstance(adapted, ASGI2Adapter) or _is_wsgi_adapter(adapted):
-        return app  # type: ignore[no-any-return]  (made ASGI 3 already: the command loads, then the factory)
+        return app  # made ASGI 3 already: the command loads, then the factory
     if interface == "auto":
         interface = _detect_interface(app, name)
     if interface == "asgi3":
