@@ -236,12 +236,7 @@ class HTTP3Connection:
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        for stream in self._streams.values():
-            stream.disconnect()
-        for outbound in self._outbound.values():
-            _release(outbound)
-        self._outbound.clear()
-        self._lose_websockets()
+        self._end_streams()
         self.endpoint.forget(self)
 
     def _stream_data(self, event: quic_events.StreamDataReceived) -> None:
@@ -457,14 +452,19 @@ class HTTP3Connection:
 
     def _closed_by_us(self) -> None:
         self.closed = self.closing = True
+        self._end_streams()
+        self.endpoint.wants_transmit(self)
+        self.endpoint.closed(self)
+
+    def _end_streams(self) -> None:
+        """The connection is gone, whichever end closed it: every request and WebSocket
+        hears so, and the sends waiting on the client's window are let go."""
         for stream in list(self._streams.values()):
             stream.disconnect()
         for outbound in self._outbound.values():
             _release(outbound)
         self._outbound.clear()
         self._lose_websockets()
-        self.endpoint.wants_transmit(self)
-        self.endpoint.closed(self)
 
     def shutdown(self) -> None:
         """GOAWAY: no new requests; close once the open ones are done."""
