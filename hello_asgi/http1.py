@@ -30,7 +30,7 @@ from .http1_framing import LENGTH, BodyWriter, framing
 from .context import ServerContext
 from .known_good import KnownGood
 from .proxy import FORWARDING_FIELDS
-from .stream import Headers, HTTPStream, RequestHead, cancel_apps
+from .stream import Headers, HTTPStream, RequestHead, cancel_apps, extensions
 from .timeouts import Deadline
 from .transport import IConnectionTransport, SocketTransport
 from .wire import error_response, head
@@ -41,6 +41,7 @@ log = Logger(namespace="hello_asgi.http1")
 # (the values of a field sent twice joined by a LF, which no value has), so that it looks
 # them up rather than walking every field once for each.
 _NOTED = frozenset({b"host", b"transfer-encoding", b"content-length", b"te", b"expect", *FORWARDING_FIELDS})
+_SERVED_VERSIONS = ("1.1", "1.0")  # (a 505 for any other)
 _NO_FIELDS: dict[bytes, bytes] = {}  # an idle connection's, never written: each request gets its own
 
 _NO_HEADERS = cast("Headers", ())  # an idle connection's: shared, and a tuple so no one adds to it
@@ -401,7 +402,7 @@ class HTTP11Connection(Protocol):
             self._deadline.set(self.config.body_timeout)  # until the body ends (on_message_complete)
         # (else on_message_complete follows in this same call: a request without a body ends here)
         http_version = parser.get_http_version()
-        if http_version != "1.1" and http_version != "1.0":
+        if http_version not in _SERVED_VERSIONS:
             raise _BadRequest(505, f"HTTP/{http_version} is not served here")
         method = parser.get_method()
         raw_path, query = self._target(method, http_version)
@@ -411,15 +412,16 @@ class HTTP11Connection(Protocol):
             self._state = SWITCHING
             return
         self._state = BODY
+        http11 = http_version == "1.1"  # an HTTP/1.0 client takes neither 1xx responses nor trailers
         scope = self._connection.http(method.decode("ascii"), http_version, raw_path, query, self._headers,
-                                      _extensions(noted, http_version),
+                                      extensions(http11, http11 and b"te" in noted and b"trailers" in noted[b"te"].lower()),
                                       forwarded=not FORWARDING_FIELDS.isdisjoint(noted))
         stream = HTTPStream(scope, self, body_complete=False)
         self._requests += 1
         limit = self.config.max_requests_per_connection
         stream.keep_alive = parser.should_keep_alive() and not (limit and self._requests >= limit)
-        if b"expect" in noted and http_version == "1.1":
-            stream.expect_continue = b"100-continue" in noted[b"expect"].lower().split(b"\n")
+        if b"expect" in noted:
+            stream.expect_continue = _expects_continue(noted[b"expect"], http11)
         self._parsing = stream
         self._streams.append(stream)
         if len(self._streams) == 1:
@@ -543,8 +545,7 @@ class HTTP11Connection(Protocol):
         self._maybe_resume_reading()
 
     def _start(self, stream: HTTPStream) -> None:
-        context = self.context
-        stream.task = context.loop.create_task(stream.run(context.app, context.config.request_timeout))
+        stream.task = self.context.start(stream)
 
     def _start_next(self) -> None:
         """Start the oldest request waiting, unless the client is not reading the responses
@@ -743,14 +744,10 @@ def _has_body(noted: dict[bytes, bytes]) -> bool:
     return b"transfer-encoding" in noted or noted.get(b"content-length", b"0") != b"0"
 
 
-def _extensions(noted: dict[bytes, bytes], http_version: str) -> dict[str, dict[str, object]]:
-    """The ASGI extensions of a request: an HTTP/1.0 client takes neither 1xx responses nor
-    trailers; trailers only for a client that said it takes them (``TE: trailers``)."""
-    if http_version != "1.1":
-        return {}
-    if b"te" in noted and b"trailers" in noted[b"te"].lower():
-        return {"http.response.early_hint": {}, "http.response.trailers": {}}
-    return {"http.response.early_hint": {}}
+def _expects_continue(expect: bytes, http11: bool) -> bool:
+    """Whether the client waits for ``100 Continue`` (its Expect fields, joined by LF); an
+    HTTP/1.0 one cannot be sent a 1xx."""
+    return http11 and b"100-continue" in expect.lower().split(b"\n")
 
 
 def _check_transfer_coding(value: bytes) -> None:

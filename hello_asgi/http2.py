@@ -274,8 +274,7 @@ class HTTP2Connection(Protocol):
             self._refuse(stream_id, 400, "malformed :path")
             return
         context = self.context
-        offered = extensions(early_hints=True, trailers=trailers,
-                             push=bool(self._h2.remote_settings.enable_push) and stream_id % 2 == 1)
+        offered = extensions(True, trailers, bool(self._h2.remote_settings.enable_push) and stream_id % 2 == 1)
         scope = self._scope.http(method.decode("ascii"), "2", raw_path, query, headers, offered)
         stream = self._new_stream(stream_id)
         stream.window = self._windows.open()

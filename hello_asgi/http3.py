@@ -347,7 +347,7 @@ class HTTP3Connection:
             return
         raw_path, _, query = path.partition(b"?")
         scope = connection.http(method.decode("ascii"), "3", raw_path, query, headers,
-                                extensions(early_hints=True, trailers=trailers))
+                                extensions(True, trailers))
         stream = HTTPStream(scope, self, body_complete=ended)
         self._streams[stream_id] = stream
         self._ids[stream] = stream_id

@@ -230,10 +230,13 @@ def wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
     waiters.clear()
 
 
-def extensions(*, early_hints: bool, trailers: bool, push: bool = False) -> dict[str, dict[str, object]]:
-    """The ASGI extensions a request's scope offers, from what its protocol can do for it
-    (the keys are this module's to write; ``pathsend`` and ``tls`` are added here too):
-    103 Early Hints, response trailers (for a client that takes them), server push."""
+def extensions(early_hints: bool, trailers: bool, push: bool = False) -> dict[str, dict[str, object]]:
+    """The ASGI extensions a request's scope offers, from what its protocol can do for it:
+    103 Early Hints, response trailers (for a client that takes them), server push. (The
+    keys are this module's to write; it adds ``pathsend`` and ``tls`` itself. Positional,
+    and the common case first: HTTP/1.1 calls it once a request.)"""
+    if not (trailers or push):
+        return {"http.response.early_hint": {}} if early_hints else {}
     offered: dict[str, dict[str, object]] = {"http.response.early_hint": {}} if early_hints else {}
     if trailers:
         offered["http.response.trailers"] = {}
