@@ -13,25 +13,23 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .h2_stream import CLOSED
+from .stream_transport import StreamTransport
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from twisted.internet.interfaces import IAddress, IReactorTime
 
     from .h2_stream import H2Stream, StreamOwner
     from .stream import Headers
-    from .websocket import WebSocketConnection
 
 
 @implementer(ITransport)
-class H2WebSocket:
+class H2WebSocket(StreamTransport):
     """An extended CONNECT stream as the byte transport its WebSocket runs over.
 
     Also the WebSocket's ``HandshakeWriter``: the handshake is answered with a ``200``
@@ -41,17 +39,11 @@ class H2WebSocket:
     or the client is not reading the connection).
     """
 
-    disconnecting = False
-    protocol: WebSocketConnection
-
     def __init__(self, owner: StreamOwner, stream: H2Stream, clock: IReactorTime) -> None:
+        super().__init__()
         self._owner = owner
         self._stream = stream
         self._clock = clock
-        self._read_paused = False
-        self._producer: IPushProducer | None = None
-        self._producer_paused = False
-        self._ended = False  # END_STREAM is sent or queued: nothing more is written
 
     # HandshakeWriter.
 
@@ -71,12 +63,6 @@ class H2WebSocket:
             self._owner.acknowledge(stream)
         self.protocol.dataReceived(data)
 
-    def writable(self) -> None:
-        """The stream may write again: let the WebSocket's ``send()`` go on."""
-        if self._producer is not None and self._producer_paused:
-            self._producer_paused = False
-            self._producer.resumeProducing()
-
     def closed(self, reason: Failure) -> None:
         """The stream ended (``StreamOwner.close_stream``): so does the WebSocket."""
         self.protocol.connectionLost(reason)
@@ -89,18 +75,10 @@ class H2WebSocket:
             return
         self._owner.send_data(stream, data, end)
         drain = stream.drain
-        if drain is not None and drain.paused and self._producer is not None and not self._producer_paused:
-            self._producer_paused = True
-            self._producer.pauseProducing()
+        if drain is not None and drain.paused:
+            self._hold_producer()
 
-    def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
-
-    def loseConnection(self) -> None:
-        if not self._ended:
-            self.write(b"", end=True)
-            self._ended = True
-        # Ended on the next turn, not inside the WebSocket's own call.
+    def _end_later(self) -> None:
         self._clock.callLater(0, self._owner.close_stream, self._stream, Failure(connectionDone.value))
 
     def abortConnection(self) -> None:
@@ -118,9 +96,3 @@ class H2WebSocket:
     def resumeProducing(self) -> None:
         self._read_paused = False
         self._owner.acknowledge(self._stream)
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._producer = producer
-
-    def unregisterProducer(self) -> None:
-        self._producer = None

@@ -686,16 +686,10 @@ class HTTP3Connection:
         stream_id = self._ids.get(stream)
         if stream_id is None:
             return
-        try:
-            self.quic.reset_stream(stream_id, code)
-        except (ValueError, AssertionError):
-            pass
-        self._stop_reading(stream_id)
-        self._h3_sending_ended(stream_id)
         outbound = self._outbound.pop(stream_id, None)
         if outbound is not None:
             _release(outbound)
-        self.endpoint.wants_transmit(self)
+        self.reset(stream_id, code)
         self._forget(stream)
 
     def finished(self, stream: HTTPStream) -> None:

@@ -14,37 +14,30 @@ from typing import TYPE_CHECKING
 
 from aioquic.h3.connection import ErrorCode
 from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .stream import Headers
+from .stream_transport import StreamTransport
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
 
     from twisted.internet.address import IPv4Address, IPv6Address
 
     from .http3 import HTTP3Connection
-    from .websocket import WebSocketConnection
 
 
 @implementer(ITransport)
-class WebSocketStream:
+class WebSocketStream(StreamTransport):
     """One extended CONNECT stream carrying a WebSocket."""
 
-    disconnecting = False
-    protocol: WebSocketConnection
-
     def __init__(self, connection: HTTP3Connection, stream_id: int) -> None:
+        super().__init__()
         self._connection = connection
         self.stream_id = stream_id
-        self._read_paused = False
         self.unread = 0  # bytes received while the WebSocket was not reading
-        self._producer: IPushProducer | None = None
-        self._producer_paused = False
-        self._ended = False
 
     # HandshakeWriter.
 
@@ -69,12 +62,6 @@ class WebSocketStream:
             self.unread += len(data)
         self.protocol.dataReceived(data)
 
-    def writable(self) -> None:
-        """The client took what was written: let the WebSocket's ``send()`` go on."""
-        if self._producer is not None and self._producer_paused:
-            self._producer_paused = False
-            self._producer.resumeProducing()
-
     def lost(self, reason: Failure) -> None:
         if self._connection.websockets.pop(self.stream_id, None) is not None:
             self.protocol.connectionLost(reason)
@@ -88,17 +75,10 @@ class WebSocketStream:
             return
         if not connection.send_data(self.stream_id, data, end):
             return
-        if self._producer is not None and not self._producer_paused and connection.sending(self.stream_id):
-            self._producer_paused = True
-            self._producer.pauseProducing()
+        if connection.sending(self.stream_id):  # the client has not taken what was written
+            self._hold_producer()
 
-    def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
-
-    def loseConnection(self) -> None:
-        if not self._ended:
-            self.write(b"", end=True)
-            self._ended = True
+    def _end_later(self) -> None:
         self._connection.context.loop.call_soon(self.lost, Failure(connectionDone.value))
 
     def abortConnection(self) -> None:
@@ -119,9 +99,3 @@ class WebSocketStream:
         self._read_paused = False
         self.unread = 0
         self._connection.read_again(self.stream_id)
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._producer = producer
-
-    def unregisterProducer(self) -> None:
-        self._producer = None
