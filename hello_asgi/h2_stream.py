@@ -28,9 +28,21 @@ if TYPE_CHECKING:
 
     from .flow import Drain
     from .transport import IConnectionTransport
-    from .h2_websocket import H2WebSocket
     from .h2_windows import StreamWindow
     from .stream import HTTPStream
+    from .websocket import WebSocketConnection
+
+
+class StreamWebSocket(Protocol):
+    """What the connection asks of a WebSocket stream's transport (``h2_websocket.H2WebSocket``),
+    named here so that this module need not import that one, which imports this."""
+
+    protocol: WebSocketConnection
+
+    def data_received(self, data: bytes, flow_controlled_length: int) -> None: ...
+    def writable(self) -> None: ...
+    def closed(self, reason: Failure) -> None: ...
+    def loseConnection(self) -> None: ...
 
 
 class State(enum.Enum):
@@ -102,7 +114,7 @@ class H2Stream:
         self.owner = owner
         self.state = OPEN
         self.exchange: HTTPStream | None = None
-        self.websocket: H2WebSocket | None = None
+        self.websocket: StreamWebSocket | None = None
         self.window: StreamWindow | None = None
         self.unacknowledged = 0
         self.pending: bytearray | None = None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, Setting, encode_frame
@@ -46,9 +46,20 @@ if TYPE_CHECKING:
     from aioquic.quic.recovery import QuicPacketSpace
     from aioquic.quic.stream import QuicStream
     from .http3_websocket import WebSocketStream
-    from .quic import QuicEndpoint
 
 log = Logger(namespace="hello_asgi.http3")
+
+
+class Endpoint(Protocol):
+    """What a connection asks of the UDP endpoint that feeds it (``quic.QuicEndpoint``),
+    named here so that this module need not import that one, which imports this."""
+
+    def route(self, cid: bytes, connection: HTTP3Connection) -> None: ...
+    def unroute(self, cid: bytes) -> None: ...
+    def wants_transmit(self, connection: HTTP3Connection) -> None: ...
+    def closed(self, connection: HTTP3Connection) -> None: ...
+    def forget(self, connection: HTTP3Connection) -> None: ...
+    def tls_extension(self, quic: QuicConnection) -> dict[str, Any]: ...
 
 SEND_HIGH = 256 * 1024  # response bytes a stream may have unacknowledged before send() waits
 SEND_LOW = 64 * 1024  # ... and the level at which it goes on
@@ -135,7 +146,7 @@ class HTTP3Connection:
     ``timer``, and calls ``transmit`` once per loop turn after ``endpoint.wants_transmit``.
     """
 
-    def __init__(self, endpoint: QuicEndpoint, quic: FlowControlledQuic, context: ServerContext,
+    def __init__(self, endpoint: Endpoint, quic: FlowControlledQuic, context: ServerContext,
                  peer: IPv4Address | IPv6Address, host: IPv4Address | IPv6Address) -> None:
         self.endpoint = endpoint
         self.quic = quic

@@ -10,7 +10,7 @@ not taken what was written.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aioquic.h3.connection import ErrorCode
 from twisted.internet.error import ConnectionAborted
@@ -23,17 +23,34 @@ from .stream import Headers
 from .stream_transport import StreamTransport
 
 if TYPE_CHECKING:
-
     from twisted.internet.address import IPv4Address, IPv6Address
 
-    from .http3 import HTTP3Connection
+    from .context import ServerContext
+
+
+class StreamHost(Protocol):
+    """What a WebSocket stream asks of its HTTP/3 connection (``http3.HTTP3Connection``),
+    named here so that this module need not import that one, which loads this."""
+
+    context: ServerContext
+    peer: IPv4Address | IPv6Address
+    host: IPv4Address | IPv6Address
+    websockets: dict[int, WebSocketStream]
+
+    def response_fields(self, status: int, headers: Headers) -> Headers: ...
+    def send_headers(self, stream_id: int, block: Headers, end: bool) -> bool: ...
+    def send_data(self, stream_id: int, data: bytes, end: bool) -> bool: ...
+    def sending(self, stream_id: int) -> bool: ...
+    def reset(self, stream_id: int, code: int) -> None: ...
+    def read_again(self, stream_id: int) -> None: ...
+    def websocket_ended(self) -> None: ...
 
 
 @implementer(ITransport)
 class WebSocketStream(StreamTransport):
     """One extended CONNECT stream carrying a WebSocket."""
 
-    def __init__(self, connection: HTTP3Connection, stream_id: int) -> None:
+    def __init__(self, connection: StreamHost, stream_id: int) -> None:
         super().__init__()
         self._connection = connection
         self.stream_id = stream_id

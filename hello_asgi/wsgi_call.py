@@ -17,16 +17,23 @@ import stat
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from .loading import Message, Scope
 from .stream import ClientDisconnected
 from .wsgi_environ import build_environ
-from .wsgi_io import InputStream
+from .wsgi_io import ErrorStream, InputStream
 from .wsgi_pool import Waker
 
-if TYPE_CHECKING:
-    from .wsgi import WSGIApp
+class CallSource(Protocol):
+    """What a call needs of its ``wsgi.WSGIApp`` (the app, the environ's constants,
+    ``wsgi.errors``), named here so that this module need not import that one, which
+    imports this."""
+
+    app: Any
+    constants: dict[str, Any]
+
+    def errors(self, loop: asyncio.AbstractEventLoop) -> ErrorStream: ...
 
 # What the thread posts to the loop.
 SEND, MARK, READ, DONE = range(4)
@@ -273,7 +280,7 @@ class WSGICall:
     _start: tuple[int, list[tuple[bytes, bytes]], int | None] | None
     _left: int | None  # body bytes the Content-Length still allows
 
-    def __init__(self, wsgi: WSGIApp, scope: Scope, channel: Channel, loop: asyncio.AbstractEventLoop,
+    def __init__(self, wsgi: CallSource, scope: Scope, channel: Channel, loop: asyncio.AbstractEventLoop,
                  first: Message | None = None) -> None:
         self.wsgi = wsgi  # the WSGIApp: the app, the environ's constants, wsgi.errors
         self.scope = scope
