@@ -10,6 +10,7 @@ import signal
 import struct
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
@@ -172,12 +173,15 @@ class CompanionThreadTests(unittest.TestCase):
     async def test_the_message_before_a_bad_frame_is_echoed_then_1002_on_epoll(self) -> None:
         port = free_port()
         server = _Server()
+        # (trial runs in _trial_temp: the app is found from the checkout, as a non-editable install needs)
         args = [*TWIST, "--log-format=text", "--reactor=epoll", "hello-asgi", "--app", "tests.fuzz:websocket_echo",
+                "--app-dir", str(Path(__file__).resolve().parent.parent),
                 "--no-ws-per-message-deflate", "--timeout-graceful-shutdown", "2", "--port", str(port)]
         process = reactor.spawnProcess(server, TWIST[0], args, env=os.environ)
         loop = asyncio.get_running_loop()
         try:
             for _ in range(400):
+                self.assertFalse(server.ended.called, server.output)  # it did not start
                 try:
                     client = await RawWebSocket.open(port)
                     break
@@ -189,7 +193,8 @@ class CompanionThreadTests(unittest.TestCase):
             finally:
                 client.close()
         finally:
-            process.signalProcess(signal.SIGTERM)
+            if not server.ended.called:  # (an early end is reported below, with its output)
+                process.signalProcess(signal.SIGTERM)
             code, killed_by = await asyncio.wait_for(server.ended.asFuture(loop), 30)
         self.assertEqual((code, killed_by), (0, None), server.output)
         self.assertNotIn(b"Traceback", server.output)
