@@ -23,7 +23,8 @@ from .context import ServerContext
 from .frame_budget import PREFACE
 from .http1 import HTTP11Connection
 from .loading import ASGIApp
-from .stream import RequestHead, wake_all
+from .flow import Drain
+from .stream import RequestHead
 from .threaded import ReactorSide
 from .timeouts import Deadline
 from .transport import IConnectionTransport
@@ -182,7 +183,7 @@ class ASGIServerFactory(ServerFactory):
         self.context = ServerContext(app, config, app_loop(reactor), state=state, scheme=scheme,
                                      access_observer=access_observer)
         self.connections: set[ServerConnection] = set()
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closed_all = Drain(self.context.loop)  # drained() waits on it, the last close releases it
 
     # What embedding code reads of a factory; the protocols read the context.
 
@@ -231,14 +232,12 @@ class ASGIServerFactory(ServerFactory):
     def connection_closed(self, connection: ServerConnection) -> None:
         self.connections.discard(connection)
         if not self.connections:
-            wake_all(self._drain_waiters)
+            self._closed_all.release()
 
     async def drained(self) -> None:
         """On the app loop: return once no connection is open."""
         if self.connections:
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+            await self._closed_all.waiter()
 
     def whenDrained(self) -> Deferred[None]:
         """A Deferred that fires, on the reactor's thread, once no connection is open."""

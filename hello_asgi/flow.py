@@ -4,6 +4,9 @@ Every writer of response bytes (HTTP/1.1, an HTTP/2 stream, a WebSocket, twisted
 request) is told by its transport, as an ``IPushProducer``, when the client stops
 reading and when it reads again. A ``Drain`` keeps that fact and the futures of the
 ``send()`` calls waiting on it, so they all pause, resume and give up the same way.
+Its ``waiter()`` and ``release()`` also serve what waits for something other than a
+transport: an HTTP/3 stream's window, and a graceful stop waiting for the last
+connection to close (the factory's and the QUIC endpoint's ``drained()``).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .context import ServerContext
+from .flow import Drain
 from .h2_headers import response_block, split_request
 from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps, extensions
 from .wire import http_date
@@ -132,10 +133,10 @@ class _H3(H3Connection):
 class _Outbound:
     """A stream's writers waiting for the peer to take its response, and since when."""
 
-    __slots__ = ("stalled", "waiters")
+    __slots__ = ("stalled", "writers")
 
-    def __init__(self) -> None:
-        self.waiters: list[asyncio.Future[None]] = []
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.writers = Drain(loop)
         self.stalled: asyncio.TimerHandle | None = None
 
 
@@ -653,11 +654,9 @@ class HTTP3Connection:
             return None
         outbound = self._outbound.get(stream_id)
         if outbound is None:
-            outbound = self._outbound[stream_id] = _Outbound()
+            outbound = self._outbound[stream_id] = _Outbound(self._loop)
             outbound.stalled = self._loop.call_later(self.config.h3_stall_timeout, self._stalled, stream_id)
-        waiter = self._loop.create_future()
-        outbound.waiters.append(waiter)
-        return waiter
+        return outbound.writers.waiter()
 
     def _wake_writers(self) -> None:
         """After acknowledgements: let ``send()`` go on where the peer has taken enough."""
@@ -735,10 +734,7 @@ def _release(outbound: _Outbound) -> None:
     if outbound.stalled is not None:
         outbound.stalled.cancel()
         outbound.stalled = None
-    for waiter in outbound.waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-    outbound.waiters.clear()
+    outbound.writers.release()
 
 
 

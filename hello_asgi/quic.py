@@ -31,6 +31,7 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 
+from .flow import Drain
 from .http3 import FlowControlledQuic, HTTP3Connection, UDPAddress
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class QuicEndpoint:
         self._flush_scheduled = False
         self._retry = QuicRetryTokenHandler() if retry else None
         self._tickets = _Tickets() if early_data else None
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closed_all = Drain(self._loop)  # drained() waits on it, the last connection's end releases it
         self.accepting = True
         self._server_pem: str | None = None
         self._loop.add_reader(sock.fileno(), self._read)
@@ -217,10 +218,7 @@ class QuicEndpoint:
         """``connection`` has no app work left (it closed, or was closed)."""
         self._serving.discard(connection)
         if not self._serving:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._closed_all.release()
 
     def forget(self, connection: HTTP3Connection) -> None:
         """``connection`` is over: its packets are no longer routed."""
@@ -313,9 +311,7 @@ class QuicEndpoint:
     async def drained(self) -> None:
         """Return once no connection has a request in flight."""
         if self._serving:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+            await self._closed_all.waiter()
 
     def abort(self) -> list[asyncio.Task[None]]:
         """Close every connection now and cancel its app calls; return their tasks."""

@@ -220,16 +220,6 @@ def client_text(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "unix"
 
 
-def wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
-    """Resolve every waiter of ``send()`` for a drained transport, and forget them."""
-    if not waiters:
-        return
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-    waiters.clear()
-
-
 def extensions(early_hints: bool, trailers: bool, push: bool = False) -> dict[str, dict[str, object]]:
     """The ASGI extensions a request's scope offers, from what its protocol can do for it:
     103 Early Hints, response trailers (for a client that takes them), server push. (The
