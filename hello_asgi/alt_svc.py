@@ -10,6 +10,7 @@ front of the app only when ``--h3`` is on.
 
 from __future__ import annotations
 
+from .headers import with_headers
 from .loading import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -37,13 +38,9 @@ class AltSvc:
                 or not server or server[1] not in self._ports):
             await self.__wrapped__(scope, receive, send)
             return
-        header = (b"alt-svc", self.value(server[1]))
+        header = [(b"alt-svc", self.value(server[1]))]
 
         async def send_with_alt_svc(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                if not any(bytes(name).lower() == b"alt-svc" for name, _ in headers):
-                    message = {**message, "headers": [*headers, header]}
-            await send(message)
+            await send(with_headers(message, header))
 
         await self.__wrapped__(scope, receive, send_with_alt_svc)

@@ -34,11 +34,16 @@ class DefaultHeaders:
             return
 
         async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                own = {bytes(name).lower() for name, _ in message.get("headers", ())}
-                added = [header for header in self._headers if header[0] not in own]
-                if added:
-                    message = {**message, "headers": [*message.get("headers", ()), *added]}
-            await send(message)
+            await send(with_headers(message, self._headers))
 
         await self.__wrapped__(scope, receive, send_with_headers)
+
+
+def with_headers(message: Any, headers: list[tuple[bytes, bytes]]) -> Any:
+    """``message``, and if it starts a response, with each of ``headers`` (lower-case names)
+    that the app did not set itself: what every server-side header wrapper adds."""
+    if message["type"] != "http.response.start":
+        return message
+    own = {bytes(name).lower() for name, _ in message.get("headers", ())}
+    added = [header for header in headers if header[0] not in own]
+    return {**message, "headers": [*message.get("headers", ()), *added]} if added else message
