@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, TypeVarTuple, cast
 
 from twisted.internet.interfaces import IAddress, INegotiated, IProducer, IPushProducer, ISystemHandle
 from twisted.internet.protocol import Protocol
@@ -21,6 +21,8 @@ from zope.interface import alsoProvides, implementer
 from .bridge import AppLoop
 from .transport import IConnectionTransport
 
+
+Ts = TypeVarTuple("Ts")
 
 class WriteGate:
     """Flow control for bytes written on the loop's thread and written out on the reactor's.
@@ -97,6 +99,32 @@ class _ProducerOnLoop:
         self._app_loop.to_loop(self._producer.stopProducing)
 
 
+class Crossing:
+    """Calls made on one thread, run on another in bursts: the first call of a burst asks
+    ``schedule`` for one hop to the other thread, and the calls made before that hop runs
+    go with it (one wake-up of the other thread for many calls, where each call's own hop
+    would cost one). Used by ``LoopTransport`` towards the reactor, and by WSGI's worker
+    threads towards the loop (``wsgi_pool.Waker``)."""
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        self._schedule = schedule
+        self._lock = threading.Lock()
+        self._due: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+
+    def call(self, f: Callable[[*Ts], object], *args: *Ts) -> None:
+        with self._lock:
+            self._due.append((f, args))
+            if len(self._due) > 1:
+                return  # a hop is on its way and will take this too
+        self._schedule(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            due, self._due = self._due, []
+        for f, args in due:
+            f(*args)
+
+
 @implementer(IConnectionTransport)
 class LoopTransport:
     """On the loop's thread: the reactor's transport, as far as the protocols use one."""
@@ -106,8 +134,7 @@ class LoopTransport:
         self._app_loop = app_loop
         self._host = transport.getHost()
         self._peer = transport.getPeer()
-        self._lock = threading.Lock()
-        self._pending: list[tuple[Any, tuple[Any, ...]]] = []
+        self._to_reactor = Crossing(app_loop.to_reactor)
         self._producer: IPushProducer | None = None
         self._gate = WriteGate(self._pause_producer, self._resume_producer)
         self.disconnecting = False  # set here at once: the reactor's transport learns a hop later
@@ -119,18 +146,8 @@ class LoopTransport:
         """Read across threads: TLS sets it once, before the first bytes cross."""
         return getattr(self._transport, "negotiatedProtocol", None)
 
-    def _cross(self, method: Any, *args: Any) -> None:
-        with self._lock:
-            self._pending.append((method, args))
-            if len(self._pending) > 1:
-                return  # a hop is on its way and will take this too
-        self._app_loop.to_reactor(self._run_pending)
-
-    def _run_pending(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for method, args in pending:
-            method(*args)
+    def _cross(self, method: Callable[[*Ts], object], *args: *Ts) -> None:
+        self._to_reactor.call(method, *args)
 
     def _write(self, data: bytes) -> None:
         """On the reactor's thread."""

@@ -16,34 +16,18 @@ import asyncio
 import collections
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
 
-_T = TypeVar("_T")
+from .threaded import Crossing
 
 
-class Waker:
+class Waker(Crossing):
     """Runs callbacks on the loop for worker threads: a burst of them, from any number of
     calls, with one ``call_soon_threadsafe`` (one write to the loop's self-pipe, one
     wake-up), where each call's own would cost one each."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop.call_soon_threadsafe)
         self.loop = loop
-        self._lock = threading.Lock()
-        # Each callback with the argument call() checked it takes (so Any here: they differ).
-        self._due: list[tuple[Callable[[Any], None], Any]] = []
-
-    def call(self, callback: Callable[[_T], None], argument: _T) -> None:
-        with self._lock:
-            self._due.append((callback, argument))
-            first = len(self._due) == 1
-        if first:
-            self.loop.call_soon_threadsafe(self._run)
-
-    def _run(self) -> None:
-        with self._lock:
-            due, self._due = self._due, []
-        for callback, argument in due:
-            callback(argument)
 
 
 class ThreadPool:
