@@ -25,8 +25,11 @@ _CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-ali
 # What an h2c upgrade request carried for the HTTP/1.1 hop only; not part of stream 1.
 _HOP_BY_HOP = _CONNECTION_SPECIFIC | {b"http2-settings"}
 # Never sent on a response: those, and TE, a request's alone (section 8.2.2).
-_NOT_IN_RESPONSES = _CONNECTION_SPECIFIC | {b"te"}
+NOT_IN_RESPONSES = _CONNECTION_SPECIFIC | {b"te"}  # (HTTP/3's too: RFC 9114 section 4.2)
 _WHITESPACE = (b" ", b"\t")
+# An origin-form :path (no space, control or fragment), the request targets HTTP/1.1's
+# parser takes: HTTP/2 and HTTP/3 serve or refuse the same ones.
+is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 
 Fields = Sequence[tuple[bytes, bytes]]
@@ -100,7 +103,7 @@ def response_block(status: int, headers: Fields, server: bytes | None,
     block = [(b":status", b"%d" % status)]
     for name, value in headers:
         name = name.lower()
-        if name in _NOT_IN_RESPONSES:
+        if name in NOT_IN_RESPONSES:
             continue
         if value[:1] in _WHITESPACE or value[-1:] in _WHITESPACE:
             value = value.strip(b" \t")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import re
 from typing import TYPE_CHECKING, Any
 
 import h2.events
@@ -36,7 +35,7 @@ from .context import ServerContext
 from .frame_budget import FrameBudget
 from .flow import Drain
 from .h2_engine import server_engine
-from .h2_headers import request_problem, response_block, split_request, trailers_problem
+from .h2_headers import is_origin_form, request_problem, response_block, split_request, trailers_problem
 from .h2_stream import CLOSED, ENDING, OPEN, H2Stream
 from .h2_websocket import H2WebSocket
 from .h2_windows import ReceiveWindows
@@ -53,9 +52,6 @@ log = Logger(namespace="hello_asgi.http2")
 
 FLUSH_AT = 64 * 1024  # bytes of response DATA written at once rather than at the end of the loop's turn
 
-# An origin-form :path: what HTTP/1.1's parser takes in a request target (no space, control
-# or fragment), so the same target is served or refused over both.
-_is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
 
 
 class _Life(enum.Enum):
@@ -270,7 +266,7 @@ class HTTP2Connection(Protocol):
         if method == b"CONNECT":
             self._connect(stream_id, RequestHead(method, path, raw_path, query, headers), pseudo.get(b":protocol", b""))
             return
-        if not (_is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
+        if not (is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
             self._refuse(stream_id, 400, "malformed :path")
             return
         context = self.context

@@ -20,7 +20,6 @@ for ``h3_stall_timeout`` is reset.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from aioquic.buffer import encode_uint_var
@@ -36,7 +35,7 @@ from twisted.python.failure import Failure
 
 from .context import ServerContext
 from .flow import Drain
-from .h2_headers import response_block, split_request
+from .h2_headers import NOT_IN_RESPONSES, is_origin_form, response_block, split_request
 from .stream import NO_BODY_STATUSES, ConnectionScope, Headers, HTTPStream, RequestHead, cancel_apps, extensions
 from .wire import http_date
 
@@ -67,11 +66,6 @@ SEND_LOW = 64 * 1024  # ... and the level at which it goes on
 _MAX_STREAM_DATA_CAPACITY = 1 + 8 + 8  # frame type, stream id, limit
 _ANSWERED = 0  # the credit of a stream answered before its body ended: its window is not raised again
 
-# Fields that mean something only to one HTTP/1.1 hop (RFC 9114 section 4.2).
-_NOT_IN_RESPONSES = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
-                               b"te"})  # (as HTTP/2's: RFC 9114 section 4.2)
-# An origin-form :path, as HTTP/1.1 and HTTP/2 take it.
-_is_origin_form = re.compile(rb"/[!\x24-\x7e]*").fullmatch
 
 # A UDP peer as ``recvfrom`` gives it and ``sendto`` takes it: (host, port), or IPv6's
 # (host, port, flowinfo, scope_id).
@@ -354,7 +348,7 @@ class HTTP3Connection:
         if method == b"CONNECT":
             self._connect(stream_id, pseudo, headers, connection)
             return
-        if not (_is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
+        if not (is_origin_form(path) or (path == b"*" and method == b"OPTIONS")):
             self._refuse(stream_id, 400, b"malformed :path")
             return
         raw_path, _, query = path.partition(b"?")
@@ -624,7 +618,7 @@ class HTTP3Connection:
         stream_id = self._ids.get(stream)
         if stream_id is None or self._h3 is None or self.closed:
             return
-        trailers = [(name.lower(), value) for name, value in headers if name.lower() not in _NOT_IN_RESPONSES]
+        trailers = [(name.lower(), value) for name, value in headers if name.lower() not in NOT_IN_RESPONSES]
         try:
             self._h3.send_headers(stream_id, trailers, end_stream=True)
         except Exception:  # noqa: BLE001
