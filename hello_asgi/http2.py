@@ -293,13 +293,9 @@ class HTTP2Connection(Protocol):
     def _connect(self, stream_id: int, request: RequestHead, protocol: bytes) -> None:
         """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 8441); this
         server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
-        from .websocket import WebSocketConnection, handshake_problem  # loaded with the first WebSocket
+        from .websocket import WebSocketConnection, connect_problem  # loaded with the first WebSocket
 
-        problem: tuple[int, str, Headers] | None
-        if protocol != b"websocket" or not self.config.websocket:
-            problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
-        else:
-            problem = handshake_problem(request, http2=True)
+        problem = connect_problem(request, protocol, self.config.websocket)
         if problem is not None:
             status, reason, extra = problem
             self._refuse(stream_id, status, reason, extra)

@@ -368,16 +368,12 @@ class HTTP3Connection:
         """Extended CONNECT with ``:protocol websocket`` opens a WebSocket (RFC 9220); this
         server is no proxy, so a plain CONNECT gets 405 and another protocol 501."""
         from .http3_websocket import WebSocketStream  # loaded with the first WebSocket
-        from .websocket import WebSocketConnection, handshake_problem
+        from .websocket import WebSocketConnection, connect_problem
 
         protocol, path = pseudo.get(b":protocol", b""), pseudo.get(b":path", b"/")
         raw_path, _, query = path.partition(b"?")
         request = RequestHead(b"CONNECT", path, raw_path, query, headers)
-        problem: tuple[int, str, Headers] | None
-        if protocol != b"websocket" or not self.config.websocket:
-            problem = (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
-        else:
-            problem = handshake_problem(request, http2=True)  # RFC 9220: RFC 8441's rules
+        problem = connect_problem(request, protocol, self.config.websocket)  # RFC 9220: RFC 8441's rules
         if problem is not None:
             status, reason, _ = problem
             self._refuse(stream_id, status, reason.encode())

@@ -76,6 +76,15 @@ def autobahn_options(config: Config, reactor: IReactorTime) -> WebSocketServerFa
     return options
 
 
+def connect_problem(request: RequestHead, protocol: bytes, serving: bool) -> tuple[int, str, Headers] | None:
+    """Why an extended CONNECT (RFC 8441 over HTTP/2, RFC 9220 over HTTP/3) opens no
+    WebSocket, or ``None``: this server is no proxy, so a plain CONNECT gets 405, another
+    ``:protocol`` 501; one for a WebSocket (while ``serving`` them) has RFC 8441's rules."""
+    if protocol != b"websocket" or not serving:
+        return (405, "this server is not a proxy", []) if not protocol else (501, "unknown :protocol", [])
+    return handshake_problem(request, http2=True)
+
+
 def handshake_problem(request: RequestHead, http2: bool) -> tuple[int, str, Headers] | None:
     """Why the request cannot open a WebSocket (status, reason, extra headers), or ``None``.
 
