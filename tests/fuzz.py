@@ -22,6 +22,8 @@ import h11
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .support import read_body
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("FUZZ_RANDOM"),
                     suppress_health_check=list(HealthCheck), database=None)
@@ -31,12 +33,7 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Answers with what it understood of the request, for the differential check."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     seen = {"method": scope["method"], "target": scope["raw_path"].decode("latin-1")
             + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""),
             "headers": [[name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]],

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from typing import Any
 
 import h11
+from twisted.internet.defer import Deferred
 
 TIMEOUT = 10  # seconds any single network wait may take before the test fails
 
@@ -100,6 +102,28 @@ def header(response: h11.Response, name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+async def browse(test: Any, url: str, *flags: str) -> asyncio.subprocess.Process:
+    """Headless Chromium (installed by .ci/run) opening ``url`` with ``flags`` besides the
+    ones every browser test needs; killed in ``test``'s cleanup."""
+    assert CHROMIUM, "chromium is not installed (.ci/run installs it)"
+    process = await asyncio.create_subprocess_exec(
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", *flags, f"--user-data-dir={test.mktemp()}", "--remote-debugging-port=0", url,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    async def stop() -> None:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+    test.addCleanup(lambda: Deferred.fromFuture(asyncio.ensure_future(stop())))
+    return process
 
 
 async def read_body(receive: Any) -> bytes:

@@ -7,21 +7,18 @@ import asyncio
 import base64
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test, serve
 from hello_asgi.tls import development_certificate
 
-from .support import read_body
+from .support import browse, read_body
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PAGE = b"""<!doctype html><title>h3</title><script>
 const entry = performance.getEntriesByType("navigation")[0];
@@ -61,27 +58,14 @@ class ChromiumHTTP3Tests(unittest.TestCase):
 
     @asyncio_test
     async def test_chromium_loads_the_page_over_h3(self) -> None:
-        assert CHROMIUM, "chromium is not installed (.ci/run installs it)"
         cert, key, _ = development_certificate(Path(self.mktemp()))
         app = ReportingApp()
         server = await serve(self, app, h3=True, certfile=str(cert), keyfile=str(key))
         port = server.service.quic[0].address.port
-        process = await asyncio.create_subprocess_exec(
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--enable-quic", f"--origin-to-force-quic-on=localhost:{port}",
-            # The server listens on 127.0.0.1; Chromium tries QUIC to localhost on ::1 alone.
-            "--host-resolver-rules=MAP localhost 127.0.0.1",
-            f"--ignore-certificate-errors-spki-list={spki_hash(cert)}", f"--user-data-dir={self.mktemp()}",
-            "--remote-debugging-port=0", f"https://localhost:{port}/",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-
-        async def stop() -> None:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-
-        self.addCleanup(lambda: Deferred.fromFuture(asyncio.ensure_future(stop())))
+        await browse(self, f"https://localhost:{port}/", "--enable-quic", f"--origin-to-force-quic-on=localhost:{port}",
+                     # The server listens on 127.0.0.1; Chromium tries QUIC to localhost on ::1 alone.
+                     "--host-resolver-rules=MAP localhost 127.0.0.1",
+                     f"--ignore-certificate-errors-spki-list={spki_hash(cert)}")
         report = await asyncio.wait_for(app.report, 90)
         self.assertEqual(report["protocol"], "h3")
         self.assertEqual(report["http_version"], "3")

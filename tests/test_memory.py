@@ -25,7 +25,7 @@ from hello_asgi.testing import asyncio_test
 from hello_asgi.timeouts import RESOLUTION
 
 from .memory import MemoryConnection, MemoryServer
-from .support import parse_responses
+from .support import parse_responses, read_body
 
 
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -38,12 +38,7 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     answer = f"{scope['method']} {scope['path']} HTTP/{scope['http_version']} ".encode() + body
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(answer)).encode())]})

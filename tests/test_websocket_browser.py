@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from hello_asgi.testing import asyncio_test, serve
 from hello_asgi.tls import development_certificate
 
-from .support import read_body
+from .support import browse, read_body
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PAGE = b"""<!doctype html><title>ws</title><script>
 const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws");
@@ -58,21 +55,7 @@ class ChromiumTests(unittest.TestCase):
     timeout = 120
 
     async def _browse(self, url: str) -> asyncio.subprocess.Process:
-        assert CHROMIUM, "chromium is not installed (.ci/run installs it)"
-        process = await asyncio.create_subprocess_exec(
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--ignore-certificate-errors", f"--user-data-dir={self.mktemp()}",
-            "--remote-debugging-port=0", url,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-
-        async def stop() -> None:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-
-        self.addCleanup(lambda: Deferred.fromFuture(asyncio.ensure_future(stop())))
-        return process
+        return await browse(self, url, "--disable-quic", "--ignore-certificate-errors")
 
     async def _check(self, app: BrowserApp, url: str) -> dict[str, Any]:
         await self._browse(url)
