@@ -199,19 +199,24 @@ class H2Engine(h2.connection.H2Connection):
             self.queued += size
 
     def data_to_send(self, amount: int | None = None) -> bytes:
-        pieces = self._pieces
-        if not pieces:
+        if not self._pieces:
             return super().data_to_send(amount)
-        if self._data_to_send:
-            pieces.append(self._data_to_send)
-        data = b"".join(pieces)
-        pieces.clear()
-        self.queued = 0
-        self._data_to_send = bytearray()
+        data = b"".join(self.pieces_to_send())
         if amount is not None:
             self._data_to_send += data[amount:]
             data = data[:amount]
         return data
+
+    def pieces_to_send(self) -> list[Any]:
+        """All that ``data_to_send`` would give, as the pieces it is held in (frames of h2's,
+        DATA frame headers, payloads as the app gave them), for a gathering write."""
+        pieces = self._pieces
+        if self._data_to_send:
+            pieces.append(bytes(self._data_to_send))  # bytes, as h2 gives them (Twisted writes only bytes)
+            self._data_to_send = bytearray()
+        self._pieces = []
+        self.queued = 0
+        return pieces
 
     def clear_outbound_data_buffer(self) -> None:
         self._pieces.clear()

@@ -203,9 +203,11 @@ class HTTP2Connection(Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        data = self._h2.data_to_send()
-        if data:
-            self.transport.write(data)
+        pieces = self._h2.pieces_to_send()
+        if len(pieces) > 1:
+            self.transport.writeSequence(pieces)  # gathered, not joined, where the transport can
+        elif pieces:
+            self.transport.write(pieces[0])
 
     def _flush_soon(self) -> None:
         """Write what the apps produced in this turn of the loop as one write, not one each;

@@ -51,6 +51,19 @@ log = Logger(namespace="hello_asgi.transport")
 # A transport's protocol before ``connect`` and after ``connectionLost``: it hears nothing, so
 # ``protocol`` is always one, and the transport drops its real protocol (no cycle left).
 _NOBODY: IProtocol = TwistedProtocol()
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16  # pieces one sendmsg takes
+
+
+def _after(pieces: list[bytes], sent: int) -> bytearray:
+    """What is left of ``pieces`` once their first ``sent`` bytes are gone, as one buffer."""
+    rest = bytearray()
+    for piece in pieces:
+        if sent >= len(piece):
+            sent -= len(piece)
+            continue
+        rest += memoryview(piece)[sent:]
+        sent = 0
+    return rest
 
 
 
@@ -226,14 +239,18 @@ class SocketTransport:
                 self._lose(ConnectionLost(str(error)))
                 return
             if sent < len(data):
-                self._unsent = unsent = bytearray(memoryview(data)[sent:])
-                self._port.loop.add_writer(self._socket.fileno(), self._flush)
-                self._check_unsent(unsent)
+                self._keep(bytearray(memoryview(data)[sent:]))
         else:
             unsent += data
             self._check_unsent(unsent)
         if self._producer is not None and not self._streaming_producer:
             self._schedule_pull()
+
+    def _keep(self, unsent: bytearray) -> None:
+        """Hold what the kernel did not take, and send it as the socket becomes writable."""
+        self._unsent = unsent
+        self._port.loop.add_writer(self._socket.fileno(), self._flush)
+        self._check_unsent(unsent)
 
     def _check_unsent(self, unsent: bytearray) -> None:
         if len(unsent) > self.HIGH_WATER and not self._writing_paused:
@@ -242,7 +259,24 @@ class SocketTransport:
                 _pushing(self._producer).pauseProducing()
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
+        """``write`` of the pieces joined, but gathered by one ``sendmsg`` when the socket
+        takes them now, not joined first: an HTTP/2 DATA frame's payload is not copied."""
+        pieces = list(data)
+        if self._unsent is not None or self._file is not None or self._lost or self._write_closed \
+                or len(pieces) > _IOV_MAX:
+            self.write(b"".join(pieces))
+            return
+        try:
+            sent = self._socket.sendmsg(pieces)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as error:
+            self._lose(ConnectionLost(str(error)))
+            return
+        if sent < sum(map(len, pieces)):
+            self._keep(_after(pieces, sent))
+        if self._producer is not None and not self._streaming_producer:
+            self._schedule_pull()
 
     def send_file(self, file: Any, offset: int, count: int) -> Coroutine[Any, Any, int]:
         """Send ``count`` bytes of ``file`` from ``offset`` with ``os.sendfile``, after what

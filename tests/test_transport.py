@@ -22,7 +22,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from hello_asgi.testing import asyncio_test
-from hello_asgi.transport import AsyncioPort, FastListeningReactor, SocketTransport
+from hello_asgi.transport import AsyncioPort, FastListeningReactor, SocketTransport, _after
 
 from .support import TIMEOUT, connect, until_closed
 
@@ -336,6 +336,28 @@ class TransportTests(unittest.TestCase):
         writer.write(b"still heard")
         await self.wait(protocol.arrived(11))
         self.assertFalse(protocol.lost.called)
+
+
+    @asyncio_test
+    async def test_gathered_pieces_arrive_in_order_when_the_kernel_takes_only_part_of_them(self) -> None:
+        # Pieces as HTTP/2 writes them (frame headers, views of app payloads, h2's bytes):
+        # the first gathered send fills the kernel's buffers, so what is left of the pieces
+        # is kept from the middle of one, and later writes and gathers queue after it.
+        protocol, transport, reader, _ = await self.connection()
+        numbered = bytes(range(256)) * 1024
+        pieces = [b"head", memoryview(numbered)[3:], bytearray(b"mid"), *[CHUNK] * 40]
+        transport.writeSequence(pieces)
+        self.assertIsNotNone(transport._unsent)  # the kernel took only a part
+        transport.write(b"after")
+        transport.writeSequence([b"gathered ", memoryview(b"last")])
+        transport.loseConnection()
+        received = await asyncio.wait_for(reader.read(), TIMEOUT)
+        self.assertEqual(received, b"".join(pieces) + b"after" + b"gathered last")
+
+    def test_what_is_left_of_pieces_after_a_partial_send(self) -> None:
+        pieces = [b"abc", memoryview(b"defg"), bytearray(b"hi")]
+        self.assertEqual([_after(pieces, sent) for sent in (0, 2, 3, 5, 7, 8)],
+                         [b"abcdefghi", b"cdefghi", b"defghi", b"fghi", b"hi", b"i"])
 
 
 class SendFileTests(unittest.TestCase):
