@@ -20,6 +20,7 @@ for ``h3_stall_timeout`` is reset.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from aioquic.buffer import encode_uint_var
@@ -375,8 +376,8 @@ class HTTP3Connection:
         request = RequestHead(b"CONNECT", path, raw_path, query, headers)
         problem = connect_problem(request, protocol, self.config.websocket)  # RFC 9220: RFC 8441's rules
         if problem is not None:
-            status, reason, _ = problem
-            self._refuse(stream_id, status, reason.encode())
+            status, reason, extra = problem
+            self._refuse(stream_id, status, reason.encode(), extra)
             return
         websocket = self.websockets[stream_id] = WebSocketStream(self, stream_id)
         websocket.protocol = WebSocketConnection(self.context, request, "3", websocket, connection)
@@ -406,11 +407,12 @@ class HTTP3Connection:
             return
         self._h3_sending_ended(stream_id)
 
-    def _refuse(self, stream_id: int, status: int, reason: bytes) -> None:
-        """Answer a request the app cannot be given, and read no more of it."""
+    def _refuse(self, stream_id: int, status: int, reason: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """Answer a request the app cannot be given (with ``extra`` fields, such as the
+        WebSocket version a 426 asks for), and read no more of it."""
         h3 = self._h3
         assert h3 is not None
-        block = self.response_fields(status, [(b"content-type", b"text/plain; charset=utf-8"),
+        block = self.response_fields(status, [*extra, (b"content-type", b"text/plain; charset=utf-8"),
                                               (b"content-length", b"%d" % len(reason))])
         h3.send_headers(stream_id, block)
         h3.send_data(stream_id, reason, end_stream=True)

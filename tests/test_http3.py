@@ -448,6 +448,19 @@ class WebSocketOverHTTP3Tests(unittest.TestCase):
         self.assertEqual(disconnect["code"], 1000)
 
     @asyncio_test
+    async def test_a_refused_handshake_says_why_as_over_http2(self) -> None:
+        """A wrong WebSocket version gets 426 and the version this server speaks (RFC 6455
+        section 4.4); a plain CONNECT 405: this server is no proxy."""
+        server = await serve_h3(self, echo_app)
+        async with h3_client(h3_port(server)) as client:
+            wrong = client.start("CONNECT", "/ws", headers=[(b":protocol", b"websocket"),
+                                                            (b"sec-websocket-version", b"8")], end=False)
+            plain = client.start("CONNECT", "/ws", end=False)
+            refused, proxy = await client.response(wrong), await client.response(plain)
+        self.assertEqual((refused.status, dict(refused.headers).get(b"sec-websocket-version")), (426, b"13"))
+        self.assertEqual(proxy.status, 405)
+
+    @asyncio_test
     async def test_without_websockets_extended_connect_is_neither_offered_nor_served(self) -> None:
         server = await serve_h3(self, echo_app, websocket=False)
         async with h3_client(h3_port(server)) as client:
