@@ -22,7 +22,12 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from hello_asgi.testing import asyncio_test
-from hello_asgi.transport import AsyncioPort, FastListeningReactor, SocketTransport, _after
+from hello_asgi.transport import (
+    AsyncioPort,
+    FastListeningReactor,
+    SocketTransport,
+    _after,
+)
 
 from .support import TIMEOUT, connect, until_closed
 
@@ -343,7 +348,7 @@ class TransportTests(unittest.TestCase):
         # Pieces as HTTP/2 writes them (frame headers, views of app payloads, h2's bytes):
         # the first gathered send fills the kernel's buffers, so what is left of the pieces
         # is kept from the middle of one, and later writes and gathers queue after it.
-        protocol, transport, reader, _ = await self.connection()
+        _, transport, reader, _ = await self.connection()
         numbered = bytes(range(256)) * 1024
         pieces = [b"head", memoryview(numbered)[3:], bytearray(b"mid"), *[CHUNK] * 40]
         transport.writeSequence(pieces)
