@@ -41,7 +41,7 @@ from .h2_websocket import H2WebSocket
 from .h2_windows import ReceiveWindows
 from .stream import Headers, HTTPStream, RequestHead, cancel_apps, extensions, wants_continue
 from .timeouts import Deadline
-from .transport import IConnectionTransport
+from .transport import IConnectionTransport, SocketTransport
 from .wire import http_date
 
 if TYPE_CHECKING:
@@ -205,9 +205,12 @@ class HTTP2Connection(Protocol):
         self._flush_scheduled = False
         pieces = self._h2.pieces_to_send()
         if len(pieces) > 1:
-            self.transport.writeSequence(pieces)  # gathered, not joined, where the transport can
+            if type(self.transport) is SocketTransport:
+                self.transport.writeSequence(pieces)  # gathered by one sendmsg, not joined
+            else:
+                self.transport.write(b"".join(pieces))  # Twisted's transports take bytes only
         elif pieces:
-            self.transport.write(pieces[0])
+            self.transport.write(pieces[0])  # bytes: h2's buffer, or an empty DATA frame's header
 
     def _flush_soon(self) -> None:
         """Write what the apps produced in this turn of the loop as one write, not one each;
