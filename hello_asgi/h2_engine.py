@@ -179,11 +179,18 @@ class H2Engine(h2.connection.H2Connection):
                 or size > self.max_outbound_frame_size:
             super().send_data(stream_id, data, end_stream, pad_length)  # h2 pads, or raises its error
             return
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        # SEND_DATA leaves an open connection, and an open or half-closed (remote) stream, as
+        # they were: h2's machines are asked only otherwise (to raise, or to move). Each
+        # asking hashes two enums in Python, four times a frame.
+        if self.state_machine.state is not ConnectionState.SERVER_OPEN:
+            self.state_machine.process_input(ConnectionInputs.SEND_DATA)
         stream = self.streams[stream_id]
-        stream.state_machine.process_input(StreamInputs.SEND_DATA)
+        machine = stream.state_machine
+        state = machine.state
+        if state is not StreamState.HALF_CLOSED_REMOTE and state is not StreamState.OPEN:
+            machine.process_input(StreamInputs.SEND_DATA)
         if end_stream:
-            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+            machine.process_input(StreamInputs.SEND_END_STREAM)
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
         if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
