@@ -47,6 +47,9 @@ _STREAM_ID = struct.Struct(">L")
 _DATA, _END_STREAM, _PADDED = 0x0, 0x1, 0x8
 _OPEN_CONNECTION = (ConnectionState.SERVER_OPEN, ConnectionState.CLIENT_OPEN)
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)  # where h2 takes DATA and stays
+# Where h2 sends DATA and stays, as globals (an enum member reached through its class is a
+# Python-level lookup, 80 ns, on every frame).
+_SERVER_OPEN, _OPEN, _HALF_CLOSED_REMOTE = ConnectionState.SERVER_OPEN, StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE
 
 
 class CompressionError(h2.exceptions.ProtocolError):
@@ -182,12 +185,12 @@ class H2Engine(h2.connection.H2Connection):
         # SEND_DATA leaves an open connection, and an open or half-closed (remote) stream, as
         # they were: h2's machines are asked only otherwise (to raise, or to move). Each
         # asking hashes two enums in Python, four times a frame.
-        if self.state_machine.state is not ConnectionState.SERVER_OPEN:
+        if self.state_machine.state is not _SERVER_OPEN:
             self.state_machine.process_input(ConnectionInputs.SEND_DATA)
         stream = self.streams[stream_id]
         machine = stream.state_machine
         state = machine.state
-        if state is not StreamState.HALF_CLOSED_REMOTE and state is not StreamState.OPEN:
+        if state is not _HALF_CLOSED_REMOTE and state is not _OPEN:
             machine.process_input(StreamInputs.SEND_DATA)
         if end_stream:
             machine.process_input(StreamInputs.SEND_END_STREAM)
