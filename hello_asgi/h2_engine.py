@@ -182,6 +182,13 @@ class H2Engine(h2.connection.H2Connection):
                 or size > self.max_outbound_frame_size:
             super().send_data(stream_id, data, end_stream, pad_length)  # h2 pads, or raises its error
             return
+        self.send_fitting_data(stream_id, data, end_stream)
+
+    def send_fitting_data(self, stream_id: int, data: Any, end_stream: bool) -> None:
+        """``send_data`` of a payload its caller has already fitted to the stream's and the
+        connection's windows and to the frame size (as ``http2`` does, once per chunk, not
+        once per frame)."""
+        size = len(data)
         # SEND_DATA leaves an open connection, and an open or half-closed (remote) stream, as
         # they were: h2's machines are asked only otherwise (to raise, or to move). Each
         # asking hashes two enums in Python, four times a frame.

@@ -550,7 +550,7 @@ class HTTP2Connection(Protocol):
         while sent < room:
             size = min(frame_size, room - sent)
             last = end and sent + size == len(data)
-            connection.send_data(stream_id, view[sent:sent + size], end_stream=last)
+            connection.send_fitting_data(stream_id, view[sent:sent + size], last)  # room and frame_size fit it
             sent += size
         return None if sent == len(data) else view[sent:]
 
