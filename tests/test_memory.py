@@ -101,6 +101,14 @@ class HTTP11Tests(unittest.TestCase):
         self.assertTrue(data.endswith(b"GET / HTTP/1.1 "))
 
 
+def closes_at(test: unittest.TestCase, server: MemoryServer, connection: MemoryConnection, seconds: float) -> None:
+    """The connection is still open a tick before ``seconds`` of the fake clock, and closed a tick after."""
+    server.advance(seconds - RESOLUTION)
+    test.assertFalse(connection.closed)
+    server.advance(2 * RESOLUTION)
+    test.assertTrue(connection.closed)
+
+
 class DeadlineTests(unittest.TestCase):
     """Deadlines fire when the fake clock passes them, and not a tick before."""
 
@@ -109,10 +117,7 @@ class DeadlineTests(unittest.TestCase):
         server = MemoryServer(self, echo_app, request_head_timeout=10.0)
         connection = server.connect()
         connection.send(b"GET / HTTP/1.1\r\nHost: mem")  # a head that never ends
-        server.advance(10.0 - RESOLUTION)
-        self.assertFalse(connection.closed)
-        server.advance(2 * RESOLUTION)
-        self.assertTrue(connection.closed)
+        closes_at(self, server, connection, 10.0)
         self.assertEqual(connection.written(), b"")  # nothing to answer: the head never came
 
     @asyncio_test
@@ -120,10 +125,7 @@ class DeadlineTests(unittest.TestCase):
         """A connection that sends no byte at all has the request head's deadline too."""
         server = MemoryServer(self, echo_app, request_head_timeout=3.0)
         connection = server.connect()
-        server.advance(3.0 - RESOLUTION)
-        self.assertFalse(connection.closed)
-        server.advance(2 * RESOLUTION)
-        self.assertTrue(connection.closed)
+        closes_at(self, server, connection, 3.0)
 
     @asyncio_test
     async def test_keep_alive_timeout(self) -> None:
@@ -131,10 +133,7 @@ class DeadlineTests(unittest.TestCase):
         connection = server.connect()
         connection.send(get("/"))
         await responses(connection, 1)
-        server.advance(5.0 - RESOLUTION)
-        self.assertFalse(connection.closed)
-        server.advance(2 * RESOLUTION)
-        self.assertTrue(connection.closed)
+        closes_at(self, server, connection, 5.0)
 
     @asyncio_test
     async def test_body_timeout(self) -> None:
@@ -196,10 +195,7 @@ class HTTP2Tests(unittest.TestCase):
         client = h2_client()
         connection.send(client.data_to_send())
         client.receive_data(await connection.read())
-        server.advance(4.0 - RESOLUTION)
-        self.assertFalse(connection.closed)
-        server.advance(2 * RESOLUTION)
-        self.assertTrue(connection.closed)
+        closes_at(self, server, connection, 4.0)
         events = client.receive_data(await connection.read())
         self.assertTrue(any(isinstance(event, h2.events.ConnectionTerminated) for event in events), events)
 
