@@ -240,11 +240,6 @@ def wants_continue(headers: Headers) -> bool:
     return any(name == b"expect" and value.lower() == b"100-continue" for name, value in headers)
 
 
-def wants_trailers(headers: Headers) -> bool:
-    """Whether the client said it takes trailers (``TE: trailers``), as the trailers extension asks."""
-    return any(name == b"te" and b"trailers" in value.lower() for name, value in headers)
-
-
 def cancel_apps(streams: Iterable[HTTPStream]) -> list[asyncio.Task[None]]:
     """Cancel the app calls still running for ``streams`` (shutdown ran out of time)."""
     tasks = [stream.task for stream in streams if stream.task is not None and not stream.task.done()]
