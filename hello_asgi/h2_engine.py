@@ -43,7 +43,6 @@ CACHED_BLOCKS = 16
 CACHED_BLOCK_SIZE = 1024
 
 _FRAME_HEADER = struct.Struct(">HBBBL")  # a 24-bit length (16 + 8 bits), type, flags, stream id
-_STREAM_ID = struct.Struct(">L")
 _DATA, _END_STREAM, _PADDED = 0x0, 0x1, 0x8
 _OPEN_CONNECTION = (ConnectionState.SERVER_OPEN, ConnectionState.CLIENT_OPEN)
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)  # where h2 takes DATA and stays
