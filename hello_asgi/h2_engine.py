@@ -214,6 +214,43 @@ class H2Engine(h2.connection.H2Connection):
             pieces.append(data)
             self.queued += size
 
+    def send_in_frames(self, stream_id: int, data: Any, size: int, end_stream: bool) -> None:
+        """``send_fitting_data`` of ``data[:size]``, which the caller has fitted to the
+        windows, cut into frames of the peer's largest size. A 64 KiB chunk is four frames:
+        the machines are asked, the windows moved and the payload checked once for them
+        all, and every full frame shares one header."""
+        frame_size = self.max_outbound_frame_size
+        if size <= frame_size:
+            self.send_fitting_data(stream_id, data if size == len(data) else memoryview(data)[:size], end_stream)
+            return
+        stream = self.streams[stream_id]
+        state = stream.state_machine.state
+        if self.state_machine.state is not _SERVER_OPEN or (state is not _HALF_CLOSED_REMOTE and state is not _OPEN):
+            view = memoryview(data)
+            for start in range(0, size, frame_size):  # h2's machines decide, frame by frame
+                stop = min(start + frame_size, size)
+                self.send_fitting_data(stream_id, view[start:stop], end_stream and stop == size)
+            return
+        if end_stream:
+            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
+            data = bytes(data)  # a bytearray or a writable view: the caller may change it
+        view = memoryview(data)
+        pieces = self._pieces
+        if self._data_to_send:
+            pieces.append(self._data_to_send)
+            self._data_to_send = bytearray()
+        full = _FRAME_HEADER.pack(frame_size >> 8, frame_size & 0xFF, _DATA, 0, stream_id & 0x7FFFFFFF)
+        last = (size - 1) // frame_size * frame_size  # where the last frame starts
+        for start in range(0, last, frame_size):
+            pieces += (full, view[start:start + frame_size])
+        rest = size - last
+        pieces += (_FRAME_HEADER.pack(rest >> 8, rest & 0xFF, _DATA, _END_STREAM if end_stream else 0,
+                                      stream_id & 0x7FFFFFFF), view[last:size])
+        self.queued += size
+
     def data_to_send(self, amount: int | None = None) -> bytes:
         if not self._pieces:
             return super().data_to_send(amount)

@@ -544,15 +544,8 @@ class HTTP2Connection(Protocol):
             return data  # _send_pending finds it closed
         if not data or room <= 0:
             return data
-        frame_size = connection.max_outbound_frame_size
-        view = memoryview(data)
-        sent = 0
-        while sent < room:
-            size = min(frame_size, room - sent)
-            last = end and sent + size == len(data)
-            connection.send_fitting_data(stream_id, view[sent:sent + size], last)  # room and frame_size fit it
-            sent += size
-        return None if sent == len(data) else view[sent:]
+        connection.send_in_frames(stream_id, data, room, end and room == len(data))
+        return None if room == len(data) else memoryview(data)[room:]
 
     def _send_pending(self, stream: H2Stream) -> None:
         """Send what of the stream's queue the windows allow; once it is all sent, the

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from hello_asgi.h2_engine import CachingDecoder, CachingEncoder, _with_cache
+from hello_asgi.h2_engine import CachingDecoder, CachingEncoder, H2Engine, _with_cache
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import hello_app
@@ -136,6 +136,8 @@ more_frames = st.lists(_data_frames, max_size=6)
 server_calls = st.lists(st.one_of(
     st.tuples(st.just("send"), st.sampled_from([1, 3, 5, 7]), st.sampled_from(_SIZES + [70000]), st.booleans(),
               st.sampled_from(["bytes", "bytearray", "view", "pad"])),
+    st.tuples(st.just("frames"), st.sampled_from([1, 3, 5, 7]), st.sampled_from([1, 16384, 16385, 65535, 70000]),
+              st.sampled_from([1, 100, 16384, 65536, 70000]), st.booleans(), st.sampled_from(["bytes", "bytearray"])),
     st.tuples(st.just("respond"), st.sampled_from([1, 3, 5]), st.booleans()),
     st.tuples(st.just("end"), st.sampled_from([1, 3])),
     st.tuples(st.just("ack"), st.sampled_from([1, 3]), st.sampled_from([1, 100, 65535])),
@@ -215,6 +217,14 @@ def outcome(connection: Any, call: Any) -> tuple[Any, ...]:
     return result, connection.data_to_send(), state(connection)
 
 
+def in_frames_by_h2(connection: Any, stream_id: int, data: bytes, end: bool) -> None:
+    """What ``H2Engine.send_in_frames`` stands for: h2's ``send_data`` of each frame."""
+    frame_size = connection.max_outbound_frame_size
+    for start in range(0, len(data), frame_size):
+        stop = start + frame_size
+        connection.send_data(stream_id, data[start:stop], end_stream=end and stop >= len(data))
+
+
 def server_call(connection: Any, step: tuple[Any, ...]) -> Any:
     kind = step[0]
     if kind == "send":
@@ -223,6 +233,20 @@ def server_call(connection: Any, step: tuple[Any, ...]) -> Any:
         data = {"bytes": payload, "bytearray": bytearray(payload), "view": memoryview(payload),
                 "pad": payload}[form]
         return lambda: connection.send_data(stream_id, data, end_stream=end, pad_length=3 if form == "pad" else None)
+    if kind == "frames":  # what of a chunk the windows (and a cap) take, as http2 sends it
+        _, stream_id, size, cap, end, form = step
+        payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+        data = payload if form == "bytes" else bytearray(payload)
+
+        def in_frames() -> None:
+            fitted = min(size, cap, connection.local_flow_control_window(stream_id))
+            if fitted <= 0:
+                return
+            if isinstance(connection, H2Engine):
+                connection.send_in_frames(stream_id, data, fitted, end and fitted == size)
+            else:
+                in_frames_by_h2(connection, stream_id, payload[:fitted], end and fitted == size)
+        return in_frames
     if kind == "respond":
         return lambda: connection.send_headers(step[1], [(b":status", b"200")], end_stream=step[2])
     if kind == "end":
