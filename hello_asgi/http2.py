@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="hello_asgi.http2")
 
-FLUSH_AT = 64 * 1024  # bytes of response DATA written at once rather than at the end of the loop's turn
+FLUSH_AT = 256 * 1024  # bytes of response DATA written at once rather than at the end of the loop's turn
 
 
 
