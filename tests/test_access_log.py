@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from twisted.trial import unittest
 
 from hello_asgi import Config
 from hello_asgi.access_log import (
-    FLUSH_LINES, MAIN_LOG, PIPE_BUF, AccessLog, EventLog, LineBuffer, MainLog, _whole_line_chunks, access_log,
+    CLIENTS_KEPT, FLUSH_LINES, MAIN_LOG, PIPE_BUF, AccessLog, EventLog, LineBuffer, MainLog, _whole_line_chunks,
+    access_log,
 )
 from hello_asgi.testing import asyncio_test, serve
 
@@ -235,3 +237,57 @@ class LineBufferTests(unittest.TestCase):
         self.assertEqual(output.getvalue(), "")
         buffer.add("a" * 99 + "\n")
         self.assertEqual(len(output.getvalue()), FLUSH_LINES * 100)
+
+
+class _Finished:
+    """What AccessLog.http reads of a finished HTTPStream."""
+
+    def __init__(self, client: Any, status: int = 200, took: float = 0.004, path: str = "/a") -> None:
+        self.scope = {"client": client, "path": path, "query_string": b"", "method": "GET", "http_version": "1.1"}
+        self.status, self.bytes_sent = status, 12
+        self.started_at = time.monotonic() - took
+
+
+class LineTextTests(unittest.TestCase):
+    """The line's client, status and duration are looked up, not made each time: the same
+    text as making them, whatever the value."""
+
+    def lines(self, *finished: _Finished) -> list[str]:
+        buffer = LineBuffer(lambda: None, lambda flush: None)
+        self.addCleanup(buffer.close)
+        log = AccessLog(buffer)
+        for stream in finished:
+            log.http(stream)  # type: ignore[arg-type]
+        return [line.split("] ", 1)[1] for line in buffer._lines]
+
+    def test_status_and_duration_as_made(self) -> None:
+        lines = self.lines(_Finished(("10.0.0.1", 5), 200, 0.0042), _Finished(("10.0.0.1", 5), 0, 0.2),
+                           _Finished(None, 599, 2.5), _Finished(("::1", 80), 404, 0.9996))
+        self.assertEqual(lines, ['10.0.0.1:5 - "GET /a HTTP/1.1" 200 12 0.004s\n',
+                                 '10.0.0.1:5 - "GET /a HTTP/1.1" 0 12 0.200s\n',
+                                 'unix - "GET /a HTTP/1.1" 599 12 2.500s\n',
+                                 '::1:80 - "GET /a HTTP/1.1" 404 12 1.000s\n'])
+
+    def test_clients_kept_are_bounded_and_a_list_is_named_too(self) -> None:
+        buffer = LineBuffer(lambda: None, lambda flush: None)
+        self.addCleanup(buffer.close)
+        log = AccessLog(buffer)
+        for port in range(CLIENTS_KEPT + 10):
+            log.http(_Finished(("10.0.0.2", port)))  # type: ignore[arg-type]
+            self.assertLessEqual(len(log._clients), CLIENTS_KEPT)
+        self.assertIn('10.0.0.2:1033 - "GET', buffer._lines[-1])
+        log.http(_Finished(["10.0.0.3", 7]))  # type: ignore[arg-type]  # an app's own scope: a list
+        self.assertIn('] 10.0.0.3:7 - "GET', buffer._lines[-1])
+
+    def test_the_time_follows_a_clock_set_back(self) -> None:
+        now = [1_000_000_000.5]
+        self.patch(time, "time", lambda: now[0])
+        buffer = LineBuffer(lambda: None, lambda flush: None)
+        self.addCleanup(buffer.close)
+        log = AccessLog(buffer)
+        for when in (1_000_000_000.5, 1_000_000_000.9, 999_999_000.5):
+            now[0] = when
+            log.http(_Finished(("10.0.0.4", 1)))  # type: ignore[arg-type]
+        stamps = [line.split(" ", 1)[0] for line in buffer._lines]
+        self.assertEqual(stamps[0], stamps[1])
+        self.assertNotEqual(stamps[1], stamps[2])  # 1,000 s earlier, not still the second before
