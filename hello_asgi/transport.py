@@ -138,10 +138,12 @@ class SocketTransport:
     READ_SIZE = 256 * 1024
     HIGH_WATER = 64 * 1024
     LOW_WATER = 16 * 1024
+    LARGE = 16 * 1024  # a write from this size on holds the writes after it in its turn of the loop
+    HELD_MAX = 256 * 1024  # held bytes sent without waiting for the turn's end
 
-    __slots__ = ("_close_timer", "_file", "_host", "_lost", "_peer", "_port", "_producer", "_pull_due",
-                 "_reading", "_socket", "_streaming_producer", "_unsent", "_write_closed", "_writing_paused",
-                 "disconnecting", "protocol")
+    __slots__ = ("_close_timer", "_file", "_held", "_held_size", "_host", "_lost", "_peer", "_port", "_producer",
+                 "_pull_due", "_reading", "_socket", "_streaming_producer", "_unsent", "_write_closed",
+                 "_writing_paused", "disconnecting", "protocol")
 
     def __init__(self, sock: socket.socket, peer: Any, host: Any, port: AsyncioPort) -> None:
         self._socket = sock
@@ -149,6 +151,8 @@ class SocketTransport:
         self._host = host
         self._port = port
         self._unsent: bytearray | None = None  # what the kernel has not taken yet
+        self._held: list[Any] | None = None  # writes held after a large one, until the turn's end
+        self._held_size = 0
         self._producer: IProducer | None = None
         self._streaming_producer = True
         self._pull_due = False  # a pull producer's resumeProducing is scheduled
@@ -212,8 +216,8 @@ class SocketTransport:
             self._close_if_sent()
 
     def _close_if_sent(self) -> None:
-        if self._unsent is not None or self._lost or self._file is not None:
-            return  # _flush (or send_file) comes back once it is sent
+        if self._unsent is not None or self._lost or self._file is not None or self._held is not None:
+            return  # _flush (or send_file, or _release) comes back once it is sent
         if self.disconnecting:
             self._lose(ConnectionDone())
         elif self._write_closed:
@@ -229,8 +233,14 @@ class SocketTransport:
                 self._file.after = bytearray()
             self._file.after += data
             return
+        if self._held is not None:
+            self._hold(data)
+            return
         unsent = self._unsent
         if unsent is None:
+            if len(data) >= self.LARGE:  # the writes after it in this turn are held, then sent together
+                self._held = []
+                self._port.loop.call_soon(self._release)
             try:
                 sent = self._socket.send(data)
             except (BlockingIOError, InterruptedError):
@@ -245,6 +255,34 @@ class SocketTransport:
             self._check_unsent(unsent)
         if self._producer is not None and not self._streaming_producer:
             self._schedule_pull()
+
+    def _hold(self, data: Any) -> None:
+        """Hold a write made after a large one in the same turn: a streamed body's chunks then
+        leave by one ``sendmsg`` a turn (or a ``HELD_MAX``), not one system call each."""
+        held = self._held
+        assert held is not None
+        held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= self.HELD_MAX:
+            self._send_held()
+            if not self._lost:
+                self._held = []  # still this turn: hold on
+        if self._producer is not None and not self._streaming_producer:
+            self._schedule_pull()
+
+    def _release(self) -> None:
+        """The turn is over: what was held goes now; writes go straight out again."""
+        if self._held is None:
+            return
+        self._send_held()
+        self._held = None
+        if self._unsent is None:
+            self._close_if_sent()  # a close asked for meanwhile waited for these bytes
+
+    def _send_held(self) -> None:
+        held, self._held, self._held_size = self._held, None, 0  # (None: the sending below writes through)
+        if held and not self._lost:
+            self.writeSequence(held)
 
     def _keep(self, unsent: bytearray) -> None:
         """Hold what the kernel did not take, and send it as the socket becomes writable."""
@@ -262,6 +300,10 @@ class SocketTransport:
         """``write`` of the pieces joined, but gathered by one ``sendmsg`` when the socket
         takes them now, not joined first: an HTTP/2 DATA frame's payload is not copied."""
         pieces = list(data)
+        if self._held is not None:
+            for piece in pieces:
+                self._hold(piece)
+            return
         if self._unsent is not None or self._file is not None or self._lost or self._write_closed \
                 or len(pieces) > _IOV_MAX:
             self.write(b"".join(pieces))
@@ -292,6 +334,7 @@ class SocketTransport:
         """
         if self._file is not None:
             raise RuntimeError("a file is being sent on this connection already")
+        self._release()  # what was written before the file goes before it
         if self._lost or self._write_closed:
             count = 0
         self._file = _FileSend()
@@ -374,6 +417,7 @@ class SocketTransport:
         """
         if self.disconnecting or self._lost:
             return
+        self._release()
         self.disconnecting = True
         self.pauseProducing()
         loop = self._port.loop
@@ -390,6 +434,7 @@ class SocketTransport:
         if self._lost:
             return
         self._lost = True
+        self._held = None
         self.pauseProducing()
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -437,6 +482,7 @@ class SocketTransport:
         """Send FIN once everything written has been sent; read on."""
         if self._write_closed or self._lost:
             return
+        self._release()
         self._write_closed = True
         if self._unsent is None and self._file is None:
             self._shutdown_write()
