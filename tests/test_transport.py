@@ -102,6 +102,24 @@ class Pulled:
         pass
 
 
+class CountingSocket:
+    """A socket whose ``send`` and ``sendmsg`` calls are listed; the rest is the socket's."""
+
+    def __init__(self, sock: socket.socket, calls: list[str]) -> None:
+        self._sock, self._calls = sock, calls
+
+    def send(self, data: bytes) -> int:
+        self._calls.append("send")
+        return self._sock.send(data)
+
+    def sendmsg(self, pieces: list[bytes]) -> int:
+        self._calls.append("sendmsg")
+        return self._sock.sendmsg(pieces)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
 def fill(transport: SocketTransport) -> None:
     """Write 4 MiB: far more than the kernel takes while the client reads nothing."""
     for _ in range(64):
@@ -358,6 +376,54 @@ class TransportTests(unittest.TestCase):
         transport.loseConnection()
         received = await asyncio.wait_for(reader.read(), TIMEOUT)
         self.assertEqual(received, b"".join(pieces) + b"after" + b"gathered last")
+
+    async def counted(self) -> tuple[SocketTransport, asyncio.StreamReader, list[str]]:
+        """A connection (the client's buffer left large) whose socket's sends are counted."""
+        port, built = self.listen()
+        protocol, reader, _ = await self.accepted(port, built)
+        transport = protocol.transport
+        assert isinstance(transport, SocketTransport)
+        calls: list[str] = []
+        transport._socket = CountingSocket(transport._socket, calls)  # type: ignore[assignment]
+        return transport, reader, calls
+
+    @asyncio_test
+    async def test_writes_after_a_large_one_leave_together_at_the_turns_end(self) -> None:
+        transport, reader, calls = await self.counted()
+        transport.write(CHUNK)  # large: it goes now, and holds what follows in this turn
+        for number in range(3):
+            transport.write(b"%d" % number)
+        transport.writeSequence([b"gathered ", memoryview(b"too")])
+        self.assertEqual(calls, ["send"])
+        await asyncio.sleep(0)  # the turn ends (the release was queued before this)
+        self.assertEqual(calls, ["send", "sendmsg"])
+        transport.write(b"then straight out")  # small, and the window is closed
+        self.assertEqual(calls, ["send", "sendmsg", "send"])
+        transport.loseConnection()
+        received = await asyncio.wait_for(reader.read(), TIMEOUT)
+        self.assertEqual(received, CHUNK + b"012gathered toothen straight out")
+
+    @asyncio_test
+    async def test_a_streamed_body_leaves_by_one_send_per_held_max(self) -> None:
+        transport, reader, calls = await self.counted()
+        for _ in range(20):  # 1.25 MiB of 64 KiB chunks, in one turn
+            transport.write(CHUNK)
+        self.assertLessEqual(len(calls), 1 + 19 * len(CHUNK) // SocketTransport.HELD_MAX)  # 5, not 20
+        self.assertLess(transport._held_size, SocketTransport.HELD_MAX)  # held stays bounded
+        transport.loseConnection()  # what is held goes first
+        received = await asyncio.wait_for(reader.read(), TIMEOUT)
+        self.assertEqual(received, CHUNK * 20)
+
+    @asyncio_test
+    async def test_abort_drops_what_is_held(self) -> None:
+        transport, reader, calls = await self.counted()
+        transport.write(CHUNK)
+        transport.write(b"held")
+        transport.abortConnection()
+        received, reset = await until_closed(reader)
+        self.assertTrue(reset)
+        self.assertNotIn(b"held", received)
+        self.assertEqual(calls, ["send"])
 
     def test_what_is_left_of_pieces_after_a_partial_send(self) -> None:
         pieces = [b"abc", memoryview(b"defg"), bytearray(b"hi")]
