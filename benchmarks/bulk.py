@@ -123,7 +123,7 @@ def main() -> None:
             for server in args.servers.split(","):
                 if server == "uvicorn" and scenario.startswith("h2"):
                     continue  # no HTTP/2
-                results.setdefault(server, []).append(run_one(server, scenario, args.peers, tls, args.transfers))
+                results.setdefault(server, []).append(run_one(server, scenario, args.peers.resolve(), tls, args.transfers))
         for server, runs in results.items():
             failed = [run["ok"] for run in runs if run["ok"] != "ok"]
             seconds = [float(run["seconds"]) for run in runs]

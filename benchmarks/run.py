@@ -47,7 +47,7 @@ VENV = HERE / ".venv"
 BEFORE = HERE / ".before"  # the hello_asgi package as of --before REV
 BIN = VENV / "bin"
 PEERS = ["uvicorn", "httptools", "uvloop", "websockets", "hypercorn", "daphne", "granian", "gunicorn", "a2wsgi",
-         "aioquic"]
+         "aioquic", "starlette"]  # starlette: bulk.py's app, so that `bulk.py --peers benchmarks/.venv/bin` works
 WSGI_THREADS = 10  # every WSGI server's thread count (hello-asgi's default); wsgi_app.THREADS for a2wsgi
 HYPERCORN_CONFIG = VENV / "hypercorn.toml"
 # Hypercorn closes a connection after 1000 requests by default (keep_alive_max_requests, a
