@@ -200,19 +200,7 @@ class H2Engine(h2.connection.H2Connection):
             machine.process_input(StreamInputs.SEND_DATA)
         if end_stream:
             machine.process_input(StreamInputs.SEND_END_STREAM)
-        stream.outbound_flow_control_window -= size
-        self.outbound_flow_control_window -= size
-        if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
-            data = bytes(data)  # a bytearray or a writable view: the caller may change it
-        pieces = self._pieces
-        if self._data_to_send:
-            pieces.append(self._data_to_send)
-            self._data_to_send = bytearray()
-        pieces.append(_FRAME_HEADER.pack(size >> 8, size & 0xFF, _DATA, _END_STREAM if end_stream else 0,
-                                         stream_id & 0x7FFFFFFF))
-        if size:
-            pieces.append(data)
-            self.queued += size
+        self._queue_frames(stream, data, size, self.max_outbound_frame_size, end_stream)
 
     def send_in_frames(self, stream_id: int, data: Any, size: int, end_stream: bool) -> None:
         """``send_fitting_data`` of ``data[:size]``, which the caller has fitted to the
@@ -220,36 +208,46 @@ class H2Engine(h2.connection.H2Connection):
         the machines are asked, the windows moved and the payload checked once for them
         all, and every full frame shares one header."""
         frame_size = self.max_outbound_frame_size
-        if size <= frame_size:
-            self.send_fitting_data(stream_id, data if size == len(data) else memoryview(data)[:size], end_stream)
-            return
         stream = self.streams[stream_id]
         state = stream.state_machine.state
         if self.state_machine.state is not _SERVER_OPEN or (state is not _HALF_CLOSED_REMOTE and state is not _OPEN):
             view = memoryview(data)
-            for start in range(0, size, frame_size):  # h2's machines decide, frame by frame
+            # h2's machines decide, frame by frame (no data: one empty frame)
+            for start in range(0, size or 1, frame_size):
                 stop = min(start + frame_size, size)
                 self.send_fitting_data(stream_id, view[start:stop], end_stream and stop == size)
             return
         if end_stream:
             stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        self._queue_frames(stream, data, size, frame_size, end_stream)
+
+    def _queue_frames(self, stream: Any, data: Any, size: int, frame_size: int, end_stream: bool) -> None:
+        """Move both windows by ``size`` and queue ``data[:size]`` as DATA frames of at most
+        ``frame_size``, their payloads views of ``data`` (not copies), once h2's machines
+        have taken the frames."""
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
         if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
             data = bytes(data)  # a bytearray or a writable view: the caller may change it
-        view = memoryview(data)
         pieces = self._pieces
         if self._data_to_send:
             pieces.append(self._data_to_send)
             self._data_to_send = bytearray()
-        full = _FRAME_HEADER.pack(frame_size >> 8, frame_size & 0xFF, _DATA, 0, stream_id & 0x7FFFFFFF)
-        last = (size - 1) // frame_size * frame_size  # where the last frame starts
-        for start in range(0, last, frame_size):
-            pieces += (full, view[start:start + frame_size])
+        stream_id = stream.stream_id & 0x7FFFFFFF
+        last = (size - 1) // frame_size * frame_size if size > frame_size else 0  # where the last frame starts
+        if last:
+            view = memoryview(data)
+            full = _FRAME_HEADER.pack(frame_size >> 8, frame_size & 0xFF, _DATA, 0, stream_id)
+            for start in range(0, last, frame_size):
+                pieces += (full, view[start:start + frame_size])
+            data = view[last:size]
+        elif size < len(data):
+            data = memoryview(data)[:size]
         rest = size - last
-        pieces += (_FRAME_HEADER.pack(rest >> 8, rest & 0xFF, _DATA, _END_STREAM if end_stream else 0,
-                                      stream_id & 0x7FFFFFFF), view[last:size])
-        self.queued += size
+        pieces.append(_FRAME_HEADER.pack(rest >> 8, rest & 0xFF, _DATA, _END_STREAM if end_stream else 0, stream_id))
+        if rest:
+            pieces.append(data)
+            self.queued += size
 
     def data_to_send(self, amount: int | None = None) -> bytes:
         if not self._pieces:

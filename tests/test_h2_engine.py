@@ -289,6 +289,23 @@ class DataFastPathTests(unittest.TestCase):
                     expected = outcome(plain, server_call(plain, step))
                     self.assertEqual(outcome(fast, server_call(fast, step)), expected, step)
 
+    def test_a_chunk_in_frames_is_h2s_frames(self) -> None:
+        """``send_in_frames`` of chunks of one frame, several frames and a part frame, from
+        bytes and a bytearray, ending the stream or not: the same bytes, windows and states
+        as h2's ``send_data`` frame by frame (hypothesis reaches these calls only now and then)."""
+        payload = bytes(range(256)) * 300  # 76,800 bytes
+        for size, end, form in [(100, False, bytes), (16384, False, bytes), (40000, False, bytes),
+                                (40000, True, bytearray), (49152, True, bytes), (65535, False, bytearray)]:
+            plain, fast = self.pair()
+            script = client_bytes([("headers", 1, None, True, False)])  # half-closed (remote): the fast path
+            for connection in (plain, fast):
+                connection.receive_data(script)
+                connection.send_headers(1, [(b":status", b"200")])
+            self.assertEqual(fast.data_to_send(), plain.data_to_send())
+            in_frames_by_h2(plain, 1, payload[:size], end)
+            fast.send_in_frames(1, form(payload), size, end)
+            self.assertEqual((fast.data_to_send(), state(fast)), (plain.data_to_send(), state(plain)), (size, end))
+
     def test_the_fast_paths_are_taken(self) -> None:
         """An upload's DATA frames, cut mid-frame, are not parsed by hyperframe, and a
         response's DATA frames are not built by it; the bytes are h2's all the same."""
