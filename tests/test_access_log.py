@@ -252,10 +252,15 @@ class LineTextTests(unittest.TestCase):
     """The line's client, status and duration are looked up, not made each time: the same
     text as making them, whatever the value."""
 
-    def lines(self, *finished: _Finished) -> list[str]:
+    def access_log(self) -> tuple[AccessLog, LineBuffer]:
+        """An access log into a buffer with nowhere to write (its lines stay in ``_lines``
+        until a full buffer empties it)."""
         buffer = LineBuffer(lambda: None, lambda flush: None)
         self.addCleanup(buffer.close)
-        log = AccessLog(buffer)
+        return AccessLog(buffer), buffer
+
+    def lines(self, *finished: _Finished) -> list[str]:
+        log, buffer = self.access_log()
         for stream in finished:
             log.http(stream)  # type: ignore[arg-type]
         return [line.split("] ", 1)[1] for line in buffer._lines]
@@ -269,9 +274,7 @@ class LineTextTests(unittest.TestCase):
                                  '::1:80 - "GET /a HTTP/1.1" 404 12 1.000s\n'])
 
     def test_clients_kept_are_bounded_and_a_list_is_named_too(self) -> None:
-        buffer = LineBuffer(lambda: None, lambda flush: None)
-        self.addCleanup(buffer.close)
-        log = AccessLog(buffer)
+        log, buffer = self.access_log()
         for port in range(CLIENTS_KEPT + 10):
             log.http(_Finished(("10.0.0.2", port)))  # type: ignore[arg-type]
             self.assertLessEqual(len(log._clients), CLIENTS_KEPT)
@@ -282,9 +285,7 @@ class LineTextTests(unittest.TestCase):
     def test_the_time_follows_a_clock_set_back(self) -> None:
         now = [1_000_000_000.5]
         self.patch(time, "time", lambda: now[0])
-        buffer = LineBuffer(lambda: None, lambda flush: None)
-        self.addCleanup(buffer.close)
-        log = AccessLog(buffer)
+        log, buffer = self.access_log()
         for when in (1_000_000_000.5, 1_000_000_000.9, 999_999_000.5):
             now[0] = when
             log.http(_Finished(("10.0.0.4", 1)))  # type: ignore[arg-type]
