@@ -275,7 +275,7 @@ class SocketTransport:
         if self._held is None:
             return
         self._send_held()
-        self._held = None
+        self._held = None  # (a joined write in _send_held may have opened a window: the turn is over)
         if self._unsent is None:
             self._close_if_sent()  # a close asked for meanwhile waited for these bytes
 
