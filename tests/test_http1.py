@@ -12,6 +12,7 @@ import httpx
 from twisted.trial import unittest
 
 from hello_asgi import demo, http1
+from hello_asgi.context import HTTP_TASK
 from hello_asgi.testing import asyncio_test, serve
 
 from .support import TIMEOUT, connect, exchange, header, hello_app, parse_responses
@@ -406,6 +407,33 @@ class AppTaskTests(unittest.TestCase):
         server = await serve(self, app)
         data = await exchange(server.port, b"GET /anyio HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertEqual([body for _, body in parse_responses(data)], [b"hello /anyio "])
+
+
+    @asyncio_test
+    async def test_the_app_task_is_named_and_made_by_the_loops_task_factory_if_set(self) -> None:
+        names: list[str] = []
+        made: list[str] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                task = asyncio.current_task()
+                assert task is not None
+                names.append(task.get_name())
+                await hello_app(scope, receive, send)
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            made.append(coro.__qualname__)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        server = await serve(self, app)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        await exchange(server.port, request)
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(factory)
+        self.addCleanup(loop.set_task_factory, None)
+        await exchange(server.port, request)
+        self.assertEqual(names, [HTTP_TASK, HTTP_TASK])
+        self.assertEqual(made.count("HTTPStream.run"), 1)  # the second request's, by the factory
 
 
 class HostCheckTests(unittest.TestCase):
