@@ -988,7 +988,10 @@ _DOWNLOAD_TARGETS = [Target("Uvicorn's seconds ÷ hello-asgi's, HTTP/1.1",
 TARGETS = {
     "defaults": [Target("hello-asgi req/s, access log on ÷ off", _ratio("hello-asgi", "hello-asgi-nolog", "rate"), 0.9),
                  Target("hello-asgi ÷ Uvicorn req/s, both access logs on", _ratio("hello-asgi", "uvicorn", "rate"), 1.5)],
-    "http1": [Target("hello-asgi ÷ Uvicorn req/s, access logs off", _ratio("hello-asgi", "uvicorn", "rate"), 1.3)],
+    "http1": [Target("hello-asgi ÷ Uvicorn req/s, access logs off", _ratio("hello-asgi", "uvicorn", "rate"), 1.3),
+              # like for like: Uvicorn runs on uvloop, as hello-asgi does once hello-asgi[uvloop] is installed
+              Target("hello-asgi on uvloop ÷ Uvicorn (on uvloop) req/s, access logs off",
+                     _ratio("hello-asgi-uvloop", "uvicorn", "rate"), 1.3)],
     "h2c": [Target("hello-asgi ÷ Hypercorn req/s", _ratio("hello-asgi", "hypercorn", "rate"), 3.5),
             Target("bare h2's CPU µs/req ÷ hello-asgi's", _ratio("bare-h2 (ceiling)", "hello-asgi", "cpu_us"), 1.0)],
     "h2-tls": [Target("hello-asgi ÷ Hypercorn req/s", _ratio("hello-asgi", "hypercorn", "rate"), 3.5)],

@@ -125,9 +125,11 @@ class Rounds(unittest.TestCase):
         self.assertEqual(summary["uvicorn"]["rate"], 100.0)  # the median of the valid rounds
         self.assertEqual(summary["hello-asgi"]["rate"], 200.0)
         self.assertEqual(summary["uvicorn"]["problems"], ["round 3: 3 errors"])
-        [target] = run.targets(rounds, scenario)
+        target, on_uvloop = run.targets(rounds, scenario)
         self.assertEqual(target["per_round"], [2.0, 1.0, None])
         self.assertTrue(target["met"])
+        self.assertEqual(on_uvloop["per_round"], [None, None, None])  # no hello-asgi-uvloop row here
+        self.assertFalse(on_uvloop["met"])
 
 
 
