@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from hello_asgi.config import Config
+from hello_asgi.context import WEBSOCKET_TASK
 from hello_asgi.factory import ASGIServerFactory
 from hello_asgi.stream import RequestHead
 from hello_asgi.testing import asyncio_test, serve
@@ -230,6 +231,19 @@ class MessageTests(unittest.TestCase):
             large = bytes(range(256)) * 4096  # 1 MiB
             await ws.send(large)
             self.assertEqual(await ws.recv(), large)
+
+    @asyncio_test
+    async def test_the_app_task_is_named_for_a_websocket(self) -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "websocket":
+                task = asyncio.current_task()
+                await receive()
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.send", "text": task.get_name() if task else ""})
+
+        server = await serve(self, app)
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            self.assertEqual(await ws.recv(), WEBSOCKET_TASK)
 
     @asyncio_test
     async def test_compression_negotiated_and_used(self) -> None:
