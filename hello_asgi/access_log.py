@@ -163,8 +163,7 @@ class _Clock:
     """Wall-clock texts a line needs, made once a second, not once a line."""
 
     def __init__(self, worker: int | None = None) -> None:
-        self.second = -1
-        self.since = self.until = 0.0  # the second's bounds, as floats (a float compare is the cheapest)
+        self.since = self.until = -1.0  # the second's bounds, as floats (a float compare is the cheapest)
         self._tag = f"[{NAMESPACE}#info] " + worker_tag(worker)
         self.prefix = ""  # 2026-12-05T07:40:00+0000 [hello_asgi.access#info] , as the main log's text lines begin
         self.common = ""  # [05/Dec/2026:07:40:00 +0000], the Common Log Format's
@@ -172,8 +171,8 @@ class _Clock:
     def tick(self) -> str:
         """Bring the texts to this second; the prefix."""
         second = int(time.time())
-        if second != self.second:
-            self.second, self.since, self.until = second, float(second), second + 1.0
+        if second != self.since:
+            self.since, self.until = float(second), second + 1.0
             local = time.localtime(second)
             self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S%z", local) + " " + self._tag
             self.common = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", local)
