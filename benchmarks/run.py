@@ -577,6 +577,8 @@ def h2load_download(ctx: Context) -> Row:
                        ctx.args.max_transfer * count + 10)
     used = cpu_seconds(ctx.server.session) - cpu
     row = parse_h2load(out, 1)
+    if not row["rate"]:
+        raise RuntimeError(f"h2load finished none of the {count} downloads")
     seconds = count / row["rate"]
     data = re.search(r"traffic: .*\((\d+)\) data", out)
     moved = int(data.group(1)) if data else 0
